@@ -1,0 +1,33 @@
+"""Stream processors: pure operators and the runtime that feeds them from JetStream."""
+from __future__ import annotations
+
+from processors.alerting import AlertTracker, alert_id
+from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
+from processors.operator import Emit, FunctionOperator, Operator, OperatorStats, operator
+from processors.rules import ConfigError, Rule, ThresholdRules, default_rules, load_rules, parse_duration
+from processors.runtime import Runtime, RuntimeStats
+from processors.windows import TumblingWindows, quantile, series_key
+
+__all__ = [
+    "AlertTracker",
+    "ConfigError",
+    "Emit",
+    "FunctionOperator",
+    "JetStreamPuller",
+    "Operator",
+    "OperatorStats",
+    "Rule",
+    "Runtime",
+    "RuntimeStats",
+    "ThresholdRules",
+    "TumblingWindows",
+    "ack_tokens",
+    "alert_id",
+    "default_rules",
+    "load_rules",
+    "operator",
+    "parse_duration",
+    "quantile",
+    "series_key",
+    "stream_seq",
+]

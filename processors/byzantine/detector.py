@@ -1,0 +1,618 @@
+"""Byzantine-node detector for one training cluster: per-round statistics, evidence across rounds.
+
+Each closed round gives, for every node that reported, a handful of scale-free
+statistics measured against the round's *robust consensus* (coordinate-wise
+median of the trusted nodes' sketches) and the fleet's median/MAD:
+
+* ``alignment``  cosine of the node's sketch with the consensus; Byzantine updates
+  that point away (sign flip, inner-product manipulation) or nowhere (noise,
+  free-riding) align far less than honest ones, however noisy those are.
+* ``norm``       log of the update norm over the round's median norm (scaled-up,
+  noise or near-zero updates).
+* ``similarity`` the largest cosine with any other node's sketch this round or any
+  sketch of the previous round, as a robust z (collusion, replayed or stale work).
+* ``loss``       log of the reported loss over the round's median (not learning).
+* ``norm_consistency``  reported norm over sketch norm, against the fleet (lying
+  about the update).
+
+These go into a ring buffer of the last ``window_rounds`` rounds per node and are
+tested over several horizons (2 .. window_rounds rounds) with a one-sided test
+whose standard error comes from the fleet's per-round robust spread, so blunt
+attacks are caught in two rounds and small consistent ones cumulatively.
+
+Two more tests work on each node's exponentially weighted mean deviation from
+the consensus (the part of its updates that persists across rounds):
+
+* ``drift``      that persistent deviation is several times the fleet's typical one.
+* ``collusion``  it points the same way as another node's, far beyond what
+  independent honest nodes show (ALIE, coordinated drift, replay rings).
+
+A node is flagged when any test passes its threshold; its alert resolves after
+``resolve_after_rounds`` clean rounds. Trust falls at once with suspicion and
+recovers slowly.
+"""
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from processors.byzantine.robust import (
+    max_offdiag_cos,
+    pair_cos_spread,
+    partners_above,
+    robust_center_scale,
+    robust_z,
+    unit_rows,
+)
+
+FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency")
+_ALIGN, _NORM, _SIM, _LOSS, _FIT = range(len(FEATURES))
+STATISTICS: tuple[str, ...] = (
+    "alignment",
+    "norm_high",
+    "norm_low",
+    "similarity",
+    "loss",
+    "norm_consistency",
+    "drift",
+    "collusion",
+)
+_EPS = 1e-12
+_MAX_COS = 1.0 - 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Thresholds are ratios or standard-error multiples, never absolute update sizes."""
+
+    max_nodes: int = 10_000  # nodes tracked per cluster; more are refused and counted
+    window_rounds: int = 32  # rounds of per-node history kept
+    horizons: tuple[int, ...] = (2, 4, 8, 16, 32)  # window lengths tested, in rounds
+    confidence_z: float = 4.0  # standard errors a window mean must clear its margin by
+    align_fraction: float = 0.4  # honest nodes align with the consensus at least this fraction of the typical node
+    norm_ratio: float = 3.0  # update norms persistently beyond x3 (or below /3) the median are suspect
+    loss_ratio: float = 3.0  # losses persistently x3 the fleet median are suspect
+    norm_consistency_ratio: float = 2.0  # reported norm vs sketch norm off by this factor against the fleet
+    similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
+    drift_half_life_rounds: float = 6.0  # memory of the persistent-deviation average
+    drift_ratio: float = 3.0  # persistent deviation this many times the fleet median
+    cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    persist_rounds: int = 3  # consecutive rounds a drift/collusion finding must hold
+    warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
+    resolve_after_rounds: int = 10  # clean rounds before an alert resolves
+    trust_recovery_per_round: float = 0.05  # how fast trust may climb back
+    min_nodes: int = 5  # rounds with fewer reports are recorded but not judged
+    evict_after_rounds: int = 64  # nodes silent this long are forgotten
+
+    def __post_init__(self) -> None:
+        if self.max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
+        if self.window_rounds < 2:
+            raise ValueError(f"window_rounds must be >= 2, got {self.window_rounds}")
+        if not self.horizons or min(self.horizons) < 1 or max(self.horizons) > self.window_rounds:
+            raise ValueError(f"horizons {self.horizons!r} must lie in 1..window_rounds={self.window_rounds}")
+        for name in ("norm_ratio", "loss_ratio", "norm_consistency_ratio", "drift_ratio"):
+            if getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be > 1, got {getattr(self, name)!r}")
+        if not 0.0 < self.align_fraction < 1.0:
+            raise ValueError(f"align_fraction must be in (0, 1), got {self.align_fraction!r}")
+        if self.min_nodes < 3:
+            raise ValueError(f"min_nodes must be >= 3, got {self.min_nodes}")
+
+
+@dataclass(slots=True)
+class NodeVerdict:
+    """One node after one round: trust in [0, 1], whether it is flagged, and why."""
+
+    node: str
+    round: int
+    trust: float
+    suspicion: float  # largest evidence; 1.0 is a test's threshold
+    flagged: bool  # the node's alert is active after this round
+    newly_flagged: bool
+    resolved: bool
+    detected_round: int | None  # round at which the current detection began
+    reason: str  # the statistic with the most evidence ("" if none)
+    evidence: dict[str, float]  # statistic -> evidence (>= 1: over threshold)
+    details: dict[str, Any] = field(default_factory=dict)  # how far, for how many rounds
+
+
+@dataclass(slots=True)
+class RoundResult:
+    """What closing one round produced."""
+
+    round: int
+    ts: float  # newest report time of the round (event time, UNIX s)
+    nodes: int
+    judged: bool
+    verdicts: list[NodeVerdict]
+    evicted: list[str]
+
+
+def _enc(a: np.ndarray) -> dict[str, Any]:
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.tobytes()}
+
+
+def _dec(d: dict[str, Any]) -> np.ndarray:
+    raw = d["data"]
+    if isinstance(raw, str):  # JSON round trip gives base64 text
+        raw = base64.b64decode(raw)
+    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+
+
+class ClusterDetector:
+    """Detector state for one cluster: reports are added per round, judged when the round closes."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        self.dim: int | None = None  # sketch length, fixed by the first report
+        self.last_closed: int | None = None
+        self.pending: dict[int, dict[str, tuple[float, float, np.ndarray, float]]] = {}
+        self.counts: dict[str, int] = {}
+        self._slot: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._free: list[int] = []
+        self._cap = 0
+        W, F = self.config.window_rounds, len(FEATURES)
+        self._scale = np.full((W, F), np.nan)
+        self._col_round = np.full(W, -1, dtype=np.int64)
+        self._prev_units: np.ndarray | None = None
+        self._alloc(0)
+        del W, F
+
+    # ------------------------------------------------------------------ state arrays
+
+    def _alloc(self, cap: int) -> None:
+        W, F = self.config.window_rounds, len(FEATURES)
+        K = self.dim or 1
+        old = self._cap
+
+        def grow(a: np.ndarray | None, shape: tuple[int, ...], fill: Any, dtype: Any) -> np.ndarray:
+            new = np.full(shape, fill, dtype=dtype)
+            if a is not None and old:
+                new[:old] = a[:old]
+            return new
+
+        g = lambda name: getattr(self, name, None)  # noqa: E731
+        self._vals = grow(g("_vals"), (cap, W, F), np.nan, np.float32)
+        self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, np.float64)
+        self._dev_w = grow(g("_dev_w"), (cap,), 0.0, np.float64)
+        self._dev_n = grow(g("_dev_n"), (cap,), 0, np.int64)
+        self._last_round = grow(g("_last_round"), (cap,), -1, np.int64)
+        self._firing = grow(g("_firing"), (cap,), False, bool)
+        self._since = grow(g("_since"), (cap,), -1, np.int64)
+        self._clean = grow(g("_clean"), (cap,), 0, np.int64)
+        self._trust = grow(g("_trust"), (cap,), 1.0, np.float64)
+        self._drift_run = grow(g("_drift_run"), (cap,), 0, np.int64)
+        self._clu_run = grow(g("_clu_run"), (cap,), 0, np.int64)
+        self._names.extend([None] * (cap - old))
+        self._free.extend(range(cap - 1, old - 1, -1))
+        self._cap = cap
+
+    def _clear_slot(self, s: int) -> None:
+        self._vals[s] = np.nan
+        self._dev_sum[s] = 0.0
+        self._dev_w[s] = 0.0
+        self._dev_n[s] = 0
+        self._last_round[s] = -1
+        self._firing[s] = False
+        self._since[s] = -1
+        self._clean[s] = 0
+        self._trust[s] = 1.0
+        self._drift_run[s] = 0
+        self._clu_run[s] = 0
+
+    def _slot_for(self, node: str) -> int | None:
+        s = self._slot.get(node)
+        if s is not None:
+            return s
+        if not self._free:
+            if self._cap >= self.config.max_nodes:
+                return None
+            self._alloc(min(self.config.max_nodes, max(64, 2 * self._cap)))
+        s = self._free.pop()
+        self._clear_slot(s)
+        self._slot[node] = s
+        self._names[s] = node
+        return s
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    @property
+    def nodes(self) -> int:
+        """Nodes currently tracked."""
+        return len(self._slot)
+
+    def trust_of(self, node: str) -> float | None:
+        s = self._slot.get(node)
+        return None if s is None else float(self._trust[s])
+
+    def is_flagged(self, node: str) -> bool:
+        s = self._slot.get(node)
+        return bool(s is not None and self._firing[s])
+
+    # ------------------------------------------------------------------ input
+
+    def add(self, node: str, rnd: int, update_norm: float, loss: float, sketch: np.ndarray, ts: float) -> str:
+        """Buffer one report. Returns ``ok``, ``late``, ``duplicate``, ``invalid`` or ``full``."""
+        if self.last_closed is not None and rnd <= self.last_closed:
+            self._count("late")
+            return "late"
+        x = np.asarray(sketch, dtype=np.float64).ravel()
+        if x.size == 0 or not np.all(np.isfinite(x)) or not math.isfinite(update_norm) or update_norm < 0:
+            self._count("invalid")
+            return "invalid"
+        if self.dim is None:
+            self.dim = int(x.size)
+            self._dev_sum = np.zeros((self._cap, self.dim))
+        elif x.size != self.dim:
+            self._count("invalid")
+            return "invalid"
+        bucket = self.pending.setdefault(rnd, {})
+        if node in bucket:
+            self._count("duplicate")
+            return "duplicate"
+        if len(bucket) >= self.config.max_nodes:
+            self._count("refused")
+            return "full"
+        bucket[node] = (float(update_norm), float(loss) if math.isfinite(loss) and loss > 0 else math.nan, x, float(ts))
+        return "ok"
+
+    # ------------------------------------------------------------------ judging a round
+
+    def close(self, rnd: int) -> RoundResult | None:
+        """Judge round ``rnd`` (and forget any older open round). None if it had no reports."""
+        for old in [r for r in self.pending if r < rnd]:
+            del self.pending[old]
+            self._count("rounds_skipped")
+        bucket = self.pending.pop(rnd, None)
+        if self.last_closed is not None and rnd <= self.last_closed:
+            return None
+        if not bucket:
+            return None
+        cfg = self.config
+        W = cfg.window_rounds
+        prev = self.last_closed
+        if prev is None or rnd - prev >= W:
+            self._vals[:] = np.nan
+            self._scale[:] = np.nan
+            self._col_round[:] = -1
+        else:
+            for rr in range(prev + 1, rnd + 1):
+                c = rr % W
+                self._vals[:, c, :] = np.nan
+                self._scale[c] = np.nan
+        col = rnd % W
+        self._col_round[col] = rnd
+        if prev is not None and rnd - prev > 1:
+            self._prev_units = None
+        self.last_closed = rnd
+
+        names, slots, norms, losses, rows, tss = [], [], [], [], [], []
+        for node, (un, loss, x, ts) in bucket.items():
+            s = self._slot_for(node)
+            if s is None:
+                self._count("refused_nodes")
+                continue
+            names.append(node)
+            slots.append(s)
+            norms.append(un)
+            losses.append(loss)
+            rows.append(x)
+            tss.append(ts)
+        if not slots:
+            return None
+        idx = np.asarray(slots, dtype=np.int64)
+        self._last_round[idx] = rnd
+        X = np.vstack(rows)
+        ts_round = max(tss)
+        n = len(idx)
+        judged = n >= cfg.min_nodes
+        verdicts: list[NodeVerdict] = []
+        if judged:
+            verdicts = self._judge(rnd, names, idx, X, np.asarray(norms), np.asarray(losses))
+        else:
+            self._count("rounds_unjudged")
+        evicted = self._evict(rnd)
+        return RoundResult(rnd, ts_round, n, judged, verdicts, evicted)
+
+    def _judge(
+        self, rnd: int, names: list[str], idx: np.ndarray, X: np.ndarray, norms: np.ndarray, losses: np.ndarray
+    ) -> list[NodeVerdict]:
+        cfg = self.config
+        W, K = cfg.window_rounds, X.shape[1]
+        col = rnd % W
+        n = len(idx)
+        firing = self._firing[idx]
+        trusted = ~firing
+        if trusted.sum() < max(cfg.min_nodes, (n + 1) // 2):
+            trusted = np.ones(n, dtype=bool)
+
+        units, sk_norm = unit_rows(X)
+        m = np.median(X[trusted], axis=0)
+        m_unit = m / max(float(np.linalg.norm(m)), _EPS)
+
+        # --- per-round features
+        feats = np.full((n, len(FEATURES)), np.nan)
+        cos_m = units @ m_unit
+        feats[:, _ALIGN] = cos_m
+        _, sd_align = robust_center_scale(cos_m[trusted], 1e-3)
+
+        lognorm = np.log(np.maximum(norms, _EPS))
+        med, sd_norm = robust_center_scale(lognorm[trusted], 0.01)
+        feats[:, _NORM] = lognorm - med
+
+        sim = max_offdiag_cos(units)
+        if self._prev_units is not None and self._prev_units.shape[1] == K:
+            sim = np.maximum(sim, (units @ self._prev_units.T).max(axis=1))
+        sim_t = np.arctanh(np.clip(sim, -_MAX_COS, _MAX_COS))
+        med_s, sd_s = robust_center_scale(sim_t[trusted], 0.02)
+        feats[:, _SIM] = (sim_t - med_s) / sd_s
+
+        logloss = np.log(losses)  # NaN where missing
+        med_l, sd_loss = robust_center_scale(logloss[trusted], 0.01)
+        feats[:, _LOSS] = logloss - med_l
+
+        fit = lognorm - np.log(np.maximum(sk_norm, _EPS))
+        med_f, sd_fit = robust_center_scale(fit[trusted], 0.05)
+        feats[:, _FIT] = fit - med_f
+
+        self._vals[idx, col, :] = feats.astype(np.float32)
+        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit)
+        self._prev_units = np.vstack([units, m_unit[None, :]])
+
+        # --- window tests over several horizons
+        ev = np.zeros((n, len(STATISTICS)))
+        info: dict[int, dict[str, Any]] = {}
+        order = (rnd - np.arange(W)) % W
+        col_ok = self._col_round[order] == (rnd - np.arange(W))
+        V = self._vals[idx][:, order, :].astype(np.float64)
+        V[:, ~col_ok, :] = np.nan
+        fin = np.isfinite(V)
+        cnt = np.cumsum(fin, axis=1)
+        tot = np.cumsum(np.where(fin, V, 0.0), axis=1)
+        S = self._scale[order].copy()
+        S[~col_ok] = np.nan
+        sfin = np.isfinite(S)
+        s_mean = np.cumsum(np.where(sfin, S, 0.0), axis=0) / np.maximum(np.cumsum(sfin, axis=0), 1)
+        best_h = np.zeros((n, len(STATISTICS)), dtype=np.int64)
+        z = cfg.confidence_z
+        logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
+        for w in cfg.horizons:
+            c = cnt[:, w - 1, :]
+            ok = c >= max(2, (w + 1) // 2)
+            mu = tot[:, w - 1, :] / np.maximum(c, 1)
+            se = s_mean[w - 1][None, :] / np.sqrt(np.maximum(c, 1))
+            T = np.full((n, len(STATISTICS)), -np.inf)
+            # alignment relative to the typical trusted node's
+            okA = ok[:, _ALIGN]
+            if (okA & trusted).sum() >= cfg.min_nodes:
+                M = float(np.median(mu[okA & trusted, _ALIGN]))
+                if M > z * s_mean[w - 1, _ALIGN] / math.sqrt(w):
+                    T[:, 0] = (cfg.align_fraction * M - mu[:, _ALIGN]) / se[:, _ALIGN]
+            T[:, 1] = (mu[:, _NORM] - logR) / se[:, _NORM]
+            T[:, 2] = (-mu[:, _NORM] - logR) / se[:, _NORM]
+            T[:, 3] = (mu[:, _SIM] - cfg.similarity_sd) / se[:, _SIM]
+            T[:, 4] = (mu[:, _LOSS] - logL) / se[:, _LOSS]
+            T[:, 5] = (np.abs(mu[:, _FIT]) - logC) / se[:, _FIT]
+            fmap = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)
+            for j, f in enumerate(fmap):
+                Tj = np.where(ok[:, f], T[:, j], -np.inf)
+                better = Tj / z > ev[:, j]
+                if better.any():
+                    ev[better, j] = Tj[better] / z
+                    best_h[better, j] = w
+        ev[~np.isfinite(ev)] = 0.0
+
+        # --- persistent deviation: drift and collusion
+        dev_scale = float(np.median(np.linalg.norm(X - m, axis=1)))
+        dev = (X - m) / max(dev_scale, _EPS)
+        a = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
+        self._dev_sum[idx] = (1 - a) * self._dev_sum[idx] + a * dev
+        self._dev_w[idx] = (1 - a) * self._dev_w[idx] + a
+        self._dev_n[idx] += 1
+        elig = self._dev_n[idx] >= cfg.warmup_rounds
+        drift_ratio = np.zeros(n)
+        partners = np.zeros(n, dtype=np.int64)
+        best_cos = np.full(n, np.nan)
+        tau = math.nan
+        if elig.sum() >= cfg.min_nodes:
+            D = self._dev_sum[idx[elig]] / self._dev_w[idx[elig]][:, None]
+            ref = trusted[elig] if trusted[elig].sum() >= cfg.min_nodes else np.ones(int(elig.sum()), dtype=bool)
+            Dc = D - np.median(D[ref], axis=0)
+            Du, Dn = unit_rows(Dc)
+            drift_ratio[elig] = Dn / max(float(np.median(Dn[ref])), _EPS)
+            med_p, sd_p = pair_cos_spread(Du[ref])
+            tau = min(0.95, max(med_p + cfg.cluster_sd * sd_p, cfg.cluster_sd / math.sqrt(K)))
+            cnt_p, best = partners_above(Du, tau)
+            partners[elig] = cnt_p
+            best_cos[elig] = best
+        self._drift_run[idx] = np.where(drift_ratio > cfg.drift_ratio, self._drift_run[idx] + 1, 0)
+        self._clu_run[idx] = np.where(partners > 0, self._clu_run[idx] + 1, 0)
+        e_drift = drift_ratio / cfg.drift_ratio
+        e_clu = np.where(np.isfinite(best_cos), np.maximum(best_cos, 0.0) / (tau if math.isfinite(tau) else 1.0), 0.0)
+        persist = cfg.persist_rounds
+        ev[:, 6] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
+        ev[:, 7] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
+
+        # --- verdicts, alert state, trust
+        suspicious = (ev >= 1.0).any(axis=1)
+        suspicion = ev.max(axis=1)
+        top = ev.argmax(axis=1)
+        out: list[NodeVerdict] = []
+        for i in range(n):
+            s = int(idx[i])
+            newly = resolved = False
+            if suspicious[i]:
+                self._clean[s] = 0
+                if not self._firing[s]:
+                    self._firing[s] = True
+                    self._since[s] = rnd
+                    newly = True
+            elif self._firing[s]:
+                self._clean[s] += 1
+                if self._clean[s] >= cfg.resolve_after_rounds:
+                    self._firing[s] = False
+                    resolved = True
+            susp = max(0.0, float(suspicion[i]))
+            target = 1.0 / (1.0 + susp * susp)
+            if self._firing[s]:
+                target = min(target, 0.4)
+            old = float(self._trust[s])
+            trust = target if target <= old else min(target, old + cfg.trust_recovery_per_round)
+            self._trust[s] = trust
+            flagged = bool(self._firing[s])
+            reason = STATISTICS[int(top[i])] if susp > 0 else ""
+            evidence = {STATISTICS[j]: round(float(ev[i, j]), 4) for j in range(len(STATISTICS)) if ev[i, j] > 0.05}
+            details: dict[str, Any] = {}
+            if flagged or suspicious[i]:
+                details = self._explain(int(top[i]), i, mu_cache=(tot, cnt, s_mean), best_h=best_h,
+                                        trusted=trusted, drift_ratio=drift_ratio, best_cos=best_cos,
+                                        partners=partners, tau=tau, idx=idx)
+            out.append(
+                NodeVerdict(
+                    node=names[i],
+                    round=rnd,
+                    trust=round(trust, 4),
+                    suspicion=round(susp, 4),
+                    flagged=flagged,
+                    newly_flagged=newly,
+                    resolved=resolved,
+                    detected_round=int(self._since[s]) if flagged or resolved else None,
+                    reason=reason,
+                    evidence=evidence,
+                    details=details,
+                )
+            )
+            if resolved:
+                self._since[s] = -1
+        return out
+
+    def _explain(
+        self,
+        j: int,
+        i: int,
+        *,
+        mu_cache: tuple[np.ndarray, np.ndarray, np.ndarray],
+        best_h: np.ndarray,
+        trusted: np.ndarray,
+        drift_ratio: np.ndarray,
+        best_cos: np.ndarray,
+        partners: np.ndarray,
+        tau: float,
+        idx: np.ndarray,
+    ) -> dict[str, Any]:
+        """Which statistic, how far from the honest majority, over how many rounds."""
+        stat = STATISTICS[j]
+        s = int(idx[i])
+        if stat == "drift":
+            return {
+                "statistic": stat,
+                "value": round(float(drift_ratio[i]), 4),
+                "fleet_median": 1.0,
+                "threshold": self.config.drift_ratio,
+                "rounds": int(self._drift_run[s]),
+                "meaning": "persistent deviation from the consensus, as a multiple of the fleet median",
+            }
+        if stat == "collusion":
+            return {
+                "statistic": stat,
+                "value": round(float(best_cos[i]), 4),
+                "threshold": round(float(tau), 4),
+                "partners": int(partners[i]),
+                "rounds": int(self._clu_run[s]),
+                "meaning": "cosine of persistent deviations with other nodes, far above independent nodes",
+            }
+        tot, cnt, s_mean = mu_cache
+        f = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)[j]
+        w = int(best_h[i, j]) or self.config.horizons[0]
+        c = np.maximum(cnt[:, w - 1, f], 1)
+        mu = tot[:, w - 1, f] / c
+        ok = trusted & (cnt[:, w - 1, f] > 0)
+        fleet = float(np.median(mu[ok])) if ok.any() else 0.0
+        sd = float(s_mean[w - 1, f]) or 1.0
+        return {
+            "statistic": stat,
+            "value": round(float(mu[i]), 4),
+            "fleet_median": round(fleet, 4),
+            "distance_sd": round((float(mu[i]) - fleet) / sd, 2),
+            "rounds": int(cnt[i, w - 1, f]),
+            "horizon_rounds": w,
+        }
+
+    def _evict(self, rnd: int) -> list[str]:
+        old = np.nonzero((self._last_round >= 0) & (self._last_round < rnd - self.config.evict_after_rounds))[0]
+        out = []
+        for s in old:
+            name = self._names[int(s)]
+            if name is None:
+                continue
+            del self._slot[name]
+            self._names[int(s)] = None
+            self._clear_slot(int(s))
+            self._free.append(int(s))
+            out.append(name)
+        if out:
+            self._count("evicted", len(out))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def snapshot(self) -> dict[str, Any]:
+        """State as msgspec/JSON-encodable builtins (arrays as raw bytes)."""
+        live = [s for s in range(self._cap) if self._names[s] is not None]
+        li = np.asarray(live, dtype=np.int64)
+        return {
+            "dim": self.dim,
+            "last_closed": self.last_closed,
+            "counts": dict(self.counts),
+            "nodes": [self._names[s] for s in live],
+            "vals": _enc(self._vals[li]),
+            "dev_sum": _enc(self._dev_sum[li]),
+            "dev_w": _enc(self._dev_w[li]),
+            "dev_n": _enc(self._dev_n[li]),
+            "last_round": _enc(self._last_round[li]),
+            "firing": _enc(self._firing[li]),
+            "since": _enc(self._since[li]),
+            "clean": _enc(self._clean[li]),
+            "trust": _enc(self._trust[li]),
+            "drift_run": _enc(self._drift_run[li]),
+            "clu_run": _enc(self._clu_run[li]),
+            "scale": _enc(self._scale),
+            "col_round": _enc(self._col_round),
+            "prev_units": None if self._prev_units is None else _enc(self._prev_units),
+            "pending": {
+                str(r): {nd: [v[0], v[1] if math.isfinite(v[1]) else None, v[2].tolist(), v[3]] for nd, v in b.items()}
+                for r, b in self.pending.items()
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load what ``snapshot`` produced (into a detector with the same config)."""
+        self.__init__(self.config)  # type: ignore[misc]
+        self.dim = state["dim"]
+        self.last_closed = state["last_closed"]
+        self.counts = dict(state.get("counts", {}))
+        names = list(state["nodes"])
+        cap = 0 if not names else min(self.config.max_nodes, max(64, len(names)))
+        self._alloc(cap)
+        self._dev_sum = np.zeros((cap, self.dim or 1))
+        self._free = list(range(cap - 1, len(names) - 1, -1))
+        for s, name in enumerate(names):
+            self._slot[name] = s
+            self._names[s] = name
+        k = len(names)
+        for key in ("vals", "dev_sum", "dev_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
+            getattr(self, "_" + key)[:k] = _dec(state[key])
+        self._scale = _dec(state["scale"])
+        self._col_round = _dec(state["col_round"])
+        self._prev_units = None if state.get("prev_units") is None else _dec(state["prev_units"])
+        self.pending = {
+            int(r): {nd: (float(v[0]), math.nan if v[1] is None else float(v[1]), np.asarray(v[2], dtype=np.float64), float(v[3])) for nd, v in b.items()}
+            for r, b in state.get("pending", {}).items()
+        }

@@ -1,0 +1,68 @@
+"""Robust, scale-free statistics across a round's nodes (median, MAD, robust z)."""
+from __future__ import annotations
+
+import numpy as np
+
+MAD_TO_SD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+
+def robust_center_scale(x: np.ndarray, floor: float) -> tuple[float, float]:
+    """Median and MAD-based standard deviation of the finite values of ``x`` (at least ``floor``)."""
+    v = x[np.isfinite(x)]
+    if v.size == 0:
+        return 0.0, floor
+    med = float(np.median(v))
+    sd = float(np.median(np.abs(v - med))) * MAD_TO_SD
+    return med, max(sd, floor)
+
+
+def robust_z(x: np.ndarray, floor: float) -> tuple[np.ndarray, float, float]:
+    """``(x - median) / robust_sd`` with the median and sd used."""
+    med, sd = robust_center_scale(x, floor)
+    return (x - med) / sd, med, sd
+
+
+def unit_rows(x: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to unit length (zero rows stay zero) and the row norms."""
+    n = np.linalg.norm(x, axis=1)
+    return x / np.maximum(n, eps)[:, None], n
+
+
+def max_offdiag_cos(u: np.ndarray, block: int = 1024) -> np.ndarray:
+    """For unit rows ``u``: each row's largest cosine with any other row (blockwise, bounded memory)."""
+    n = u.shape[0]
+    out = np.full(n, -1.0)
+    if n < 2:
+        return out
+    for s in range(0, n, block):
+        g = u[s : s + block] @ u.T
+        rows = np.arange(g.shape[0])
+        g[rows, rows + s] = -np.inf
+        out[s : s + block] = g.max(axis=1)
+    return out
+
+
+def partners_above(u: np.ndarray, tau: float, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For unit rows ``u``: how many other rows have cosine > ``tau`` with each row, and the largest cosine."""
+    n = u.shape[0]
+    count = np.zeros(n, dtype=np.int64)
+    best = np.full(n, -1.0)
+    if n < 2:
+        return count, best
+    for s in range(0, n, block):
+        g = u[s : s + block] @ u.T
+        rows = np.arange(g.shape[0])
+        g[rows, rows + s] = -np.inf
+        count[s : s + block] = (g > tau).sum(axis=1)
+        best[s : s + block] = g.max(axis=1)
+    return count, best
+
+
+def pair_cos_spread(u: np.ndarray, sample: int = 256) -> tuple[float, float]:
+    """Median and robust sd of the off-diagonal cosines among (at most ``sample``) unit rows."""
+    m = min(sample, u.shape[0])
+    if m < 3:
+        return 0.0, 1.0
+    g = u[:m] @ u[:m].T
+    iu = np.triu_indices(m, 1)
+    return robust_center_scale(g[iu], 1e-6)

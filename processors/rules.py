@@ -1,0 +1,249 @@
+"""Threshold rules: evaluated on every sample as it arrives, not when a window closes.
+
+A rule watches one metric (exact name or glob) on every node, optionally
+restricted by labels, and fires when ``value <op> threshold`` has held for
+``for_s``. Hysteresis: once firing, the condition stays true until the value
+crosses back past ``threshold -/+ hysteresis``; ``keep_firing_for_s`` then
+delays the resolve. Built-in defaults follow the requirements: CPU, memory and
+disk usage warn at 85 % and are critical at 95 %.
+"""
+from __future__ import annotations
+
+import fnmatch
+import operator as _op
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas import AlertKind, MetricBatch, Severity, subjects
+
+from processors.alerting import AlertTracker
+from processors.operator import Emit, Operator
+from processors.windows import series_key
+
+_OPS: dict[str, Callable[[float, float], bool]] = {">": _op.gt, ">=": _op.ge, "<": _op.lt, "<=": _op.le}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file, the key and the expected form."""
+
+
+def parse_duration(value: float | int | str) -> float:
+    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"duration {value!r} must be >= 0")
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 500ms, 2m, 1h or a number of seconds")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+class Rule(BaseModel):
+    """One threshold rule (``for``/``keep_firing_for`` accept durations like ``30s``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    metric: str
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: float
+    severity: Severity = Severity.WARNING
+    for_s: float = Field(0.0, alias="for")
+    keep_firing_for_s: float = Field(0.0, alias="keep_firing_for")
+    hysteresis: float = Field(0.0, ge=0.0)
+    labels: dict[str, str] | None = None  # None: any series; {}: unlabelled only; {k: v}: must match
+    summary: str = "{metric} on {cluster}/{node} is {value:.4g} ({op} {threshold:g})"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_token(cls, v: str) -> str:
+        subjects.check_token(v, "rule name")
+        return v
+
+    @field_validator("for_s", "keep_firing_for_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @property
+    def clear_threshold(self) -> float:
+        """Where a firing alert's condition ends: the threshold moved back by the hysteresis."""
+        return self.threshold - self.hysteresis if self.op in (">", ">=") else self.threshold + self.hysteresis
+
+
+class RuleSet(BaseModel):
+    """A rules file: ``defaults`` keeps the built-in set; ``rules`` adds or overrides by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: bool = True
+    rules: list[Rule] = []
+
+
+def default_rules() -> list[Rule]:
+    """CPU, memory and disk usage: warning at 85 %, critical at 95 % (REQUIREMENTS.md)."""
+    out = []
+    for metric, short, for_s, labels in (
+        ("cpu.percent", "cpu", "10s", {}),  # total CPU; a busy single core is not an alert
+        ("mem.percent", "memory", "0s", {}),
+        ("disk.percent", "disk", "0s", None),  # every mount
+    ):
+        for sev, thr in ((Severity.WARNING, 85.0), (Severity.CRITICAL, 95.0)):
+            out.append(
+                Rule(
+                    name=f"{short}_usage_{sev.value}",
+                    metric=metric,
+                    op=">",
+                    threshold=thr,
+                    severity=sev,
+                    hysteresis=5.0,
+                    keep_firing_for_s=10.0,
+                    labels=labels,
+                    summary=f"{short} usage on {{cluster}}/{{node}} is {{value:.1f}} % (over {thr:g} %)",
+                    **{"for": for_s},
+                )
+            )
+    return out
+
+
+def _format_errors(path: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        lines.append(f"{path}: {loc}: {err['msg']} (got {got!r})")
+    return "\n".join(lines)
+
+
+def load_rules(path: str | Path | None) -> list[Rule]:
+    """Rules from a YAML or TOML file (or the defaults when ``path`` is None). Raises ConfigError."""
+    if path is None:
+        return default_rules()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read rules file: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+    if raw is None:
+        raw = {}
+    if isinstance(raw, list):
+        raw = {"rules": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping with a 'rules' list, got {type(raw).__name__}")
+    try:
+        rs = RuleSet.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(p), exc)) from None
+    rules = {r.name: r for r in default_rules()} if rs.defaults else {}
+    for r in rs.rules:
+        rules[r.name] = r
+    return list(rules.values())
+
+
+class _Compiled:
+    __slots__ = ("rule", "tracker", "test", "labels")
+
+    def __init__(self, rule: Rule, max_keys: int) -> None:
+        self.rule = rule
+        self.tracker = AlertTracker(
+            rule.name, AlertKind.THRESHOLD, rule.severity, rule.for_s, rule.keep_firing_for_s, max_keys=max_keys
+        )
+        self.test = _OPS[rule.op]
+        self.labels = rule.labels
+
+
+class ThresholdRules(Operator):
+    """Evaluates every rule on every matching sample as it arrives."""
+
+    name = "rules"
+    wants_metrics = True
+    event_kinds = ()
+    tick_interval_s = 5.0
+
+    def __init__(self, rules: Iterable[Rule] | None = None, max_keys_per_rule: int = 200_000) -> None:
+        super().__init__()
+        self.rules = list(default_rules() if rules is None else rules)
+        names = [r.name for r in self.rules]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate rule names: {sorted(dup)}")
+        self._compiled = [_Compiled(r, max_keys_per_rule) for r in self.rules]
+        self._exact: dict[str, list[_Compiled]] = {}
+        self._globs: list[_Compiled] = []
+        for c in self._compiled:
+            if any(ch in c.rule.metric for ch in "*?["):
+                self._globs.append(c)
+            else:
+                self._exact.setdefault(c.rule.metric, []).append(c)
+        self._resolved_names: dict[str, list[_Compiled]] = {}
+
+    def _rules_for(self, name: str) -> list[_Compiled]:
+        got = self._resolved_names.get(name)
+        if got is None:
+            got = list(self._exact.get(name, ()))
+            got += [c for c in self._globs if fnmatch.fnmatchcase(name, c.rule.metric)]
+            if len(self._resolved_names) < 100_000:
+                self._resolved_names[name] = got
+        return got
+
+    def on_metrics(self, batch: MetricBatch, now: float) -> Iterable[Emit]:
+        self.stats.inputs += 1
+        out: list[Emit] = []
+        cluster, node, ts = batch.cluster, batch.node, batch.ts
+        for s in batch.samples:
+            rs = self._rules_for(s.name)
+            if not rs:
+                continue
+            for c in rs:
+                want = c.labels
+                if want is not None:
+                    if not want:  # labels: {} means the unlabelled series only (e.g. total CPU, not per core)
+                        if s.labels:
+                            continue
+                    elif s.labels is None or any(s.labels.get(k) != v for k, v in want.items()):
+                        continue
+                r = c.rule
+                series = "" if s.labels is None else series_key(s.name, s.labels)
+                value = s.value
+                firing = c.tracker.is_firing(cluster, node, series)
+                active = c.test(value, r.clear_threshold if firing else r.threshold)
+                emits = c.tracker.update(
+                    cluster,
+                    node,
+                    active,
+                    ts,
+                    value,
+                    series=series,
+                    metric=s.name,
+                    threshold=r.threshold,
+                    summary=r.summary.format(metric=s.name, cluster=cluster, node=node, value=value, op=r.op, threshold=r.threshold),
+                    details={"op": r.op, "for_s": r.for_s, "hysteresis": r.hysteresis, "clear_threshold": r.clear_threshold},
+                )
+                if emits:
+                    out.extend(emits)
+        self.stats.outputs += len(out)
+        return out
+
+    def firing(self) -> list[tuple[str, str, str, str]]:
+        """(rule, cluster, node, series) of every firing alert."""
+        return [(c.rule.name, *k) for c in self._compiled for k in c.tracker.firing()]
+
+    def snapshot(self) -> Any:
+        return {c.rule.name: c.tracker.snapshot() for c in self._compiled}
+
+    def restore(self, state: Any) -> None:
+        for c in self._compiled:
+            c.tracker.restore((state or {}).get(c.rule.name))

@@ -1,0 +1,385 @@
+"""The runtime: feeds operators from a durable JetStream consumer, publishes, checkpoints, acks.
+
+Delivery: inputs are acked only after (1) the outputs they caused are stored
+by JetStream and (2) the operators' state covering them is checkpointed in the
+``sw_state`` object store. On start the runtime restores the checkpoint and
+repositions its consumer right after it, so a crash or restart re-processes
+only uncheckpointed inputs; their outputs carry the same Nats-Msg-Id as before
+and JetStream drops the duplicates. Operators that rebuild bulky state by
+replay (``replay_from``) get the inputs before the checkpoint again, alone.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+from schemas import DeadLetter, DecodeError, Event, MetricBatch, Sample, decode, encode, subjects
+
+from processors.consumer import JetStreamPuller, ack_tokens
+from processors.operator import Emit, Operator
+
+log = logging.getLogger(__name__)
+
+TELEMETRY_STREAM = "TELEMETRY"
+STATE_STORE = "sw_state"
+DEFAULT_CHECKPOINT_INTERVAL_S = 2.0
+DEFAULT_SELF_METRICS_INTERVAL_S = 10.0
+DEFAULT_PUBLISH_TIMEOUT_S = 10.0
+DEFAULT_REPLAY_MARGIN_S = 30.0  # store time may trail event time by this much
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(slots=True)
+class RuntimeStats:
+    """Counters of one runtime; published on ``sw.self.<name>``."""
+
+    received: int = 0
+    processed: int = 0
+    replayed: int = 0
+    invalid: int = 0
+    published: int = 0
+    publish_failed: int = 0
+    operator_errors: int = 0
+    checkpoints: int = 0
+    rewinds: int = 0
+    last_seq: int = 0
+    lag_s: float = 0.0
+    by_operator: dict[str, int] = field(default_factory=dict)
+
+
+class _Checkpoint(msgspec.Struct):
+    v: int
+    seq: int
+    ts: float
+    ops: dict[str, Any]
+    replay_from: float | None = None
+
+
+class Runtime:
+    """Runs ``operators`` over a stream. ``name`` names the durable consumer and the checkpoint.
+
+    Several runtimes with different names and ``filter_subjects`` (e.g. one per
+    cluster, ``sw.metrics.eu-1.>``) share the work across processes.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        operators: Sequence[Operator],
+        *,
+        name: str = "processor",
+        stream: str = TELEMETRY_STREAM,
+        filter_subjects: Sequence[str] = subjects.TELEMETRY_SUBJECTS,
+        batch: int = 1000,
+        checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+        self_metrics_interval_s: float = DEFAULT_SELF_METRICS_INTERVAL_S,
+        publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
+        replay_margin_s: float = DEFAULT_REPLAY_MARGIN_S,
+        fresh: bool = False,
+    ) -> None:
+        subjects.check_token(name, "processor name")
+        names = [op.name for op in operators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"operator names must be unique, got {names}")
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.operators = list(operators)
+        self.name = name
+        self.stream = stream
+        self.filter_subjects = list(filter_subjects)
+        self.batch = batch
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.self_metrics_interval_s = self_metrics_interval_s
+        self.publish_timeout_s = publish_timeout_s
+        self.replay_margin_s = replay_margin_s
+        self.fresh = fresh
+        self.stats = RuntimeStats()
+        self._metric_ops = [op for op in self.operators if op.wants_metrics]
+        self._event_ops = [op for op in self.operators if op.event_kinds is None or op.event_kinds]
+        self._puller = JetStreamPuller(nc, stream, name, self.filter_subjects, self._on_msg, batch=batch)
+        self._futs: list[asyncio.Future[Any]] = []
+        self._last_msg: Msg | None = None
+        self._last_seq = 0
+        self._ckpt_seq = 0
+        self._replay_until = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._paused = False
+        self._lock = asyncio.Lock()
+        self._store: Any = None
+        self._started = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Restore the checkpoint, position the consumer, start pulling and the timers."""
+        self._store = await self._object_store()
+        await self._restore_and_position()
+        await self._puller.start()
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name=f"{self.name}-ticks"),
+            asyncio.create_task(self._checkpoint_loop(), name=f"{self.name}-checkpoints"),
+            asyncio.create_task(self._self_metrics_loop(), name=f"{self.name}-self-metrics"),
+        ]
+        log.info("processor %s started at seq %d with operators %s", self.name, self._ckpt_seq + 1, [o.name for o in self.operators])
+
+    async def stop(self) -> None:
+        """Stop pulling, checkpoint what was processed (so nothing is redone or lost), stop timers."""
+        if not self._started:
+            return
+        self._started = False
+        await self._puller.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        try:
+            await self.checkpoint()
+        except Exception as exc:
+            log.warning("final checkpoint of %s failed (%s); uncheckpointed inputs will be re-processed", self.name, exc)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- input
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if self._paused:
+            return
+        seq, _delivered, stored_ns = ack_tokens(msg.reply)
+        now = time.time()
+        self.stats.received += 1
+        replay = seq <= self._replay_until
+        subject = msg.subject
+        try:
+            if subject.startswith("sw.metrics."):
+                item: MetricBatch | Event = decode(msg.data, MetricBatch)
+                tok = subject.split(".")
+                if len(tok) != 4 or tok[2] != item.cluster or tok[3] != item.node:
+                    raise DecodeError(f"subject {subject!r} does not match payload cluster/node {item.cluster!r}/{item.node!r}")
+                ops = self._metric_ops
+            elif subject.startswith("sw.events."):
+                item = decode(msg.data, Event)
+                tok = subject.split(".", 4)
+                if len(tok) != 5 or tok[2] != item.cluster or tok[3] != item.node or tok[4] != item.kind:
+                    raise DecodeError(
+                        f"subject {subject!r} does not match payload cluster/node/kind {item.cluster!r}/{item.node!r}/{item.kind!r}"
+                    )
+                ops = [op for op in self._event_ops if op.wants_event(item.kind)]
+            else:
+                raise DecodeError(f"unexpected subject {subject!r}; expected sw.metrics.* or sw.events.*")
+        except DecodeError as exc:
+            if not replay:
+                self.stats.invalid += 1
+                await self._dead(msg, seq, str(exc))
+            self._advance(msg, seq)
+            return
+        is_batch = isinstance(item, MetricBatch)
+        for op in ops:
+            if replay and op.replay_from() is None:
+                continue
+            op.replaying = replay
+            try:
+                out = op.on_metrics(item, now) if is_batch else op.on_event(item, now)  # type: ignore[arg-type]
+                for e in out:
+                    await self._publish(e)
+            except Exception as exc:  # an operator bug must not stop the others
+                self.stats.operator_errors += 1
+                op.stats.errors += 1
+                log.exception("operator %s failed on %s", op.name, subject)
+                if not replay:
+                    await self._dead(msg, seq, f"operator {op.name} failed: {exc!r}", stage=f"op-{op.name}")
+            finally:
+                op.replaying = False
+        if replay:
+            self.stats.replayed += 1
+        else:
+            self.stats.processed += 1
+            self.stats.lag_s = max(0.0, now - stored_ns / 1e9)
+        self._advance(msg, seq)
+
+    def _advance(self, msg: Msg, seq: int) -> None:
+        self._last_msg = msg
+        self._last_seq = seq
+        self.stats.last_seq = seq
+
+    async def _dead(self, msg: Msg, seq: int, reason: str, stage: str = "processor") -> None:
+        dl = DeadLetter(stage=stage, subject=msg.subject, reason=reason, ts=time.time(), data=msg.data)
+        log.warning("dead letter from %s seq %d: %s", msg.subject, seq, reason)
+        await self._publish(Emit(subjects.dlq(stage), dl, f"dlq:{self.name}:{stage}:{seq}"))
+
+    # ---------------------------------------------------------------- output
+
+    async def _publish(self, e: Emit) -> None:
+        data = e.message if isinstance(e.message, (bytes, bytearray)) else encode(e.message)
+        headers = {"Nats-Msg-Id": e.msg_id} if e.msg_id else None
+        fut = await self.js.publish_async(e.subject, data, headers=headers)
+        self._futs.append(fut)
+        self.stats.published += 1
+        if len(self._futs) > 10_000:
+            self._futs = [f for f in self._futs if not f.done() or f.exception() is not None]
+
+    async def publish_all(self, emits: Iterable[Emit]) -> None:
+        for e in emits:
+            await self._publish(e)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    async def checkpoint(self) -> bool:
+        """Store outputs, then state, then ack. Returns False if outputs failed (the runtime rewinds)."""
+        async with self._lock:
+            last, seq = self._last_msg, self._last_seq
+            if last is None or seq <= self._ckpt_seq:
+                return True
+            # state and pending outputs are captured together, with no await between
+            ckpt = _Checkpoint(
+                v=CHECKPOINT_VERSION,
+                seq=seq,
+                ts=time.time(),
+                ops={op.name: op.snapshot() for op in self.operators},
+                replay_from=self._replay_from(),
+            )
+            futs, self._futs = self._futs, []
+            failed = 0
+            if futs:
+                done, pending = await asyncio.wait(futs, timeout=self.publish_timeout_s)
+                failed = len(pending) + sum(1 for f in done if f.exception() is not None)
+            if failed:
+                self.stats.publish_failed += failed
+                log.error("%d outputs of %s were not stored by JetStream; rewinding to seq %d", failed, self.name, self._ckpt_seq)
+                await self._rewind()
+                return False
+            await self._store.put(self.name, msgspec.msgpack.encode(ckpt))
+            await self._puller.ack(last)
+            self._ckpt_seq = seq
+            self.stats.checkpoints += 1
+            return True
+
+    def _replay_from(self) -> float | None:
+        starts = [t for op in self.operators if (t := op.replay_from()) is not None and math.isfinite(t)]
+        return min(starts) if starts else None
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                log.warning("checkpoint of %s failed: %s; will retry", self.name, exc)
+
+    async def _object_store(self) -> Any:
+        try:
+            return await self.js.object_store(STATE_STORE)
+        except NotFoundError:
+            try:
+                return await self.js.create_object_store(STATE_STORE)
+            except Exception:
+                return await self.js.object_store(STATE_STORE)
+
+    async def _load(self) -> _Checkpoint | None:
+        if self.fresh:
+            return None
+        try:
+            res = await self._store.get(self.name)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        try:
+            return msgspec.msgpack.decode(res.data, type=_Checkpoint)
+        except msgspec.DecodeError as exc:
+            log.error("checkpoint of %s is unreadable (%s); starting from the beginning of the stream", self.name, exc)
+            return None
+
+    async def _restore_and_position(self) -> None:
+        ckpt = await self._load()
+        if ckpt is None:
+            self._ckpt_seq = 0
+            self._replay_until = 0
+            await self._puller.ensure(recreate=True)
+            return
+        for op in self.operators:
+            if op.name in ckpt.ops:
+                op.restore(ckpt.ops[op.name])
+        self._ckpt_seq = ckpt.seq
+        self._last_seq = ckpt.seq
+        self._last_msg = None
+        if ckpt.replay_from is not None:
+            self._replay_until = ckpt.seq
+            await self._puller.ensure(start_time=ckpt.replay_from - self.replay_margin_s, recreate=True)
+        else:
+            self._replay_until = 0
+            await self._puller.ensure(start_seq=ckpt.seq + 1, recreate=True)
+
+    async def _rewind(self) -> None:
+        """Go back to the last checkpoint: restore state, reposition, pull again."""
+        self.stats.rewinds += 1
+        self._paused = True
+        await self._puller.stop()
+        self._futs = []
+        await self._restore_and_position()
+        self._paused = False
+        await self._puller.start()
+
+    # ---------------------------------------------------------------- timers
+
+    async def _tick_loop(self) -> None:
+        next_due = {op.name: 0.0 for op in self.operators}
+        step = max(0.05, min((op.tick_interval_s for op in self.operators), default=1.0))
+        while True:
+            await asyncio.sleep(step)
+            if self._paused:
+                continue
+            now = time.time()
+            for op in self.operators:
+                if now < next_due[op.name]:
+                    continue
+                next_due[op.name] = now + op.tick_interval_s
+                try:
+                    for e in op.on_tick(now):
+                        await self._publish(e)
+                except Exception:
+                    self.stats.operator_errors += 1
+                    op.stats.errors += 1
+                    log.exception("operator %s failed on tick", op.name)
+
+    def self_samples(self) -> list[Sample]:
+        """swarmwatch's own counters as samples (``swarmwatch.processor.*``)."""
+        s = self.stats
+        out = [
+            Sample(f"swarmwatch.processor.{k}", float(getattr(s, k)))
+            for k in ("received", "processed", "replayed", "invalid", "published", "publish_failed", "operator_errors", "checkpoints", "rewinds", "lag_s")
+        ]
+        for op in self.operators:
+            st = op.stats
+            lab = {"operator": op.name}
+            for k in ("inputs", "outputs", "late", "dropped", "errors"):
+                out.append(Sample(f"swarmwatch.operator.{k}", float(getattr(st, k)), labels=lab))
+            for k, v in st.extra.items():
+                out.append(Sample(f"swarmwatch.operator.{k}", float(v), labels=lab))
+        return out
+
+    async def _self_metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.self_metrics_interval_s)
+            try:
+                batch = MetricBatch(cluster="swarmwatch", node=self.name, ts=time.time(), samples=self.self_samples())
+                await self.nc.publish(subjects.self_metrics(self.name), encode(batch))
+            except Exception as exc:
+                log.debug("self metrics of %s not published: %s", self.name, exc)

@@ -1,0 +1,280 @@
+"""Tumbling event-time windows: count, min, max, mean, sum, p50, p95, p99 per node and series.
+
+Raw values are kept once, in base windows (the smallest size, default 10 s);
+larger sizes (default 1 min) are merged from the base windows they contain.
+A node's windows close when its watermark (newest event time minus
+``allowed_lateness_s``) passes their end, or on a timer when the node has
+been quiet for a base window plus the lateness, so a silent node still
+closes its windows. Samples for a closed window are counted as late.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import MetricBatch, SeriesStats, WindowAggregate, subjects
+
+from processors.operator import Emit, Operator
+
+DEFAULT_WINDOWS_S = (10.0, 60.0)
+DEFAULT_ALLOWED_LATENESS_S = 5.0
+DEFAULT_MAX_NODES = 100_000
+DEFAULT_MAX_SERIES_PER_NODE = 2_000
+DEFAULT_MAX_VALUES_PER_SERIES = 100_000  # per base window; beyond this values are dropped and counted
+
+
+def series_key(name: str, labels: dict[str, str] | None) -> str:
+    """``cpu.percent`` or ``cpu.percent{core=0}`` (labels sorted)."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted values (numpy's default method)."""
+    n = len(sorted_values)
+    if n == 1:
+        return sorted_values[0]
+    pos = q * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def summarize(metric: str, values: list[float], last: float, labels: dict[str, str] | None, unit: str | None) -> SeriesStats:
+    """Statistics of one series' values in one window."""
+    s = sorted(values)
+    total = math.fsum(values)
+    return SeriesStats(
+        metric=metric,
+        count=len(values),
+        min=s[0],
+        max=s[-1],
+        mean=total / len(values),
+        sum=total,
+        p50=quantile(s, 0.50),
+        p95=quantile(s, 0.95),
+        p99=quantile(s, 0.99),
+        last=last,
+        labels=labels,
+        unit=unit,
+    )
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """One base window's raw values: series key -> values; last value per series."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    last_ts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Node:
+    max_ts: float = 0.0
+    last_arrival: float = 0.0
+    late_pending: int = 0
+    open: dict[float, _Bucket] = field(default_factory=dict)  # base start -> bucket
+    acc: dict[float, dict[float, _Bucket]] = field(default_factory=dict)  # size -> start -> merged bucket
+    closed: dict[float, float] = field(default_factory=dict)  # size -> end of the last closed window
+    meta: dict[str, tuple[str, dict[str, str] | None, str | None]] = field(default_factory=dict)
+
+
+class TumblingWindows(Operator):
+    """Event-time tumbling windows over every series of every node.
+
+    ``windows_s``: sizes in seconds; each must be a multiple of the smallest.
+    Emits WindowAggregate on ``sw.agg.<size>.<cluster>.<node>`` with msg id
+    ``agg:<size>:<cluster>:<node>:<start>``.
+    """
+
+    name = "windows"
+    wants_metrics = True
+    event_kinds = ()
+    tick_interval_s = 1.0
+
+    def __init__(
+        self,
+        windows_s: Sequence[float] = DEFAULT_WINDOWS_S,
+        allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
+        max_nodes: int = DEFAULT_MAX_NODES,
+        max_series_per_node: int = DEFAULT_MAX_SERIES_PER_NODE,
+    ) -> None:
+        super().__init__()
+        sizes = sorted(float(w) for w in windows_s)
+        if not sizes or sizes[0] <= 0:
+            raise ValueError(f"windows_s must be positive seconds, got {list(windows_s)}")
+        base = sizes[0]
+        for w in sizes:
+            subjects.window_token(w)
+            if w % base:
+                raise ValueError(f"window {w:g}s is not a multiple of the smallest window {base:g}s")
+        if allowed_lateness_s < 0:
+            raise ValueError(f"allowed_lateness_s must be >= 0, got {allowed_lateness_s}")
+        self.sizes = sizes
+        self.base = base
+        self.larger = sizes[1:]
+        self.lateness = float(allowed_lateness_s)
+        self.max_nodes = max_nodes
+        self.max_series = max_series_per_node
+        self._nodes: dict[tuple[str, str], _Node] = {}
+        self._tokens = {w: subjects.window_token(w) for w in sizes}
+
+    # ------------------------------------------------------------ input
+
+    def on_metrics(self, batch: MetricBatch, now: float) -> Iterable[Emit]:
+        key = (batch.cluster, batch.node)
+        nd = self._nodes.get(key)
+        st = self.stats
+        if nd is None:
+            if len(self._nodes) >= self.max_nodes:
+                st.dropped += len(batch.samples)
+                st.inc("refused_nodes")
+                return ()
+            nd = self._nodes[key] = _Node()
+        st.inputs += 1
+        nd.last_arrival = now
+        ts = batch.ts
+        base = self.base
+        start = ts - (ts % base)
+        closed_base = nd.closed.get(base, 0.0)
+        if start < closed_base:
+            if self.replaying:
+                if start + base <= min(nd.closed.values(), default=0.0):
+                    return ()  # every window this sample belongs to was emitted before the restart
+            else:
+                st.late += len(batch.samples)
+                nd.late_pending += len(batch.samples)
+                return ()
+        bucket = nd.open.get(start)
+        if bucket is None:
+            bucket = nd.open[start] = _Bucket()
+        values, last, last_ts, meta = bucket.values, bucket.last, bucket.last_ts, nd.meta
+        for s in batch.samples:
+            labels = s.labels
+            sk = s.name if labels is None else series_key(s.name, labels)
+            lst = values.get(sk)
+            if lst is None:
+                if sk not in meta:
+                    if len(meta) >= self.max_series:
+                        st.dropped += 1
+                        st.inc("refused_series")
+                        continue
+                    meta[sk] = (s.name, labels, s.unit)
+                values[sk] = [s.value]
+            elif len(lst) < DEFAULT_MAX_VALUES_PER_SERIES:
+                lst.append(s.value)
+            else:
+                st.dropped += 1
+                continue
+            if ts >= last_ts.get(sk, 0.0):
+                last[sk] = s.value
+                last_ts[sk] = ts
+        if ts > nd.max_ts:
+            nd.max_ts = ts
+            return self._close(key, nd, ts - self.lateness, "watermark")
+        return ()
+
+    def on_tick(self, now: float) -> Iterable[Emit]:
+        """Close every open window of nodes that have been quiet for a base window plus the lateness."""
+        out: list[Emit] = []
+        quiet = self.base + self.lateness
+        for key, nd in self._nodes.items():
+            if nd.open and now - nd.last_arrival >= quiet:
+                out.extend(self._close(key, nd, math.inf, "timer"))
+        return out
+
+    def flush(self, now: float) -> Iterable[Emit]:
+        """Close everything (end of a backtest)."""
+        out: list[Emit] = []
+        for key, nd in self._nodes.items():
+            out.extend(self._close(key, nd, math.inf, "flush", include_partial_large=True))
+        return out
+
+    # ------------------------------------------------------------ closing
+
+    def _close(self, key: tuple[str, str], nd: _Node, watermark: float, why: str, include_partial_large: bool = False) -> list[Emit]:
+        base = self.base
+        due = sorted(s for s in nd.open if s + base <= watermark)
+        out: list[Emit] = []
+        for start in due:
+            bucket = nd.open.pop(start)
+            end = start + base
+            if start >= nd.closed.get(base, 0.0):
+                out.append(self._emit(key, nd, base, start, bucket, why))
+                nd.closed[base] = end
+            for w in self.larger:
+                wstart = start - (start % w)
+                if wstart + w <= nd.closed.get(w, 0.0):
+                    continue
+                accs = nd.acc.setdefault(w, {})
+                acc = accs.get(wstart)
+                if acc is None:
+                    acc = accs[wstart] = _Bucket()
+                for sk, vals in bucket.values.items():
+                    a = acc.values.get(sk)
+                    if a is None:
+                        acc.values[sk] = list(vals)
+                    else:
+                        a.extend(vals)
+                    if bucket.last_ts.get(sk, 0.0) >= acc.last_ts.get(sk, 0.0):
+                        acc.last[sk] = bucket.last[sk]
+                        acc.last_ts[sk] = bucket.last_ts[sk]
+        # a larger window closes once the watermark passes its end
+        for w in self.larger:
+            accs = nd.acc.get(w)
+            if not accs:
+                continue
+            for wstart in sorted(accs):
+                if wstart + w <= watermark and not any(wstart <= s < wstart + w for s in nd.open):
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
+                    nd.closed[w] = max(nd.closed.get(w, 0.0), wstart + w)
+                elif include_partial_large:
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
+        return out
+
+    def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, bucket: _Bucket, why: str) -> Emit:
+        cluster, node = key
+        meta = nd.meta
+        series = []
+        for sk, vals in bucket.values.items():
+            name, labels, unit = meta.get(sk, (sk, None, None))
+            series.append(summarize(name, vals, bucket.last.get(sk, vals[-1]), labels, unit))
+        late = 0
+        if w == self.base:
+            late, nd.late_pending = nd.late_pending, 0
+        agg = WindowAggregate(
+            cluster=cluster, node=node, window_s=w, start=start, end=start + w, series=series, late=late, closed_by=why
+        )
+        self.stats.outputs += 1
+        tok = self._tokens[w]
+        return Emit(f"sw.agg.{tok}.{cluster}.{node}", agg, f"agg:{tok}:{cluster}:{node}:{start:.3f}")
+
+    # ------------------------------------------------------------ state
+
+    def snapshot(self) -> Any:
+        """Per node: newest event time and how far each size has closed. Open windows are rebuilt by replay."""
+        return [[c, n, nd.max_ts, [[w, e] for w, e in nd.closed.items()]] for (c, n), nd in self._nodes.items()]
+
+    def restore(self, state: Any) -> None:
+        self._nodes = {}
+        for c, n, max_ts, closed in state or []:
+            self._nodes[(c, n)] = _Node(max_ts=max_ts, closed={float(w): e for w, e in closed})
+
+    def replay_from(self) -> float | None:
+        """Start of the oldest open window (base or larger), the point a restart must replay from."""
+        starts: list[float] = []
+        for nd in self._nodes.values():
+            if nd.open:
+                starts.append(min(nd.open))
+            for accs in nd.acc.values():
+                if accs:
+                    starts.append(min(accs))
+        return min(starts) if starts else None
+
+    def open_windows(self) -> int:
+        return sum(len(nd.open) + sum(len(a) for a in nd.acc.values()) for nd in self._nodes.values())

@@ -1,0 +1,284 @@
+"""The producer's run loop: collect a snapshot every interval and publish it as a MetricBatch.
+
+``run_producer`` is what ``swarmwatch produce`` runs; apps can embed it with
+:class:`BackgroundProducer` (a daemon thread with its own event loop) so their
+:mod:`producers.sdk` metrics ride in the same batches.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from producers.collectors import SystemCollector
+from producers.gpu import GpuCollector
+from producers.process import ProcessWatcher
+from producers.publisher import Publisher
+from producers.samples import SampleBuffer
+from producers.sdk import REGISTRY, Registry
+from producers.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, Spool
+from schemas.codec import encode
+from schemas.models import MAX_SAMPLES_PER_BATCH, MetricBatch, Sample
+from schemas.subjects import check_token, metrics as metrics_subject
+
+DEFAULT_INTERVAL_S = 1.0
+MIN_INTERVAL_S = 0.05
+SELF_PREFIX = "swarmwatch.producer."
+
+log = logging.getLogger("swarmwatch.producer")
+
+SampleSource = Callable[[], Iterable[Sample]]
+"""An extra sample source polled every tick, e.g. ``PeerProber.samples``."""
+
+_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_interval(text: str | float) -> float:
+    """``"1s"``, ``"500ms"``, ``"2"`` (seconds), ``"1m"`` -> seconds; ValueError names a bad value."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _INTERVAL_RE.match(text)
+        if not m:
+            raise ValueError(f"interval {text!r} is not a duration; expected e.g. '1s', '500ms', '2' or '1m'")
+        value = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not value >= MIN_INTERVAL_S:
+        raise ValueError(f"interval {text!r} is too short; the minimum is {MIN_INTERVAL_S * 1000:g}ms")
+    return value
+
+
+def default_node_name() -> str:
+    """This host's short name made into a valid node token (``web-1.example.com`` -> ``web-1``)."""
+    host = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", host).strip("-")[:64]
+    return name or "node"
+
+
+class Producer:
+    """One node's sidecar: collectors, SDK registry, publisher and its own counters."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        cluster: str,
+        node: str,
+        *,
+        watch_pid: int | None = None,
+        gpu: bool = True,
+        per_core: bool = True,
+        registry: Registry | None = REGISTRY,
+        extra_sources: Iterable[SampleSource] = (),
+    ) -> None:
+        self.cluster = check_token(cluster, "cluster")
+        self.node = check_token(node, "node")
+        self.subject = metrics_subject(cluster, node)
+        self.publisher = publisher
+        self.system = SystemCollector(per_core=per_core)
+        self.gpu = GpuCollector(enabled=gpu)
+        self.watch = ProcessWatcher(watch_pid) if watch_pid else None
+        self.registry = registry
+        self.extra_sources = list(extra_sources)
+        self.boot_id = os.urandom(4).hex()
+        self.seq = 0
+        self.invalid = 0  # samples dropped as NaN/inf/absurd
+        self.truncated = 0  # samples beyond MAX_SAMPLES_PER_BATCH
+        self.ticks_skipped = 0
+        self.collect_ms = 0.0
+        self._self_proc: Any = None
+        self._self_cpu: tuple[float, float] | None = None
+        if gpu:
+            self.gpu.probe()
+            if not self.gpu.available:
+                log.info("no GPU metrics: %s", self.gpu.reason)
+
+    def snapshot(self, now_mono: float | None = None) -> MetricBatch:
+        """Collect everything once and build the next batch (``seq`` increases by one)."""
+        mono = time.monotonic() if now_mono is None else now_mono
+        t0 = time.perf_counter()
+        out = SampleBuffer()
+        self.system.collect(out, mono)
+        self.gpu.collect(out)
+        if self.watch is not None:
+            self.watch.collect(out, mono)
+        if self.registry is not None:
+            try:
+                out.extend(self.registry.collect(mono))
+            except Exception:  # noqa: BLE001 - an app's metric must not stop the node's snapshot
+                self.system.errors += 1
+        for source in self.extra_sources:
+            try:
+                out.extend(list(source()))
+            except Exception:  # noqa: BLE001 - same: counted, never fatal
+                self.system.errors += 1
+        self.invalid += out.invalid
+        self.collect_ms = (time.perf_counter() - t0) * 1000.0
+        self._self_samples(out, mono)
+        samples = out.items
+        if len(samples) > MAX_SAMPLES_PER_BATCH:
+            self.truncated += len(samples) - MAX_SAMPLES_PER_BATCH
+            samples = samples[:MAX_SAMPLES_PER_BATCH]
+        self.seq += 1
+        return MetricBatch(self.cluster, self.node, time.time(), samples, self.seq)
+
+    def _self_samples(self, out: SampleBuffer, mono: float) -> None:
+        c = self.publisher.counters()
+        for key in ("sent", "failed", "timeouts", "duplicates", "replayed", "spooled", "dropped",
+                    "spool_corrupt", "spool_items", "spool_bytes", "inflight", "reconnects", "disconnects",
+                    "connected"):
+            out.add(SELF_PREFIX + key, c[key])
+        reg = self.registry
+        out.add(SELF_PREFIX + "invalid", self.invalid + (reg.invalid if reg is not None else 0))
+        out.add(SELF_PREFIX + "sdk_refused", reg.refused if reg is not None else 0)
+        out.add(SELF_PREFIX + "truncated", self.truncated)
+        out.add(SELF_PREFIX + "collector_errors", self.system.errors + self.gpu.errors)
+        out.add(SELF_PREFIX + "counter_resets", self.system.rates.resets)
+        out.add(SELF_PREFIX + "ticks_skipped", self.ticks_skipped)
+        out.add(SELF_PREFIX + "collect_ms", self.collect_ms, "ms")
+        out.add(SELF_PREFIX + "gpu_available", 1.0 if self.gpu.available else 0.0)
+        try:
+            if self._self_proc is None:
+                import psutil
+
+                self._self_proc = psutil.Process()
+            with self._self_proc.oneshot():
+                cpu = self._self_proc.cpu_times()
+                rss = self._self_proc.memory_info().rss
+        except Exception:  # noqa: BLE001
+            return
+        used = cpu.user + cpu.system
+        last, self._self_cpu = self._self_cpu, (used, mono)
+        if last is not None and mono > last[1]:
+            out.add(SELF_PREFIX + "cpu_percent", max(0.0, 100.0 * (used - last[0]) / (mono - last[1])), "%")
+        out.add(SELF_PREFIX + "rss_bytes", rss, "B")
+
+    async def tick(self) -> MetricBatch:
+        """Collect and publish one batch (pipelined: returns before the broker acks)."""
+        batch = self.snapshot()
+        await self.publisher.publish(self.subject, encode(batch), f"{self.node}:{self.boot_id}:{batch.seq}")
+        return batch
+
+
+async def run_producer(
+    nats_url: str | list[str],
+    cluster: str,
+    node: str,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    *,
+    watch_pid: int | None = None,
+    spool_dir: str | Path | None = None,
+    spool_memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    spool_disk_bytes: int = DEFAULT_DISK_BYTES,
+    gpu: bool = True,
+    per_core: bool = True,
+    registry: Registry | None = REGISTRY,
+    extra_sources: Iterable[SampleSource] = (),
+    connect_options: dict[str, Any] | None = None,
+    ack_timeout_s: float = 5.0,
+    stop: asyncio.Event | None = None,
+    max_batches: int | None = None,
+    close_timeout_s: float = 5.0,
+) -> dict[str, float]:
+    """Publish a snapshot every ``interval_s`` until ``stop`` is set (or ``max_batches`` were made).
+
+    Never fails because the broker is away: batches spool and replay on
+    reconnect. Bad names or options raise ValueError before anything starts.
+    Returns the final publisher counters.
+    """
+    interval = parse_interval(interval_s)
+    check_token(cluster, "cluster")
+    check_token(node, "node")
+    if watch_pid is not None and watch_pid <= 0:
+        raise ValueError(f"watch pid {watch_pid!r} must be a positive process id")
+    spool = Spool(spool_memory_bytes, spool_dir, spool_disk_bytes)
+    publisher = Publisher(
+        nats_url,
+        spool=spool,
+        name=f"swarmwatch-producer-{cluster}-{node}",
+        ack_timeout_s=ack_timeout_s,
+        connect_options=connect_options,
+    )
+    producer = Producer(publisher, cluster, node, watch_pid=watch_pid, gpu=gpu, per_core=per_core, registry=registry,
+                        extra_sources=extra_sources)
+    stop = stop or asyncio.Event()
+    await publisher.start()
+    made = 0
+    next_s = time.monotonic()
+    try:
+        while not stop.is_set():
+            await producer.tick()
+            made += 1
+            if max_batches is not None and made >= max_batches:
+                break
+            next_s += interval
+            now = time.monotonic()
+            if next_s < now:  # fell behind (suspended, overloaded): skip, do not burst
+                missed = int((now - next_s) / interval) + 1
+                producer.ticks_skipped += missed
+                next_s += missed * interval
+            try:
+                await asyncio.wait_for(stop.wait(), next_s - now)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await publisher.close(close_timeout_s)
+        producer.gpu.close()
+    result = publisher.counters()
+    result["batches"] = float(made)
+    result["invalid"] = float(producer.invalid)
+    return result
+
+
+class BackgroundProducer:
+    """Run :func:`run_producer` in a daemon thread, for apps that publish SDK metrics in-process.
+
+        bg = BackgroundProducer("nats://127.0.0.1:4222", "train", "worker-3")
+        bg.start()
+        ...
+        bg.stop()
+    """
+
+    def __init__(self, nats_url: str, cluster: str, node: str, interval_s: float = DEFAULT_INTERVAL_S, **kwargs: Any) -> None:
+        check_token(cluster, "cluster")
+        check_token(node, "node")
+        self._args = (nats_url, cluster, node, parse_interval(interval_s))
+        self._kwargs = kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="swarmwatch-producer", daemon=True)
+        self.result: dict[str, float] | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> BackgroundProducer:
+        self._thread.start()
+        self._ready.wait(10.0)
+        return self
+
+    def _main(self) -> None:
+        async def go() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            self.result = await run_producer(*self._args, stop=self._stop, **self._kwargs)
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:  # noqa: BLE001 - reported through .error
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, float] | None:
+        """Ask the loop to finish (spooling what is unsent) and wait for the thread."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+        return self.result

@@ -1,0 +1,236 @@
+"""Wire models: what producers, processors and sinks exchange on NATS.
+
+All timestamps are UNIX seconds (float, UTC). Every model carries ``v``, the
+schema version; decoders ignore unknown fields so newer producers stay readable.
+"""
+from __future__ import annotations
+
+import math
+import time
+from enum import Enum
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+MIN_TIMESTAMP_S = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_FUTURE_SKEW_S = 86_400.0  # a sample may be stamped at most one day ahead
+MAX_ABS_VALUE = 1e300  # larger magnitudes are refused as absurd
+MAX_SAMPLES_PER_BATCH = 10_000
+MAX_NAME_LEN = 200
+MAX_LABELS = 16
+
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-/")
+
+
+class Severity(str, Enum):
+    """Alert severity; the value is the subject token."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertStatus(str, Enum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertKind(str, Enum):
+    THRESHOLD = "threshold"
+    ANOMALY = "anomaly"
+    BYZANTINE = "byzantine"
+    LIVENESS = "liveness"
+    NETWORK = "network"
+    CUSTOM = "custom"
+
+
+def check_timestamp(ts: float, what: str = "ts") -> None:
+    """Refuse non-finite or absurd timestamps (before 2000, or over a day ahead)."""
+    if not math.isfinite(ts):
+        raise ValueError(f"{what} must be finite, got {ts!r}")
+    if ts < MIN_TIMESTAMP_S:
+        raise ValueError(f"{what}={ts!r} is before 2000-01-01; expected UNIX seconds")
+    if ts > time.time() + MAX_FUTURE_SKEW_S:
+        raise ValueError(f"{what}={ts!r} is more than a day in the future; expected UNIX seconds")
+
+
+def check_value(value: float, what: str) -> None:
+    """Refuse NaN, infinities and magnitudes over MAX_ABS_VALUE."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if abs(value) > MAX_ABS_VALUE:
+        raise ValueError(f"{what}={value!r} exceeds the limit of {MAX_ABS_VALUE:g}")
+
+
+def check_metric_name(name: str) -> None:
+    """Metric names: 1-200 chars of letters, digits and ``_ . : - /``."""
+    if not name or len(name) > MAX_NAME_LEN or not _NAME_OK.issuperset(name):
+        raise ValueError(
+            f"metric name {name!r} is invalid; expected 1-{MAX_NAME_LEN} characters of "
+            "letters, digits and _ . : - /"
+        )
+
+
+class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """One named measurement, e.g. ``Sample("cpu.percent", 12.5, unit="%")``."""
+
+    name: str
+    value: float
+    unit: str | None = None
+    labels: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_metric_name(self.name)
+        check_value(self.value, f"sample {self.name!r} value")
+        if self.labels is not None and len(self.labels) > MAX_LABELS:
+            raise ValueError(f"sample {self.name!r} has {len(self.labels)} labels; at most {MAX_LABELS}")
+
+    def series(self) -> str:
+        """The series key: name plus sorted labels, e.g. ``cpu.percent{core=0}``."""
+        if not self.labels:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return f"{self.name}{{{inner}}}"
+
+
+class MetricBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """A snapshot from one node at one timestamp: many samples."""
+
+    cluster: str
+    node: str
+    ts: float
+    samples: list[Sample]
+    seq: int = 0
+    v: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        from schemas.subjects import check_token
+
+        check_token(self.cluster, "cluster")
+        check_token(self.node, "node")
+        check_timestamp(self.ts)
+        if len(self.samples) > MAX_SAMPLES_PER_BATCH:
+            raise ValueError(f"batch has {len(self.samples)} samples; at most {MAX_SAMPLES_PER_BATCH}")
+
+
+class Event(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Something that happened on a node: ``kind`` (e.g. ``training.update``) plus a payload."""
+
+    cluster: str
+    node: str
+    ts: float
+    kind: str
+    payload: dict[str, Any] = {}
+    v: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        from schemas.subjects import check_kind, check_token
+
+        check_token(self.cluster, "cluster")
+        check_token(self.node, "node")
+        check_timestamp(self.ts)
+        check_kind(self.kind)
+
+
+class SeriesStats(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Statistics of one series over one window."""
+
+    metric: str
+    count: int
+    min: float
+    max: float
+    mean: float
+    sum: float
+    p50: float
+    p95: float
+    p99: float
+    last: float
+    labels: dict[str, str] | None = None
+    unit: str | None = None
+
+
+class WindowAggregate(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """One node's series statistics over a tumbling event-time window [start, end)."""
+
+    cluster: str
+    node: str
+    window_s: float
+    start: float
+    end: float
+    series: list[SeriesStats]
+    late: int = 0
+    closed_by: str = "watermark"  # or "timer" (the node went quiet) or "flush" (shutdown)
+    v: int = SCHEMA_VERSION
+
+
+class Alert(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """A rule's verdict on one node: first ``firing``, later ``resolved`` with the same id."""
+
+    id: str
+    status: AlertStatus
+    severity: Severity
+    kind: AlertKind
+    rule: str
+    cluster: str
+    node: str
+    started_at: float
+    summary: str
+    metric: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    ended_at: float | None = None
+    details: dict[str, Any] = {}
+    v: int = SCHEMA_VERSION
+
+
+class TrustScore(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """A node's trust in [0, 1] after a training round; 1 is fully trusted."""
+
+    cluster: str
+    node: str
+    ts: float
+    round: int
+    trust: float
+    suspicion: float = 0.0
+    evidence: dict[str, Any] = {}
+    v: int = SCHEMA_VERSION
+
+
+class HealthScore(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Cluster network health 0-100 with the inputs it was computed from."""
+
+    cluster: str
+    ts: float
+    overall_health: float
+    peer_count: int = 0
+    expected_peers: int = 0
+    connection_success_rate: float = 1.0
+    avg_latency: float = 0.0
+    bandwidth_usage: float = 0.0
+    components: dict[str, float] = {}
+    nodes: dict[str, Any] = {}
+    v: int = SCHEMA_VERSION
+
+
+class DeadLetter(msgspec.Struct, omit_defaults=True):
+    """An input a stage could not use: the reason and the original bytes (base64 in JSON)."""
+
+    stage: str
+    subject: str
+    reason: str
+    ts: float
+    data: bytes
+    v: int = SCHEMA_VERSION
+
+
+WIRE_MODELS: dict[str, type[msgspec.Struct]] = {
+    "MetricBatch": MetricBatch,
+    "Event": Event,
+    "WindowAggregate": WindowAggregate,
+    "SeriesStats": SeriesStats,
+    "Alert": Alert,
+    "TrustScore": TrustScore,
+    "HealthScore": HealthScore,
+    "DeadLetter": DeadLetter,
+}

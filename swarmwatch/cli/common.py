@@ -1,0 +1,49 @@
+"""Helpers shared by the CLI commands: config loading with clean errors, signals, asyncio."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from processors.rules import ConfigError
+from swarmwatch.config import Config, load_config
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a user error (no traceback) and exit."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def config_or_exit(path: Path | None, overrides: dict[str, Any]) -> Config:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` so the command shuts down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
+    """Run ``main`` in a fresh event loop; its int result is the exit code."""
+    try:
+        code = asyncio.run(main())
+    except ConfigError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        code = 130
+    if code:
+        sys.exit(code)

@@ -1,0 +1,55 @@
+"""``swarmwatch process``: the processor role alone against any NATS URL."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from swarmwatch.cli import app
+from swarmwatch.cli.common import config_or_exit, install_stop_signals, run_async
+
+
+@app.command()
+def process(
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL(s), comma-separated."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Processor name: durable consumer and checkpoint key."),
+    filter_: Optional[list[str]] = typer.Option(None, "--filter", help="Input subjects, e.g. 'sw.metrics.eu-1.>' (repeatable)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore the checkpoint and start from the beginning of the stream."),
+    log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
+) -> None:
+    """Window, aggregate and evaluate rules on the TELEMETRY stream; publish to DERIVED."""
+    cfg = config_or_exit(
+        config,
+        {
+            "processor.rules": str(rules) if rules else None,
+            "processor.name": name,
+            "processor.filter": filter_ or None,
+            "log_json": log_json or None,
+        },
+    )
+
+    async def main() -> int:
+        from swarmwatch.connect import connect
+        from swarmwatch.logs import setup_logging
+        from swarmwatch.pipeline import make_runtime
+        from swarmwatch.streams import StreamLimits, ensure_streams
+
+        setup_logging(cfg.log_level, cfg.log_json)
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        nc = await connect(nats, cfg.nats, name=f"swarmwatch-{cfg.processor.name}")
+        r = cfg.retention
+        await ensure_streams(nc.jetstream(), StreamLimits(r.telemetry_s, replicas=r.replicas), StreamLimits(r.derived_s, replicas=r.replicas))
+        rt = make_runtime(nc, cfg, fresh=fresh)
+        await rt.start()
+        typer.echo(f"processor {cfg.processor.name} running on {nats}; Ctrl-C stops it cleanly", err=True)
+        await stop.wait()
+        await rt.stop()
+        await nc.drain()
+        return 0
+
+    run_async(main)

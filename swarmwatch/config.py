@@ -1,0 +1,185 @@
+"""Configuration of ``swarmwatch up`` and the single-role commands (YAML or TOML).
+
+Every section is optional; the embedded default needs no file at all::
+
+    nats: {url: null}            # null: start the embedded nats-server
+    data_dir: ./.swarmwatch
+    cluster: default
+    node: <hostname>
+    producer: {interval: 1s, enabled: true}
+    processor: {windows: [10s, 1m], allowed_lateness: 5s, rules: rules.yaml}
+    sinks: {json: true, parquet: true, retention_days: 30}
+    retention: {telemetry: 7d, derived: 30d}
+
+Errors name the file, the key and the expected form.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from processors.rules import ConfigError, parse_duration
+
+_TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def default_node_name() -> str:
+    """This host's name as a subject token (other characters become '-')."""
+    name = _TOKEN_RE.sub("-", socket.gethostname().split(".")[0])[:64].strip("-")
+    return name or "node"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NatsConfig(_Section):
+    url: str | None = None  # None: run the embedded server
+    port: int = Field(4222, ge=0, le=65535)  # embedded server port (0 = any free port)
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    creds: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class ProducerConfig(_Section):
+    enabled: bool = True
+    interval_s: float = Field(1.0, alias="interval")
+    watch_pid: int | None = None
+    gpu: bool = True
+
+    @field_validator("interval_s", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        d = parse_duration(v)
+        if d <= 0:
+            raise ValueError("interval must be > 0")
+        return d
+
+
+class ProcessorConfig(_Section):
+    enabled: bool = True
+    name: str = "processor"
+    windows_s: list[float] = Field(default_factory=lambda: [10.0, 60.0], alias="windows")
+    allowed_lateness_s: float = Field(5.0, alias="allowed_lateness")
+    rules: str | None = None  # path to a rules YAML/TOML; None = built-in defaults
+    anomaly: bool = True
+    byzantine: bool = True
+    network: bool = True
+    liveness_timeout_s: float = Field(60.0, alias="liveness_timeout")
+    filter: list[str] | None = None  # subjects, e.g. ["sw.metrics.eu-1.>", "sw.events.eu-1.>"]
+
+    @field_validator("windows_s", mode="before")
+    @classmethod
+    def _ws(cls, v: Any) -> list[float]:
+        if not isinstance(v, list):
+            raise ValueError("expected a list of durations, e.g. [10s, 1m]")
+        return [parse_duration(x) for x in v]
+
+    @field_validator("allowed_lateness_s", "liveness_timeout_s", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class SinksConfig(_Section):
+    json_: bool = Field(True, alias="json")
+    parquet: bool = True
+    out: str | None = None  # default: <data_dir>/store
+    flush_interval_s: float = Field(2.0, alias="flush_interval")
+    retention_days: float = 30.0
+    notify: str | None = None  # path to a notification config (see docs/notify.md)
+    api: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8686, ge=0, le=65535)
+    api_token: str | None = None
+
+    @field_validator("flush_interval_s", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class RetentionConfig(_Section):
+    telemetry_s: float = Field(7 * 86400.0, alias="telemetry")
+    derived_s: float = Field(30 * 86400.0, alias="derived")
+    replicas: int = Field(1, ge=1, le=5)
+
+    @field_validator("telemetry_s", "derived_s", mode="before")
+    @classmethod
+    def _d(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class Config(_Section):
+    """The whole configuration; ``Config()`` is the embedded default."""
+
+    data_dir: str = ".swarmwatch"
+    cluster: str = "default"
+    node: str = Field(default_factory=default_node_name)
+    log_level: str = "INFO"
+    log_json: bool = False
+    nats: NatsConfig = NatsConfig()
+    producer: ProducerConfig = ProducerConfig()
+    processor: ProcessorConfig = ProcessorConfig()
+    sinks: SinksConfig = SinksConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    @field_validator("cluster", "node")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        from schemas import check_token
+
+        check_token(v, "name")
+        return v
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: ``file: key.path: what is wrong (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML/TOML config (or none) and apply ``overrides`` (dotted keys). Raises ConfigError."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+        try:
+            loaded = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        raw = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        cur = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            cur = cur.setdefault(part, {})
+        cur[leaf] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None

@@ -1,0 +1,61 @@
+"""Connecting to NATS with swarmwatch's defaults: reconnect forever, auth and TLS from config."""
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from swarmwatch.config import NatsConfig
+
+log = logging.getLogger(__name__)
+
+RECONNECT_WAIT_S = 1.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` built from a NatsConfig."""
+    cfg = cfg or NatsConfig()
+    opts: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": RECONNECT_WAIT_S,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "allow_reconnect": True,
+        "pending_size": 64 * 1024 * 1024,
+    }
+    if cfg.token:
+        opts["token"] = cfg.token
+    if cfg.user:
+        opts["user"] = cfg.user
+        opts["password"] = cfg.password or ""
+    if cfg.creds:
+        opts["user_credentials"] = cfg.creds
+    if cfg.tls_ca or cfg.tls_cert:
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else ssl.create_default_context()
+        if cfg.tls_cert:
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        opts["tls"] = ctx
+
+    async def _disconnected() -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _reconnected() -> None:
+        log.info("reconnected to NATS")
+
+    async def _error(exc: Exception) -> None:
+        log.warning("NATS error: %s", exc)
+
+    opts["disconnected_cb"] = _disconnected
+    opts["reconnected_cb"] = _reconnected
+    opts["error_cb"] = _error
+    return opts
+
+
+async def connect(url: str, cfg: NatsConfig | None = None, name: str = "swarmwatch") -> NATS:
+    """Connect to ``url`` (comma-separated for a cluster)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(servers=servers, **connect_options(cfg, name))

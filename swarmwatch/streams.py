@@ -1,0 +1,76 @@
+"""Stream provisioning: TELEMETRY (inputs) and DERIVED (what processors produce)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from schemas.subjects import DERIVED_SUBJECTS, TELEMETRY_SUBJECTS
+
+TELEMETRY = "TELEMETRY"
+DERIVED = "DERIVED"
+STATE_BUCKET = "sw_state"  # processor checkpoints
+DEFAULT_TELEMETRY_MAX_AGE_S = 7 * 86_400.0
+DEFAULT_DERIVED_MAX_AGE_S = 30 * 86_400.0
+DEFAULT_MAX_BYTES = 8 * 1024**3
+DEFAULT_DUPLICATE_WINDOW_S = 600.0  # covers a checkpoint interval plus a restart
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Retention of one stream: age in seconds, size in bytes, replicas (1, 3 or 5)."""
+
+    max_age_s: float
+    max_bytes: int = DEFAULT_MAX_BYTES
+    replicas: int = 1
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+
+
+def stream_configs(
+    telemetry: StreamLimits | None = None, derived: StreamLimits | None = None
+) -> list[StreamConfig]:
+    """The two stream configs, file-backed, oldest discarded at the limits."""
+    t = telemetry or StreamLimits(DEFAULT_TELEMETRY_MAX_AGE_S)
+    d = derived or StreamLimits(DEFAULT_DERIVED_MAX_AGE_S)
+    return [
+        StreamConfig(
+            name=name,
+            subjects=list(subs),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=lim.max_age_s,
+            max_bytes=lim.max_bytes,
+            num_replicas=lim.replicas,
+            duplicate_window=lim.duplicate_window_s,
+            allow_direct=True,
+        )
+        for name, subs, lim in ((TELEMETRY, TELEMETRY_SUBJECTS, t), (DERIVED, DERIVED_SUBJECTS, d))
+    ]
+
+
+async def ensure_streams(
+    js: JetStreamContext, telemetry: StreamLimits | None = None, derived: StreamLimits | None = None
+) -> None:
+    """Create the streams, or update their limits if they exist. Idempotent."""
+    for cfg in stream_configs(telemetry, derived):
+        try:
+            await js.stream_info(cfg.name)
+        except NotFoundError:
+            await js.add_stream(cfg)
+            continue
+        try:
+            await js.update_stream(cfg)
+        except BadRequestError as exc:
+            raise RuntimeError(f"stream {cfg.name} exists with an incompatible config: {exc}") from exc
+    await ensure_state_bucket(js)
+
+
+async def ensure_state_bucket(js: JetStreamContext) -> None:
+    """The KV bucket that holds processor checkpoints."""
+    try:
+        await js.key_value(STATE_BUCKET)
+    except (NotFoundError, Exception):  # nats-py raises BucketNotFoundError (a NotFoundError) here
+        await js.create_key_value(bucket=STATE_BUCKET, history=1, storage=StorageType.FILE)
