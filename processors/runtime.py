@@ -63,6 +63,7 @@ class _Checkpoint(msgspec.Struct):
     ts: float
     ops: dict[str, Any]
     replay_from: float | None = None
+    replay_ops: list[str] = []
 
 
 class Runtime:
@@ -112,6 +113,7 @@ class Runtime:
         self._last_seq = 0
         self._ckpt_seq = 0
         self._replay_until = 0
+        self._replay_ops: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._paused = False
         self._lock = asyncio.Lock()
@@ -194,7 +196,7 @@ class Runtime:
             return
         is_batch = isinstance(item, MetricBatch)
         for op in ops:
-            if replay and op.replay_from() is None:
+            if replay and op.name not in self._replay_ops:
                 continue
             op.replaying = replay
             try:
@@ -256,6 +258,7 @@ class Runtime:
                 ts=time.time(),
                 ops={op.name: op.snapshot() for op in self.operators},
                 replay_from=self._replay_from(),
+                replay_ops=[op.name for op in self.operators if op.replay_from() is not None],
             )
             futs, self._futs = self._futs, []
             failed = 0
@@ -322,6 +325,7 @@ class Runtime:
         self._last_msg = None
         if ckpt.replay_from is not None:
             self._replay_until = ckpt.seq
+            self._replay_ops = set(ckpt.replay_ops)
             await self._puller.ensure(start_time=ckpt.replay_from - self.replay_margin_s, recreate=True)
         else:
             self._replay_until = 0

@@ -144,7 +144,7 @@ class TumblingWindows(Operator):
         closed_base = nd.closed.get(base, 0.0)
         if start < closed_base:
             if self.replaying:
-                if start + base <= min(nd.closed.values(), default=0.0):
+                if start + base <= min(nd.closed.get(w, 0.0) for w in self.sizes):
                     return ()  # every window this sample belongs to was emitted before the restart
             else:
                 st.late += len(batch.samples)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from typing import Any
@@ -323,37 +322,3 @@ class Publisher:
         if now - self._logged.get(kind, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._logged[kind] = now
             log.warning("%s (failed=%d, spooled=%d, dropped=%d)", message, self.failed, self.spool.spooled, self.spool.dropped)
-
-
-def connect_options(
-    *, creds: str | None = None, token: str | None = None, user: str | None = None, password: str | None = None,
-    tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None, tls_hostname: str | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` from CLI-style security options (files are checked now)."""
-    opts: dict[str, Any] = {}
-    if creds:
-        if not os.path.isfile(creds):
-            raise ValueError(f"credentials file {creds!r} does not exist")
-        opts["user_credentials"] = creds
-    if token:
-        opts["token"] = token
-    if user:
-        opts["user"] = user
-    if password:
-        opts["password"] = password
-    if tls_ca or tls_cert or tls_key:
-        import ssl
-
-        for what, path in (("TLS CA", tls_ca), ("TLS certificate", tls_cert), ("TLS key", tls_key)):
-            if path and not os.path.isfile(path):
-                raise ValueError(f"{what} file {path!r} does not exist")
-        if bool(tls_cert) != bool(tls_key):
-            raise ValueError("TLS client auth needs both --tls-cert and --tls-key")
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls_ca)
-        if tls_cert and tls_key:
-            ctx.load_cert_chain(tls_cert, tls_key)
-        opts["tls"] = ctx
-    if tls_hostname:
-        opts["tls_hostname"] = tls_hostname
-    return opts
-

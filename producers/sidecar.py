@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +17,7 @@ from typing import Any
 
 from producers.collectors import SystemCollector
 from producers.gpu import GpuCollector
+from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval
 from producers.process import ProcessWatcher
 from producers.publisher import Publisher
 from producers.samples import SampleBuffer
@@ -28,39 +27,12 @@ from schemas.codec import encode
 from schemas.models import MAX_SAMPLES_PER_BATCH, MetricBatch, Sample
 from schemas.subjects import check_token, metrics as metrics_subject
 
-DEFAULT_INTERVAL_S = 1.0
-MIN_INTERVAL_S = 0.05
 SELF_PREFIX = "swarmwatch.producer."
 
 log = logging.getLogger("swarmwatch.producer")
 
 SampleSource = Callable[[], Iterable[Sample]]
 """An extra sample source polled every tick, e.g. ``PeerProber.samples``."""
-
-_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_interval(text: str | float) -> float:
-    """``"1s"``, ``"500ms"``, ``"2"`` (seconds), ``"1m"`` -> seconds; ValueError names a bad value."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = _INTERVAL_RE.match(text)
-        if not m:
-            raise ValueError(f"interval {text!r} is not a duration; expected e.g. '1s', '500ms', '2' or '1m'")
-        value = float(m.group(1)) * _UNIT_S[m.group(2)]
-    if not value >= MIN_INTERVAL_S:
-        raise ValueError(f"interval {text!r} is too short; the minimum is {MIN_INTERVAL_S * 1000:g}ms")
-    return value
-
-
-def default_node_name() -> str:
-    """This host's short name made into a valid node token (``web-1.example.com`` -> ``web-1``)."""
-    host = socket.gethostname().split(".")[0]
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", host).strip("-")[:64]
-    return name or "node"
-
 
 class Producer:
     """One node's sidecar: collectors, SDK registry, publisher and its own counters."""
@@ -282,3 +254,95 @@ class BackgroundProducer:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout_s)
         return self.result
+
+
+# --- lean entry point -------------------------------------------------------------------------
+# ``swarmwatch produce`` validates its options and then replaces itself (exec) with this entry
+# point, so the running sidecar holds only what it needs, whatever else the CLI imports.
+# Secrets travel in the environment (readable only by the same user), never on the command line.
+
+ENV_SECRETS = {
+    "SWARMWATCH_NATS_CREDS": "creds",
+    "SWARMWATCH_NATS_TOKEN": "token",
+    "SWARMWATCH_NATS_USER": "user",
+    "SWARMWATCH_NATS_PASSWORD": "password",
+    "SWARMWATCH_TLS_CA": "tls_ca",
+    "SWARMWATCH_TLS_CERT": "tls_cert",
+    "SWARMWATCH_TLS_KEY": "tls_key",
+}
+
+
+def _arg_parser() -> Any:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m producers.sidecar",
+        description="swarmwatch producer sidecar (lean entry point of `swarmwatch produce`). "
+        "Auth/TLS come from the environment: " + ", ".join(ENV_SECRETS),
+    )
+    ap.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS URL(s), comma separated")
+    ap.add_argument("--cluster", default="default")
+    ap.add_argument("--node", default=None, help="default: this host's short name")
+    ap.add_argument("--interval", default="1s", help="'1s', '500ms', '2' (seconds), '1m'")
+    ap.add_argument("--watch-pid", type=int, default=None)
+    ap.add_argument("--spool-dir", default=None)
+    ap.add_argument("--spool-max-mb", type=float, default=DEFAULT_DISK_BYTES / 2**20)
+    ap.add_argument("--no-gpu", action="store_true")
+    ap.add_argument("--no-per-core", action="store_true")
+    ap.add_argument("--log-level", default="info")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sidecar until SIGINT/SIGTERM; exit 2 with a one-line message on bad options."""
+    import signal
+    import sys
+
+    args = _arg_parser().parse_args(argv)
+    level = getattr(logging, str(args.log_level).upper(), None)
+    logging.basicConfig(level=level if isinstance(level, int) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        interval_s = parse_interval(args.interval)
+        if args.spool_max_mb < 0:
+            raise ValueError(f"--spool-max-mb {args.spool_max_mb!r} must be >= 0")
+        opts = connect_options(**{k: os.environ.get(env) or None for env, k in ENV_SECRETS.items()})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    servers = [u.strip() for u in args.nats.split(",") if u.strip()]
+
+    async def run() -> dict[str, float]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return await run_producer(
+            servers if len(servers) > 1 else servers[0],
+            args.cluster,
+            args.node if args.node is not None else default_node_name(),
+            interval_s,
+            watch_pid=args.watch_pid,
+            spool_dir=args.spool_dir,
+            spool_disk_bytes=int(args.spool_max_mb * 2**20),
+            gpu=not args.no_gpu,
+            per_core=not args.no_per_core,
+            connect_options=opts,
+            stop=stop,
+        )
+
+    try:
+        result = asyncio.run(run())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("stopped: sent=%d failed=%d spooled=%d dropped=%d",
+             result["sent"], result["failed"], result["spooled"], result["dropped"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

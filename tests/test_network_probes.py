@@ -143,7 +143,11 @@ async def wait_for(cond: Any, timeout_s: float = 10.0) -> None:
 async def test_producers_discover_each_other_and_clean_leave_removes_the_peer(nats_server: Any) -> None:
     events: list[Event] = []
     watcher = await nats.connect(nats_server.url)
-    await watcher.subscribe("sw.events.c1.>", cb=lambda m: _collect(events, m))
+
+    async def collect(msg: Any) -> None:
+        events.append(codec.decode(msg.data, Event))
+
+    await watcher.subscribe("sw.events.c1.>", cb=collect)
     conns = [await nats.connect(nats_server.url) for _ in range(3)]
     probers = [
         PeerProber(c, "c1", f"n{i}", publish=False, heartbeat_s=0.3, interval_s=0.2) for i, c in enumerate(conns, 1)
@@ -167,10 +171,6 @@ async def test_producers_discover_each_other_and_clean_leave_removes_the_peer(na
         await p.stop()
     for c in [*conns, watcher]:
         await c.close()
-
-
-async def _collect(events: list[Event], msg: Any) -> None:
-    events.append(codec.decode(msg.data, Event))
 
 
 async def test_prober_publishes_its_figures_as_a_metric_batch(nc: Any) -> None:

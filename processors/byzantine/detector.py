@@ -61,6 +61,8 @@ STATISTICS: tuple[str, ...] = (
     "drift",
     "collusion",
 )
+_NW = 6  # statistics tested over windows (the first six of STATISTICS)
+_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)
 _EPS = 1e-12
 _MAX_COS = 1.0 - 1e-9
 
@@ -179,6 +181,7 @@ class ClusterDetector:
 
         g = lambda name: getattr(self, name, None)  # noqa: E731
         self._vals = grow(g("_vals"), (cap, W, F), np.nan, np.float32)
+        self._scores = grow(g("_scores"), (cap, W, _NW), np.nan, np.float32)
         self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, np.float64)
         self._dev_w = grow(g("_dev_w"), (cap,), 0.0, np.float64)
         self._dev_n = grow(g("_dev_n"), (cap,), 0, np.int64)
@@ -195,6 +198,7 @@ class ClusterDetector:
 
     def _clear_slot(self, s: int) -> None:
         self._vals[s] = np.nan
+        self._scores[s] = np.nan
         self._dev_sum[s] = 0.0
         self._dev_w[s] = 0.0
         self._dev_n[s] = 0
@@ -280,12 +284,14 @@ class ClusterDetector:
         prev = self.last_closed
         if prev is None or rnd - prev >= W:
             self._vals[:] = np.nan
+            self._scores[:] = np.nan
             self._scale[:] = np.nan
             self._col_round[:] = -1
         else:
             for rr in range(prev + 1, rnd + 1):
                 c = rr % W
                 self._vals[:, c, :] = np.nan
+                self._scores[:, c, :] = np.nan
                 self._scale[c] = np.nan
         col = rnd % W
         self._col_round[col] = rnd
@@ -362,51 +368,42 @@ class ClusterDetector:
         med_f, sd_fit = robust_center_scale(fit[trusted], 0.05)
         feats[:, _FIT] = fit - med_f
 
+        # per-round scores: standard deviations beyond each test's margin, clipped so one
+        # extreme round cannot carry a window alone
+        M = float(np.median(cos_m[trusted]))
+        sc = np.full((n, _NW), np.nan)
+        if M > 0:
+            sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align
+        logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
+        sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm
+        sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm
+        sc[:, 3] = feats[:, _SIM] - cfg.similarity_sd
+        sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
+        sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit
+        clip = cfg.confidence_z * 1.5
+        np.clip(sc, -clip, clip, out=sc)
         self._vals[idx, col, :] = feats.astype(np.float32)
+        self._scores[idx, col, :] = sc.astype(np.float32)
         self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit)
         self._prev_units = np.vstack([units, m_unit[None, :]])
 
-        # --- window tests over several horizons
+        # --- window tests over several horizons: sum of scores / sqrt(rounds) > confidence_z
         ev = np.zeros((n, len(STATISTICS)))
-        info: dict[int, dict[str, Any]] = {}
         order = (rnd - np.arange(W)) % W
         col_ok = self._col_round[order] == (rnd - np.arange(W))
-        V = self._vals[idx][:, order, :].astype(np.float64)
-        V[:, ~col_ok, :] = np.nan
-        fin = np.isfinite(V)
+        U = self._scores[idx][:, order, :].astype(np.float64)
+        U[:, ~col_ok, :] = np.nan
+        fin = np.isfinite(U)
         cnt = np.cumsum(fin, axis=1)
-        tot = np.cumsum(np.where(fin, V, 0.0), axis=1)
-        S = self._scale[order].copy()
-        S[~col_ok] = np.nan
-        sfin = np.isfinite(S)
-        s_mean = np.cumsum(np.where(sfin, S, 0.0), axis=0) / np.maximum(np.cumsum(sfin, axis=0), 1)
+        tot = np.cumsum(np.where(fin, U, 0.0), axis=1)
         best_h = np.zeros((n, len(STATISTICS)), dtype=np.int64)
         z = cfg.confidence_z
-        logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
         for w in cfg.horizons:
             c = cnt[:, w - 1, :]
-            ok = c >= max(2, (w + 1) // 2)
-            mu = tot[:, w - 1, :] / np.maximum(c, 1)
-            se = s_mean[w - 1][None, :] / np.sqrt(np.maximum(c, 1))
-            T = np.full((n, len(STATISTICS)), -np.inf)
-            # alignment relative to the typical trusted node's
-            okA = ok[:, _ALIGN]
-            if (okA & trusted).sum() >= cfg.min_nodes:
-                M = float(np.median(mu[okA & trusted, _ALIGN]))
-                if M > z * s_mean[w - 1, _ALIGN] / math.sqrt(w):
-                    T[:, 0] = (cfg.align_fraction * M - mu[:, _ALIGN]) / se[:, _ALIGN]
-            T[:, 1] = (mu[:, _NORM] - logR) / se[:, _NORM]
-            T[:, 2] = (-mu[:, _NORM] - logR) / se[:, _NORM]
-            T[:, 3] = (mu[:, _SIM] - cfg.similarity_sd) / se[:, _SIM]
-            T[:, 4] = (mu[:, _LOSS] - logL) / se[:, _LOSS]
-            T[:, 5] = (np.abs(mu[:, _FIT]) - logC) / se[:, _FIT]
-            fmap = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)
-            for j, f in enumerate(fmap):
-                Tj = np.where(ok[:, f], T[:, j], -np.inf)
-                better = Tj / z > ev[:, j]
-                if better.any():
-                    ev[better, j] = Tj[better] / z
-                    best_h[better, j] = w
+            T = np.where(c >= max(2, (w + 1) // 2), tot[:, w - 1, :] / np.sqrt(np.maximum(c, 1)) / z, -np.inf)
+            better = T > ev[:, :_NW]
+            ev[:, :_NW] = np.where(better, T, ev[:, :_NW])
+            best_h[:, :_NW] = np.where(better, w, best_h[:, :_NW])
         ev[~np.isfinite(ev)] = 0.0
 
         # --- persistent deviation: drift and collusion
@@ -420,6 +417,8 @@ class ClusterDetector:
         drift_ratio = np.zeros(n)
         partners = np.zeros(n, dtype=np.int64)
         best_cos = np.full(n, np.nan)
+        group_z = np.zeros(n)
+        group_cos = np.full(n, np.nan)
         tau = math.nan
         if elig.sum() >= cfg.min_nodes:
             D = self._dev_sum[idx[elig]] / self._dev_w[idx[elig]][:, None]
@@ -432,6 +431,16 @@ class ClusterDetector:
             cnt_p, best = partners_above(Du, tau)
             partners[elig] = cnt_p
             best_cos[elig] = best
+            # shared direction: cosine with the mean persistent deviation of all *other* nodes;
+            # independent honest deviations average out, a colluding group's does not
+            tot_d = Dc[ref].sum(axis=0)
+            own = np.where(ref[:, None], Dc, 0.0)
+            others = tot_d[None, :] - own
+            o_u, _ = unit_rows(others)
+            gc = (Du * o_u).sum(axis=1)
+            med_g, sd_g = robust_center_scale(gc[ref], 0.5 / math.sqrt(K))
+            group_z[elig] = (gc - med_g) / sd_g
+            group_cos[elig] = gc
         self._drift_run[idx] = np.where(drift_ratio > cfg.drift_ratio, self._drift_run[idx] + 1, 0)
         self._clu_run[idx] = np.where(partners > 0, self._clu_run[idx] + 1, 0)
         e_drift = drift_ratio / cfg.drift_ratio
@@ -471,9 +480,9 @@ class ClusterDetector:
             evidence = {STATISTICS[j]: round(float(ev[i, j]), 4) for j in range(len(STATISTICS)) if ev[i, j] > 0.05}
             details: dict[str, Any] = {}
             if flagged or suspicious[i]:
-                details = self._explain(int(top[i]), i, mu_cache=(tot, cnt, s_mean), best_h=best_h,
+                details = self._explain(int(top[i]), i, best_h=best_h,
                                         trusted=trusted, drift_ratio=drift_ratio, best_cos=best_cos,
-                                        partners=partners, tau=tau, idx=idx)
+                                        partners=partners, tau=tau, idx=idx, group=(group_cos, group_z))
             out.append(
                 NodeVerdict(
                     node=names[i],
@@ -498,7 +507,6 @@ class ClusterDetector:
         j: int,
         i: int,
         *,
-        mu_cache: tuple[np.ndarray, np.ndarray, np.ndarray],
         best_h: np.ndarray,
         trusted: np.ndarray,
         drift_ratio: np.ndarray,
@@ -506,6 +514,7 @@ class ClusterDetector:
         partners: np.ndarray,
         tau: float,
         idx: np.ndarray,
+        group: tuple[np.ndarray, np.ndarray],
     ) -> dict[str, Any]:
         """Which statistic, how far from the honest majority, over how many rounds."""
         stat = STATISTICS[j]
@@ -525,23 +534,28 @@ class ClusterDetector:
                 "value": round(float(best_cos[i]), 4),
                 "threshold": round(float(tau), 4),
                 "partners": int(partners[i]),
+                "group_cos": round(float(group[0][i]), 4),
+                "group_distance_sd": round(float(group[1][i]), 2),
                 "rounds": int(self._clu_run[s]),
                 "meaning": "cosine of persistent deviations with other nodes, far above independent nodes",
             }
-        tot, cnt, s_mean = mu_cache
-        f = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)[j]
+        f = _STAT_FEATURE[j]
         w = int(best_h[i, j]) or self.config.horizons[0]
-        c = np.maximum(cnt[:, w - 1, f], 1)
-        mu = tot[:, w - 1, f] / c
-        ok = trusted & (cnt[:, w - 1, f] > 0)
+        W = self.config.window_rounds
+        rnd = int(self._last_round[s])
+        cols = [(rnd - k) % W for k in range(w) if self._col_round[(rnd - k) % W] == rnd - k]
+        vals = self._vals[idx][:, cols, f].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            mu = np.nanmean(np.where(np.isfinite(vals), vals, np.nan), axis=1) if cols else np.zeros(len(idx))
+        ok = trusted & np.isfinite(mu)
         fleet = float(np.median(mu[ok])) if ok.any() else 0.0
-        sd = float(s_mean[w - 1, f]) or 1.0
+        sd = float(np.nanmean(self._scale[cols, f])) if cols else 1.0
         return {
             "statistic": stat,
             "value": round(float(mu[i]), 4),
             "fleet_median": round(fleet, 4),
-            "distance_sd": round((float(mu[i]) - fleet) / sd, 2),
-            "rounds": int(cnt[i, w - 1, f]),
+            "distance_sd": round((float(mu[i]) - fleet) / (sd or 1.0), 2),
+            "rounds": int(np.isfinite(vals[i]).sum()),
             "horizon_rounds": w,
         }
 
@@ -573,6 +587,7 @@ class ClusterDetector:
             "counts": dict(self.counts),
             "nodes": [self._names[s] for s in live],
             "vals": _enc(self._vals[li]),
+            "scores": _enc(self._scores[li]),
             "dev_sum": _enc(self._dev_sum[li]),
             "dev_w": _enc(self._dev_w[li]),
             "dev_n": _enc(self._dev_n[li]),
@@ -607,7 +622,7 @@ class ClusterDetector:
             self._slot[name] = s
             self._names[s] = name
         k = len(names)
-        for key in ("vals", "dev_sum", "dev_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
+        for key in ("vals", "scores", "dev_sum", "dev_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
             getattr(self, "_" + key)[:k] = _dec(state[key])
         self._scale = _dec(state["scale"])
         self._col_round = _dec(state["col_round"])

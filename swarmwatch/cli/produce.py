@@ -1,7 +1,11 @@
 """``swarmwatch produce``: the per-node sidecar that publishes system snapshots.
 
-Everything heavy (nats, psutil, the collectors) is imported inside the command,
-so registering it costs the rest of the CLI nothing.
+Registering the command imports nothing heavy. Running it checks the options
+(clear one-line errors), then replaces this process (``exec``) with the lean
+entry point ``python -m producers.sidecar``, so the long-running sidecar does
+not carry whatever the rest of the CLI imported. Secrets (token, password,
+credentials and TLS paths) pass through the environment, never the command
+line, where any user could read them.
 """
 from __future__ import annotations
 
@@ -31,61 +35,53 @@ def produce(
     tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate (mutual TLS)."),
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key (mutual TLS)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run inside this CLI process instead of exec'ing the lean sidecar entry point."),
 ) -> None:
     """Publish this node's CPU, memory, disk, network, GPU and watched-process metrics to NATS."""
-    import asyncio
-    import logging
-    import signal
+    import os
+    import sys
 
-    from producers.publisher import connect_options
-    from producers.sidecar import default_node_name, parse_interval, run_producer
+    from producers.options import connect_options, default_node_name, parse_interval
+    from schemas.subjects import check_token
 
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
         _fail(f"log level {log_level!r} is not one of debug, info, warning, error")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node_name = node if node is not None else default_node_name()
     try:
-        interval_s = parse_interval(interval)
-        opts = connect_options(
-            creds=creds, token=token, user=user, password=password,
-            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-        )
+        parse_interval(interval)
+        check_token(cluster, "cluster")
+        check_token(node_name, "node")
+        if watch_pid is not None and watch_pid <= 0:
+            raise ValueError(f"--watch-pid {watch_pid!r} must be a positive process id")
         if spool_max_mb < 0:
             raise ValueError(f"--spool-max-mb {spool_max_mb!r} must be >= 0")
+        connect_options(creds=creds, token=token, user=user, password=password,
+                        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     except ValueError as exc:
         _fail(str(exc))
-    servers = [u.strip() for u in nats_url.split(",") if u.strip()]
-    node_name = node if node is not None else default_node_name()
+    argv = ["--nats", nats_url, "--cluster", cluster, "--node", node_name, "--interval", interval,
+            "--spool-max-mb", str(spool_max_mb), "--log-level", log_level]
+    if watch_pid is not None:
+        argv += ["--watch-pid", str(watch_pid)]
+    if spool_dir is not None:
+        argv += ["--spool-dir", spool_dir]
+    if no_gpu:
+        argv.append("--no-gpu")
+    if no_per_core:
+        argv.append("--no-per-core")
+    secrets = {"SWARMWATCH_NATS_CREDS": creds, "SWARMWATCH_NATS_TOKEN": token, "SWARMWATCH_NATS_USER": user,
+               "SWARMWATCH_NATS_PASSWORD": password, "SWARMWATCH_TLS_CA": tls_ca, "SWARMWATCH_TLS_CERT": tls_cert,
+               "SWARMWATCH_TLS_KEY": tls_key}
+    env = dict(os.environ)
+    env.update({k: v for k, v in secrets.items() if v})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if in_process or os.name != "posix":
+        os.environ.update(env)
+        from producers.sidecar import main as sidecar_main
 
-    async def main() -> dict[str, float]:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # not on this platform
-                pass
-        return await run_producer(
-            servers if len(servers) > 1 else servers[0],
-            cluster,
-            node_name,
-            interval_s,
-            watch_pid=watch_pid,
-            spool_dir=spool_dir,
-            spool_disk_bytes=int(spool_max_mb * 1024 * 1024),
-            gpu=not no_gpu,
-            per_core=not no_per_core,
-            connect_options=opts,
-            stop=stop,
-        )
-
-    try:
-        result = asyncio.run(main())
-    except ValueError as exc:  # bad cluster/node name, pid, spool directory
-        _fail(str(exc))
-    logging.getLogger("swarmwatch.producer").info(
-        "stopped: sent=%d failed=%d spooled=%d dropped=%d", result["sent"], result["failed"], result["spooled"], result["dropped"]
-    )
+        raise typer.Exit(sidecar_main(argv))
+    os.execve(sys.executable, [sys.executable, "-m", "producers.sidecar", *argv], env)
 
 
 def _fail(message: str) -> NoReturn:

@@ -1,0 +1,140 @@
+"""Overhead of a real ``swarmwatch produce`` process: CPU % of one core and RSS, printed as JSON.
+
+Starts a local nats-server with the TELEMETRY stream, runs the producer as a
+subprocess at a 1 s interval, skips a warm-up, then measures the child's CPU
+time over wall time and its RSS with psutil. Also reports the import time of
+the produce path (``python -X importtime``) and checks that batches were stored.
+
+    python bench/bench_producer.py --duration 60
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from swarmwatch.server import EmbeddedServer
+
+
+def producer_command(url: str, interval: str) -> list[str]:
+    exe = Path(sys.executable).parent / "swarmwatch"
+    base = [str(exe)] if exe.exists() else [sys.executable, "-c", "from swarmwatch.cli import main; main()"]
+    return base + ["produce", "--nats", url, "--cluster", "bench", "--node", "bench-node", "--interval", interval,
+                   "--log-level", "warning"]
+
+
+def import_profile() -> dict[str, object]:
+    """Cumulative import time (ms) of the CLI plus the producer modules, and the biggest top-level imports."""
+    code = "import swarmwatch.cli, swarmwatch.cli.produce, producers.sidecar"
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
+    top: list[tuple[str, float]] = []
+    heavy = ("pydantic", "numpy", "pyarrow", "fastapi", "rich", "uvicorn", "starlette")
+    imported_heavy: set[str] = set()
+    for line in r.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if not m:
+            continue
+        name = m.group(4)
+        if name.split(".")[0] in heavy:
+            imported_heavy.add(name.split(".")[0])
+        if len(m.group(3)) == 1:  # top-level import
+            top.append((name, int(m.group(2)) / 1000.0))
+    top.sort(key=lambda t: -t[1])
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    wall = (time.perf_counter() - t0) * 1000.0
+    return {
+        "cumulative_ms": round(sum(ms for _, ms in top), 1),
+        "process_wall_ms": round(wall, 1),
+        "top": [{"module": n, "ms": round(ms, 1)} for n, ms in top[:8]],
+        "heavy_imported": sorted(imported_heavy),
+    }
+
+
+async def stored_batches(url: str) -> int:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info("TELEMETRY")
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def make_stream(url: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        try:
+            from swarmwatch.streams import ensure_streams
+        except ImportError:
+            await js.add_stream(name="TELEMETRY", subjects=["sw.metrics.>", "sw.events.>"])
+        else:
+            await ensure_streams(js)
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="measured seconds (after warm-up)")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds skipped after start")
+    ap.add_argument("--interval", default="1s")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as d, EmbeddedServer(Path(d) / "nats", port=0) as srv:
+        asyncio.run(make_stream(srv.url))
+        proc = subprocess.Popen(producer_command(srv.url, args.interval), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            p = psutil.Process(proc.pid)
+            time.sleep(args.warmup)
+            if proc.poll() is not None:
+                raise SystemExit(f"producer exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+            c0, w0 = p.cpu_times(), time.monotonic()
+            rss_max = 0
+            end = w0 + args.duration
+            while time.monotonic() < end:
+                rss_max = max(rss_max, p.memory_info().rss)
+                time.sleep(1.0)
+            c1, w1 = p.cpu_times(), time.monotonic()
+            rss_end = p.memory_info().rss
+            uss = p.memory_full_info().uss
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        stored = asyncio.run(stored_batches(srv.url))
+    cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
+    print(json.dumps({
+        "bench": "producer_overhead",
+        "command": " ".join(["swarmwatch", "produce", "--interval", args.interval]),
+        "interval": args.interval,
+        "measured_s": round(w1 - w0, 1),
+        "cpu_percent_of_one_core": round(100.0 * cpu_s / (w1 - w0), 3),
+        "rss_mb_end": round(rss_end / 2**20, 1),
+        "rss_mb_max": round(rss_max / 2**20, 1),
+        "uss_mb": round(uss / 2**20, 1),
+        "batches_stored": stored,
+        "producer_exit_code": proc.returncode,
+        "imports": import_profile(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

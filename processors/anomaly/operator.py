@@ -1,0 +1,259 @@
+"""AnomalyOperator: online anomaly detection on every (cluster, node, series).
+
+Each series gets its own detector, chosen by the first metric family whose
+glob matches the metric name (``gpu.*.temperature_c``, ``*error*``, ``*``).
+Scores feed an :class:`~processors.alerting.AlertTracker` per rule, so anomaly
+alerts (kind ``anomaly``) fire once per episode and resolve like threshold
+alerts, on ``sw.alerts.<severity>.<cluster>.<node>.<rule>``, carrying the
+score, the detector's baseline and the recent window that triggered them.
+
+Bounded: at most ``max_series`` series are followed (new ones beyond that are
+refused and counted in ``stats.extra["series_refused"]``), series silent for
+``series_ttl_s`` are dropped, and every detector holds O(1) state.
+
+Cumulative counters (``*_total`` by default) are turned into per-second rates;
+a counter that goes down was reset, so that point is skipped (counted in
+``counter_resets``) instead of being scored as a collapse.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import AlertKind, MetricBatch, Severity, subjects
+
+from processors.alerting import AlertTracker
+from processors.anomaly.base import AnomalyDetector
+from processors.anomaly.registry import DETECTORS, make_detector
+from processors.operator import Emit, Operator
+
+DEFAULT_MAX_SERIES = 10_000
+DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
+DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
+ANOMALY_RULE = "anomaly"
+ERROR_SPIKE_RULE = "error_rate_spike"
+_MAX_NAME_CACHE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFamily:
+    """Which detector watches the metrics whose name matches ``pattern`` (a glob).
+
+    ``rule`` names the alert (a subject token); ``threshold`` overrides the
+    detector's default alert threshold; ``counter`` turns a cumulative counter
+    into a per-second rate; ``enabled=False`` leaves matching metrics alone.
+    """
+
+    pattern: str
+    detector: str = "default"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = ANOMALY_RULE
+    severity: Severity = Severity.WARNING
+    threshold: float | None = None
+    counter: bool = False
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.pattern:
+            raise ValueError("metric family pattern must not be empty; use '*' for every metric")
+        subjects.check_token(self.rule, "anomaly rule")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"metric family {self.pattern!r}: detector {self.detector!r} is unknown; expected one of {sorted(DETECTORS)}")
+        object.__setattr__(self, "severity", Severity(self.severity))
+        make_detector(self.detector, self.threshold, self.params)  # fail now on bad parameters
+
+    def build(self) -> AnomalyDetector:
+        return make_detector(self.detector, self.threshold, self.params)
+
+
+# First match wins. Error counts and rates spiking above their own baseline get
+# their own rule (a requirement); cumulative counters are differentiated first.
+DEFAULT_FAMILIES: tuple[MetricFamily, ...] = (
+    MetricFamily("*uptime*", enabled=False),
+    MetricFamily("*error_rate*", "robust_z", {"direction": "up", "min_scale": 0.005}, rule=ERROR_SPIKE_RULE),
+    MetricFamily("*error*_total", "robust_z", {"direction": "up", "min_scale": 0.25}, rule=ERROR_SPIKE_RULE, counter=True),
+    MetricFamily("*error*", "robust_z", {"direction": "up", "min_scale": 0.25}, rule=ERROR_SPIKE_RULE),
+    MetricFamily("*_total", counter=True),
+    MetricFamily("*"),
+)
+
+
+@dataclass(slots=True)
+class _Series:
+    family: int
+    detector: AnomalyDetector
+    last_ts: float = -math.inf
+    last_raw: float | None = None  # counters: the previous cumulative value
+    window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
+
+
+class AnomalyOperator(Operator):
+    """Scores every (cluster, node, series) online and raises ``anomaly`` alerts."""
+
+    name = "anomaly"
+    wants_metrics = True
+    event_kinds: tuple[str, ...] | None = ()
+    tick_interval_s = 60.0
+
+    def __init__(
+        self,
+        families: Sequence[MetricFamily] | None = None,
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+        series_ttl_s: float = DEFAULT_SERIES_TTL_S,
+        window_points: int = DEFAULT_WINDOW_POINTS,
+    ) -> None:
+        super().__init__()
+        if max_series < 1:
+            raise ValueError(f"max_series {max_series!r} must be >= 1")
+        if series_ttl_s <= 0:
+            raise ValueError(f"series_ttl_s {series_ttl_s!r} must be > 0 seconds")
+        if window_points < 1:
+            raise ValueError(f"window_points {window_points!r} must be >= 1")
+        self.families = tuple(DEFAULT_FAMILIES if families is None else families)
+        self.max_series = max_series
+        self.series_ttl_s = float(series_ttl_s)
+        self.window_points = window_points
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._family_of: dict[str, int | None] = {}
+        self._trackers: dict[str, AlertTracker] = {}
+        for fam in self.families:
+            if fam.rule not in self._trackers:
+                self._trackers[fam.rule] = AlertTracker(fam.rule, AlertKind.ANOMALY, fam.severity, max_keys=max_series)
+
+    # ------------------------------------------------------------ lookup
+
+    def family_for(self, metric: str) -> MetricFamily | None:
+        """The enabled family watching ``metric``, or None."""
+        idx = self._family_index(metric)
+        return None if idx is None else self.families[idx]
+
+    def _family_index(self, metric: str) -> int | None:
+        try:
+            return self._family_of[metric]
+        except KeyError:
+            pass
+        idx: int | None = None
+        for i, fam in enumerate(self.families):
+            if fnmatch.fnmatchcase(metric, fam.pattern):
+                idx = i if fam.enabled else None
+                break
+        if len(self._family_of) >= _MAX_NAME_CACHE:
+            self._family_of.clear()
+        self._family_of[metric] = idx
+        return idx
+
+    def detector(self, cluster: str, node: str, series: str) -> AnomalyDetector | None:
+        """The detector following one series (None if it is not followed)."""
+        st = self._series.get((cluster, node, series))
+        return None if st is None else st.detector
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    # ------------------------------------------------------------ input
+
+    def on_metrics(self, batch: MetricBatch, now: float) -> Iterable[Emit]:
+        self.stats.inputs += 1
+        out: list[Emit] = []
+        cluster, node, ts = batch.cluster, batch.node, batch.ts
+        for sample in batch.samples:
+            idx = self._family_index(sample.name)
+            if idx is None:
+                continue
+            series = sample.series()
+            key = (cluster, node, series)
+            st = self._series.get(key)
+            if st is None:
+                if len(self._series) >= self.max_series:
+                    self.stats.inc("series_refused")
+                    continue
+                st = self._series[key] = _Series(idx, self.families[idx].build(), window=deque(maxlen=self.window_points))
+            if ts <= st.last_ts:
+                self.stats.late += 1
+                continue
+            fam = self.families[st.family]
+            x = sample.value
+            if fam.counter:
+                prev, prev_ts = st.last_raw, st.last_ts
+                st.last_raw, st.last_ts = x, ts
+                if prev is None:
+                    continue
+                if x < prev:
+                    self.stats.inc("counter_resets")
+                    continue
+                x = (x - prev) / (ts - prev_ts)
+            st.last_ts = ts
+            det = st.detector
+            score = det.process_one(x, ts)
+            st.window.append((ts, x))
+            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score))
+        self.stats.outputs += len(out)
+        return out
+
+    def _alert(
+        self, fam: MetricFamily, det: AnomalyDetector, cluster: str, node: str, series: str, ts: float, x: float, score: float
+    ) -> list[Emit]:
+        tracker = self._trackers[fam.rule]
+        active = det.active
+        if active == tracker.is_firing(cluster, node, series):
+            return []  # no transition: skip building details
+        st = self._series[(cluster, node, series)]
+        raw = getattr(det, "last_raw", score)
+        window = list(st.window)
+        details = {
+            "score": round(raw, 6),
+            "detector": det.name,
+            "baseline": {k: round(v, 6) for k, v in det.baseline().items() if math.isfinite(v)},
+            "window": {"start": window[0][0], "end": window[-1][0], "values": [round(v, 6) for _, v in window]},
+        }
+        if active:
+            summary = f"{series} on {cluster}/{node} is anomalous (score {raw:.2f} >= {det.threshold:g}), value {x:g}"
+        else:
+            summary = f"{series} on {cluster}/{node} is back to normal, value {x:g}"
+        return tracker.update(
+            cluster, node, active, ts, x, series=series, metric=series, threshold=det.threshold, summary=summary, details=details
+        )
+
+    def on_tick(self, now: float) -> Iterable[Emit]:
+        """Drop series silent for ``series_ttl_s``, resolving their open alerts."""
+        out: list[Emit] = []
+        stale = [k for k, st in self._series.items() if now - st.last_ts > self.series_ttl_s]
+        for key in stale:
+            st = self._series.pop(key)
+            tracker = self._trackers[self.families[st.family].rule]
+            if tracker.is_firing(*key):
+                out.extend(tracker.expire(key[0], key[1], now, f"{key[2]} on {key[0]}/{key[1]} went silent", series=key[2]))
+        if stale:
+            self.stats.inc("series_expired", len(stale))
+        self.stats.outputs += len(out)
+        return out
+
+    # ------------------------------------------------------------ state
+
+    def snapshot(self) -> Any:
+        return {
+            "series": [
+                [c, n, s, self.families[st.family].pattern, st.last_ts, st.last_raw, st.detector.snapshot(), [list(p) for p in st.window]]
+                for (c, n, s), st in self._series.items()
+            ],
+            "trackers": {rule: t.snapshot() for rule, t in self._trackers.items()},
+        }
+
+    def restore(self, state: Any) -> None:
+        state = state or {}
+        self._series = {}
+        patterns = {fam.pattern: i for i, fam in enumerate(self.families)}
+        for c, n, s, pattern, last_ts, last_raw, det_state, window in state.get("series", []):
+            idx = patterns.get(pattern)
+            if idx is None or len(self._series) >= self.max_series:
+                continue  # the family is gone from the configuration: start over
+            det = self.families[idx].build()
+            det.restore(det_state)
+            self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, deque((tuple(p) for p in window), maxlen=self.window_points))
+        for rule, t in self._trackers.items():
+            t.restore(state.get("trackers", {}).get(rule))

@@ -1,0 +1,225 @@
+"""RarityDetector: values that are rare in their context (time of day, or the previous value).
+
+The value is quantised into coarse bins (their width fixed from the first
+``bin_warmup`` points; values beyond that range get bins of their own). A
+count table remembers how often each bin followed each context:
+
+* ``context="hour"`` (the *seasonal* detector): the hour of the day of the
+  sample, so a value normal at noon but never seen at 3 am stands out, and so
+  does a day whose usual peak does not come;
+* ``context="previous"`` (the *sequence* detector): the bin of the previous
+  value, so a transition the series never makes (a sudden flat line, a new
+  oscillation) stands out, in the spirit of CAD OSE's contexts.
+
+The rarity of a point is ``-log((count(context, bin) + 0.5) / (count(context) + 1))``;
+its mean over the last ``smooth`` points is compared with every earlier mean,
+and the score is how far it rises above the highest (in units of their range),
+so an episode alerts when it is stranger than anything before it and a new
+normal stops alerting as soon as it is the strangest thing seen.
+
+State per series: a (contexts x bins) count table (about 24 x 31 or 31 x 31
+small ints), the last ``smooth`` rarities and a few floats.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from processors.anomaly.base import (
+    AnomalyDetector,
+    exceedance,
+    exceedance_many,
+    expanding_mean,
+    occurrences_before,
+    split_valid,
+    squash,
+    squash_many,
+)
+
+CONTEXTS = ("hour", "previous")
+DEFAULT_BINS = 10  # bins across the warm-up range (plus as many below and twice above)
+DEFAULT_BIN_WARMUP = 300  # points that fix the bin width
+DEFAULT_SMOOTH = 24  # points averaged into the rarity that is compared
+DEFAULT_WARMUP = 400  # points learned before anything is scored
+DEFAULT_SCALE = 0.3
+DAY_S = 86_400.0
+
+
+class RarityDetector(AnomalyDetector):
+    """Scores runs of values that are rare after their context (hour of day or previous value)."""
+
+    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "prev", "rbuf", "r_hi", "r_lo")
+
+    def __init__(
+        self,
+        context: str = "hour",
+        bins: int = DEFAULT_BINS,
+        bin_warmup: int = DEFAULT_BIN_WARMUP,
+        smooth: int = DEFAULT_SMOOTH,
+        warmup: int = DEFAULT_WARMUP,
+        scale: float = DEFAULT_SCALE,
+        period_s: float = DAY_S,
+        buckets: int = 24,
+    ) -> None:
+        if context not in CONTEXTS:
+            raise ValueError(f"context {context!r} is unknown; expected one of {CONTEXTS}")
+        if bins < 1 or bin_warmup < 2 or smooth < 1 or buckets < 1:
+            raise ValueError("bins, smooth and buckets must be >= 1 and bin_warmup >= 2")
+        if warmup < bin_warmup:
+            raise ValueError(f"warmup {warmup!r} must be >= bin_warmup {bin_warmup!r}")
+        if scale <= 0 or period_s <= 0:
+            raise ValueError("scale and period_s must be > 0")
+        self.context = context
+        self.name = "seasonal" if context == "hour" else "sequence"
+        self.bins = int(bins)
+        self.bin_warmup = int(bin_warmup)
+        self.smooth = int(smooth)
+        self.warmup = int(warmup)
+        self.scale = float(scale)
+        self.period_s = float(period_s)
+        self.buckets = int(buckets)
+        self.n_bins = 3 * self.bins + 1
+        self.n_ctx = self.buckets if context == "hour" else self.n_bins
+        self.n = 0
+        self.lo: float | None = None
+        self.step = 1.0
+        self.warm: list[list[float | None]] = []  # (x, ts) until the bins are fixed
+        self.counts: np.ndarray | None = None
+        self.ctx_counts: np.ndarray | None = None
+        self.prev = -1
+        self.rbuf: deque[float] = deque(maxlen=self.smooth)
+        self.r_hi = -math.inf
+        self.r_lo = math.inf
+        self._cache: tuple[float, float | None, float, int, int] | None = None
+
+    # ------------------------------------------------------------ helpers
+
+    def _bin(self, x: float) -> int:
+        b = math.floor((x - self.lo) / self.step) if self.lo is not None else 0
+        return min(max(b, -self.bins), 2 * self.bins) + self.bins
+
+    def _ctx(self, b: int, ts: float | None) -> int:
+        if self.context == "hour":
+            if ts is None or not math.isfinite(ts):
+                return 0
+            return int((ts % self.period_s) // (self.period_s / self.buckets))
+        return b if self.prev < 0 else self.prev
+
+    def _fix_bins(self) -> None:
+        xs = [float(w[0]) for w in self.warm]
+        lo, hi = min(xs), max(xs)
+        self.lo = lo
+        self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
+        self.counts = np.zeros((self.n_ctx, self.n_bins), dtype=np.int32)
+        self.ctx_counts = np.zeros(self.n_ctx, dtype=np.int64)
+        for x, t in self.warm:
+            b = self._bin(float(x))
+            c = self._ctx(b, t)
+            self.counts[c, b] += 1
+            self.ctx_counts[c] += 1
+            self.prev = b
+        self.warm = []
+
+    def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
+        """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
+        if self._cache is not None and self._cache[0] == x and self._cache[1] == ts:
+            return self._cache[2:]  # type: ignore[return-value]
+        if self.counts is None:
+            r, b, c = 0.0, -1, -1
+        else:
+            b = self._bin(x)
+            c = self._ctx(b, ts)
+            r = -math.log((int(self.counts[c, b]) + 0.5) / (int(self.ctx_counts[c]) + 1.0))
+        tail = list(self.rbuf)[1:] if len(self.rbuf) == self.smooth else list(self.rbuf)
+        rs = (math.fsum(tail) + r) / (len(tail) + 1)
+        self._cache = (x, ts, r, rs, b, c)  # type: ignore[assignment]
+        return r, rs, b, c
+
+    # ------------------------------------------------------------ contract
+
+    def score_one(self, x: float, ts: float | None = None) -> float:
+        if not math.isfinite(x) or self.n < self.warmup:
+            return 0.0
+        _, rs, _, _ = self._rarity(x, ts)
+        return squash(exceedance(rs, self.r_hi, self.r_lo, down=False), self.scale)
+
+    def learn_one(self, x: float, ts: float | None = None) -> None:
+        if not math.isfinite(x):
+            return
+        r, rs, b, c = self._rarity(x, ts)
+        self._cache = None
+        self.rbuf.append(r)
+        self.r_hi = max(self.r_hi, rs)
+        self.r_lo = min(self.r_lo, rs)
+        self.n += 1
+        if self.counts is None:
+            self.warm.append([x, ts])
+            if self.n >= self.bin_warmup:
+                self._fix_bins()
+            return
+        self.counts[c, b] += 1
+        self.ctx_counts[c] += 1
+        self.prev = b
+
+    def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
+        if self.n:
+            return super().score_many(values, ts)
+        v, t, ok = split_valid(values, ts)
+        n = len(v)
+        out = np.zeros(len(ok))
+        if n < self.bin_warmup:  # bins never fixed: replay row by row (cheap, short)
+            return super().score_many(values, ts)
+        w = v[: self.bin_warmup]
+        lo, hi = float(w.min()), float(w.max())
+        self.lo = lo
+        self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
+        b = np.clip(np.floor((v - lo) / self.step), -self.bins, 2 * self.bins).astype(np.int64) + self.bins
+        if self.context == "hour":
+            if t is None:
+                c = np.zeros(n, dtype=np.int64)
+            else:
+                tt = np.where(np.isfinite(t), t, 0.0)
+                c = ((tt % self.period_s) // (self.period_s / self.buckets)).astype(np.int64)
+        else:
+            c = np.empty(n, dtype=np.int64)
+            c[0] = b[0]
+            c[1:] = b[:-1]
+        key = c * self.n_bins + b
+        r = -np.log((occurrences_before(key) + 0.5) / (occurrences_before(c) + 1.0))
+        r[: self.bin_warmup] = 0.0
+        rs = expanding_mean(r, self.smooth)
+        e = exceedance_many(rs, down=False)
+        e[: self.warmup] = 0.0
+        out[ok] = squash_many(e, self.scale)
+        # leave the state where the row-by-row path would
+        self.n = n
+        self.counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins).astype(np.int32)
+        self.ctx_counts = np.bincount(c, minlength=self.n_ctx).astype(np.int64)
+        self.prev = int(b[-1])
+        self.rbuf.extend(r[-self.smooth:].tolist())
+        self.r_hi = float(rs.max())
+        self.r_lo = float(rs.min())
+        return out
+
+    def baseline(self) -> dict[str, float]:
+        if self.counts is None:
+            return {}
+        return {"rarity_high": self.r_hi, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
+
+    def snapshot(self) -> dict[str, Any]:
+        out = super().snapshot()
+        out["warm"] = [list(w) for w in self.warm]
+        return out
+
+
+def SeasonalDetector(**params: Any) -> RarityDetector:
+    """Rarity of the value at this hour of the day."""
+    return RarityDetector(context="hour", **params)
+
+
+def SequenceDetector(**params: Any) -> RarityDetector:
+    """Rarity of the value after the previous one."""
+    return RarityDetector(context="previous", **params)

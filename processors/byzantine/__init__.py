@@ -1,0 +1,31 @@
+"""Byzantine-node detection for training fleets: trust scores and ``byzantine`` alerts."""
+from __future__ import annotations
+
+from processors.byzantine.backtest import BacktestInputError, BacktestSummary, backtest_file, read_events, to_event
+from processors.byzantine.detector import (
+    FEATURES,
+    STATISTICS,
+    ClusterDetector,
+    DetectorConfig,
+    NodeVerdict,
+    RoundResult,
+)
+from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, PayloadError, parse_update
+
+__all__ = [
+    "FEATURES",
+    "STATISTICS",
+    "TRAINING_UPDATE",
+    "BacktestInputError",
+    "BacktestSummary",
+    "ByzantineOperator",
+    "ClusterDetector",
+    "DetectorConfig",
+    "NodeVerdict",
+    "PayloadError",
+    "RoundResult",
+    "backtest_file",
+    "parse_update",
+    "read_events",
+    "to_event",
+]

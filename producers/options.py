@@ -1,0 +1,81 @@
+"""Producer options from user input: intervals, node names, NATS auth and TLS.
+
+Kept free of heavy imports so the CLI can check a user's options (and say
+clearly what is wrong) before anything starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any
+
+DEFAULT_INTERVAL_S = 1.0
+MIN_INTERVAL_S = 0.05
+
+_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_interval(text: str | float) -> float:
+    """``"1s"``, ``"500ms"``, ``"2"`` (seconds), ``"1m"`` -> seconds; ValueError names a bad value."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _INTERVAL_RE.match(text)
+        if not m:
+            raise ValueError(f"interval {text!r} is not a duration; expected e.g. '1s', '500ms', '2' or '1m'")
+        value = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not value >= MIN_INTERVAL_S:
+        raise ValueError(f"interval {text!r} is too short; the minimum is {MIN_INTERVAL_S * 1000:g}ms")
+    return value
+
+
+def default_node_name() -> str:
+    """This host's short name made into a valid node token (``web-1.example.com`` -> ``web-1``)."""
+    host = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", host).strip("-")[:64]
+    return name or "node"
+
+
+def connect_options(
+    *,
+    creds: str | None = None,
+    token: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_hostname: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` from CLI-style security options (files are checked now)."""
+    opts: dict[str, Any] = {}
+    if creds:
+        if not os.path.isfile(creds):
+            raise ValueError(f"credentials file {creds!r} does not exist")
+        opts["user_credentials"] = creds
+    if token:
+        opts["token"] = token
+    if user:
+        opts["user"] = user
+    if password:
+        opts["password"] = password
+    if tls_ca or tls_cert or tls_key:
+        import ssl
+
+        for what, path in (("TLS CA", tls_ca), ("TLS certificate", tls_cert), ("TLS key", tls_key)):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{what} file {path!r} does not exist")
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("TLS client auth needs both a certificate and a key")
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls_ca)
+            if tls_cert and tls_key:
+                ctx.load_cert_chain(tls_cert, tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"TLS files could not be loaded (ca={tls_ca!r}, cert={tls_cert!r}): {exc}") from None
+        opts["tls"] = ctx
+    if tls_hostname:
+        opts["tls_hostname"] = tls_hostname
+    return opts

@@ -1,0 +1,4 @@
+"""``python -m swarmwatch`` runs the CLI."""
+from swarmwatch.cli import main
+
+main()
