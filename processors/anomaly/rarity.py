@@ -209,11 +209,6 @@ class RarityDetector(AnomalyDetector):
             return {}
         return {"rarity_high": self.r_hi, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
 
-    def snapshot(self) -> dict[str, Any]:
-        out = super().snapshot()
-        out["warm"] = [list(w) for w in self.warm]
-        return out
-
 
 def SeasonalDetector(**params: Any) -> RarityDetector:
     """Rarity of the value at this hour of the day."""

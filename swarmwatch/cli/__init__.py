@@ -20,6 +20,7 @@ from swarmwatch.cli import alerts as _alerts  # noqa: E402,F401
 from swarmwatch.cli import process as _process  # noqa: E402,F401
 from swarmwatch.cli import schema as _schema  # noqa: E402,F401
 from swarmwatch.cli import produce as _produce  # noqa: F401
+from swarmwatch.cli import backtest_anomaly as _backtest_anomaly  # noqa: E402,F401
 # --- end registrations ---
 
 

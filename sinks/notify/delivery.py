@@ -1,0 +1,196 @@
+"""Delivery through Apprise: one queue and one worker per channel, retries with backoff.
+
+A channel that is down only delays its own queue; the others keep sending.
+Each message is retried with exponential backoff until ``max_retry_s`` after
+it was queued, then reported as undeliverable (the sink dead-letters it to
+``sw.dlq.notify``). Messages to one channel go out in order, so a resolve never
+overtakes its firing.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import apprise
+
+from sinks.notify.config import ChannelConfig, DeliveryConfig, redact_url
+
+log = logging.getLogger(__name__)
+
+REDACTED = "***"
+
+
+class DeliveryError(RuntimeError):
+    """One attempt to send failed; the message is already scrubbed of secrets."""
+
+
+class Redactor:
+    """Replaces secrets (channel URLs and their parts) with ``***`` in text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        for s in secrets:
+            self.add(s)
+
+    def add(self, url: str) -> None:
+        parts = {url}
+        scheme, _, rest = url.partition("://")
+        if rest:
+            body = rest.split("?", 1)[0]
+            userinfo = body.rsplit("@", 1)[0] if "@" in body else ""
+            parts.update(p for p in userinfo.split(":") if p)
+            if scheme.lower() not in ("json", "jsons", "form", "forms", "xml", "xmls", "mailto", "mailtos"):
+                parts.update(p for p in body.split("/") if p)  # tokens live in the path of most services
+            parts.update(v for kv in rest.partition("?")[2].split("&") for v in [kv.partition("=")[2]] if v)
+        for p in parts:
+            if len(p) >= 6 and p not in self._secrets:
+                self._secrets.append(p)
+        self._secrets.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, REDACTED)
+        return text
+
+
+class _ScrubFilter(logging.Filter):
+    """Scrubs secrets from Apprise's own log records."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:
+            return True
+        record.msg, record.args = self.redactor(msg), None
+        return True
+
+
+def install_log_scrubber(redactor: Redactor) -> logging.Filter:
+    """Attach a filter to the ``apprise`` logger; return it so it can be removed."""
+    f = _ScrubFilter(redactor)
+    logging.getLogger("apprise").addFilter(f)
+    return f
+
+
+@dataclass(slots=True)
+class Outbound:
+    """One message for one channel and the alert (id, status) pairs it carries."""
+
+    channel: str
+    title: str
+    body: str
+    notify_type: str
+    refs: list[tuple[str, str]]
+    queued_at: float = field(default_factory=time.time)
+    attempts: int = 0
+    error: str = ""
+
+
+Outcome = Callable[[Outbound, bool], Awaitable[None]]
+"""Called once per message: ``(message, delivered)``; not delivered means undeliverable."""
+
+
+class ChannelSender:
+    """One Apprise destination; ``send`` raises DeliveryError on failure."""
+
+    def __init__(self, config: ChannelConfig, redactor: Redactor, timeout_s: float) -> None:
+        self.name = config.name
+        self.redacted = redact_url(config.url.get_secret_value())
+        self.redactor = redactor
+        self.timeout_s = timeout_s
+        self._apprise = apprise.Apprise()
+        if not self._apprise.add(config.url.get_secret_value()):
+            raise ValueError(f"channel {config.name!r}: Apprise cannot use its URL ({self.redacted})")
+
+    async def send(self, title: str, body: str, notify_type: str) -> None:
+        try:
+            result = await asyncio.wait_for(
+                self._apprise.async_notify(title=title, body=body, notify_type=notify_type), self.timeout_s
+            )
+        except TimeoutError:
+            raise DeliveryError(f"no answer within {self.timeout_s:g} s") from None
+        except Exception as exc:  # a plugin crash: report, do not leak the URL
+            raise DeliveryError(self.redactor(f"{type(exc).__name__}: {exc}")) from None
+        if not result:
+            detail = "; ".join(
+                e.message for e in result.logs() if getattr(e, "level", "") in ("WARNING", "ERROR", "CRITICAL")
+            )
+            raise DeliveryError(self.redactor(detail or f"Apprise reported {getattr(result, 'status', 'failure')}"))
+
+
+class ChannelQueue:
+    """A channel's FIFO and the task that drains it with retries."""
+
+    def __init__(self, sender: ChannelSender, config: DeliveryConfig, outcome: Outcome) -> None:
+        self.sender = sender
+        self.config = config
+        self.outcome = outcome
+        self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed_attempts = 0
+        self.undeliverable = 0
+        self.up = True
+
+    @property
+    def name(self) -> str:
+        return self.sender.name
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"notify-channel-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop at once; queued messages are not confirmed, so a restart sends them again."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def put(self, item: Outbound) -> None:
+        self.queue.put_nowait(item)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            delivered = await self._deliver(item)
+            try:
+                await self.outcome(item, delivered)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording the outcome of a message to channel %r failed", self.name)
+
+    async def _deliver(self, item: Outbound) -> bool:
+        delay = self.config.backoff_initial_s
+        deadline = item.queued_at + self.config.max_retry_s
+        while True:
+            item.attempts += 1
+            try:
+                await self.sender.send(item.title, item.body, item.notify_type)
+            except DeliveryError as exc:
+                item.error = str(exc)
+                self.failed_attempts += 1
+                if self.up:
+                    log.warning("channel %r (%s) failed: %s; retrying", self.name, self.sender.redacted, item.error)
+                self.up = False
+                if time.time() + delay > deadline:
+                    self.undeliverable += 1
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+                continue
+            if not self.up:
+                log.warning("channel %r (%s) recovered after %d attempts", self.name, self.sender.redacted, item.attempts)
+            self.up = True
+            self.sent += 1
+            return True
