@@ -65,7 +65,7 @@ class AlertTracker:
         self.for_s = float(for_s)
         self.keep_firing_for_s = float(keep_firing_for_s)
         self.max_keys = max_keys
-        self._states: dict[tuple[str, str, str], _State] = {}
+        self.states: dict[tuple[str, str, str], _State] = {}  # (cluster, node, series) -> state
         self.stale = 0
         self.refused = 0
 
@@ -86,14 +86,14 @@ class AlertTracker:
     ) -> list[Emit]:
         """Feed one observation; return the Alert Emits it causes (usually none)."""
         key = (cluster, node, series)
-        st = self._states.get(key)
+        st = self.states.get(key)
         if st is None:
             if not active:
                 return []
-            if len(self._states) >= self.max_keys:
+            if len(self.states) >= self.max_keys:
                 self.refused += 1
                 return []
-            st = self._states[key] = _State(last_ts=ts)
+            st = self.states[key] = _State(last_ts=ts)
         elif ts < st.last_ts:
             self.stale += 1
             return []
@@ -113,33 +113,33 @@ class AlertTracker:
             return []
         # inactive
         if st.firing_since is None:
-            del self._states[key]
+            del self.states[key]
             return []
         if ts - st.last_active >= self.keep_firing_for_s:
             out = self._emit(AlertStatus.RESOLVED, cluster, node, series, st, ts, value, metric, threshold, summary, details)
-            del self._states[key]
+            del self.states[key]
             return [out]
         return []
 
     def expire(self, cluster: str, node: str, ts: float, summary: str = "", series: str | None = None) -> list[Emit]:
         """Forget a node (e.g. it left cleanly): resolve what is firing, drop what is pending."""
         out: list[Emit] = []
-        for key in [k for k in self._states if k[0] == cluster and k[1] == node and (series is None or k[2] == series)]:
-            st = self._states.pop(key)
+        for key in [k for k in self.states if k[0] == cluster and k[1] == node and (series is None or k[2] == series)]:
+            st = self.states.pop(key)
             if st.firing_since is not None:
                 out.append(self._emit(AlertStatus.RESOLVED, cluster, node, key[2], st, ts, st.value, None, None, summary, None))
         return out
 
     def is_firing(self, cluster: str, node: str, series: str = "") -> bool:
-        st = self._states.get((cluster, node, series))
+        st = self.states.get((cluster, node, series))
         return st is not None and st.firing_since is not None
 
     def firing(self) -> list[tuple[str, str, str]]:
         """Keys (cluster, node, series) currently firing."""
-        return [k for k, st in self._states.items() if st.firing_since is not None]
+        return [k for k, st in self.states.items() if st.firing_since is not None]
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self.states)
 
     def _emit(
         self,
@@ -182,10 +182,10 @@ class AlertTracker:
     def snapshot(self) -> list[list[Any]]:
         return [
             [c, n, s, st.pending_since, st.firing_since, st.last_active, st.last_ts, st.severity, st.value]
-            for (c, n, s), st in self._states.items()
+            for (c, n, s), st in self.states.items()
         ]
 
     def restore(self, state: list[list[Any]] | None) -> None:
-        self._states = {}
+        self.states = {}
         for c, n, s, pend, fire, last_active, last_ts, sev, value in state or []:
-            self._states[(c, n, s)] = _State(pend, fire, last_active, last_ts, sev, value)
+            self.states[(c, n, s)] = _State(pend, fire, last_active, last_ts, sev, value)

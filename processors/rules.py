@@ -24,7 +24,7 @@ from schemas import AlertKind, MetricBatch, Severity, subjects
 
 from processors.alerting import AlertTracker
 from processors.operator import Emit, Operator
-from processors.windows import series_key
+from processors.windows import layout, series_key
 
 _OPS: dict[str, Callable[[float, float], bool]] = {">": _op.gt, ">=": _op.ge, "<": _op.lt, "<=": _op.le}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -189,6 +189,8 @@ class ThresholdRules(Operator):
             else:
                 self._exact.setdefault(c.rule.metric, []).append(c)
         self._resolved_names: dict[str, list[_Compiled]] = {}
+        self._shapes: dict[tuple[str, str], tuple[list[str], list[Any], list[tuple[int, _Compiled, str]]]] = {}
+        self._max_shapes = 200_000
 
     def _rules_for(self, name: str) -> list[_Compiled]:
         got = self._resolved_names.get(name)
@@ -199,41 +201,65 @@ class ThresholdRules(Operator):
                 self._resolved_names[name] = got
         return got
 
-    def on_metrics(self, batch: MetricBatch, now: float) -> Iterable[Emit]:
-        self.stats.inputs += 1
-        out: list[Emit] = []
-        cluster, node, ts = batch.cluster, batch.node, batch.ts
-        for s in batch.samples:
-            rs = self._rules_for(s.name)
-            if not rs:
-                continue
-            for c in rs:
+    def _slots(self, samples: list[Any]) -> list[tuple[int, _Compiled, str]]:
+        """(sample position, rule, series key) for every rule that applies to a batch layout."""
+        slots = []
+        for i, smp in enumerate(samples):
+            for c in self._rules_for(smp.name):
                 want = c.labels
                 if want is not None:
                     if not want:  # labels: {} means the unlabelled series only (e.g. total CPU, not per core)
-                        if s.labels:
+                        if smp.labels:
                             continue
-                    elif s.labels is None or any(s.labels.get(k) != v for k, v in want.items()):
+                    elif smp.labels is None or any(smp.labels.get(k) != v for k, v in want.items()):
                         continue
-                r = c.rule
-                series = "" if s.labels is None else series_key(s.name, s.labels)
-                value = s.value
-                firing = c.tracker.is_firing(cluster, node, series)
-                active = c.test(value, r.clear_threshold if firing else r.threshold)
-                emits = c.tracker.update(
-                    cluster,
-                    node,
-                    active,
-                    ts,
-                    value,
-                    series=series,
-                    metric=s.name,
-                    threshold=r.threshold,
-                    summary=r.summary.format(metric=s.name, cluster=cluster, node=node, value=value, op=r.op, threshold=r.threshold),
-                    details={"op": r.op, "for_s": r.for_s, "hysteresis": r.hysteresis, "clear_threshold": r.clear_threshold},
-                )
-                if emits:
-                    out.extend(emits)
+                slots.append((i, c, "" if smp.labels is None else series_key(smp.name, smp.labels)))
+        return slots
+
+    def on_metrics(self, batch: MetricBatch, now: float) -> Iterable[Emit]:
+        self.stats.inputs += 1
+        cluster, node, ts, samples = batch.cluster, batch.node, batch.ts, batch.samples
+        names, labels = layout(batch)
+        nkey = (cluster, node)
+        cached = self._shapes.get(nkey)
+        if cached is None or cached[0] != names or cached[1] != labels:
+            if cached is None and len(self._shapes) >= self._max_shapes:
+                self._shapes.clear()  # bounded: layouts are cheap to recompute
+            cached = self._shapes[nkey] = (names, labels, self._slots(samples))
+        out: list[Emit] = []
+        for i, c, series in cached[2]:
+            value = samples[i].value
+            r = c.rule
+            states = c.tracker.states
+            key = (cluster, node, series)
+            st = states.get(key)
+            if st is None:
+                if not c.test(value, r.threshold):
+                    continue  # the common case: nothing pending, nothing firing
+                active = True
+            elif st.firing_since is not None:
+                active = c.test(value, r.clear_threshold)
+                if active and ts >= st.last_ts:
+                    st.last_ts = st.last_active = ts
+                    st.value = value
+                    continue
+            else:
+                active = c.test(value, r.threshold)
+            name = names[i]
+            emits = c.tracker.update(
+                cluster,
+                node,
+                active,
+                ts,
+                value,
+                series=series,
+                metric=name,
+                threshold=r.threshold,
+                summary=r.summary.format(metric=name, cluster=cluster, node=node, value=value, op=r.op, threshold=r.threshold),
+                details={"op": r.op, "for_s": r.for_s, "hysteresis": r.hysteresis, "clear_threshold": r.clear_threshold},
+            )
+            if emits:
+                out.extend(emits)
         self.stats.outputs += len(out)
         return out
 

@@ -10,11 +10,13 @@ closes its windows. Samples for a closed window are counted as late.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import MetricBatch, SeriesStats, WindowAggregate, subjects
+from schemas import MetricBatch, Sample, SeriesStats, WindowAggregate, subjects
 
 from processors.operator import Emit, Operator
 
@@ -22,7 +24,7 @@ DEFAULT_WINDOWS_S = (10.0, 60.0)
 DEFAULT_ALLOWED_LATENESS_S = 5.0
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_SERIES_PER_NODE = 2_000
-DEFAULT_MAX_VALUES_PER_SERIES = 100_000  # per base window; beyond this values are dropped and counted
+DEFAULT_MAX_ROWS_PER_WINDOW = 10_000  # batches per node and base window; beyond this they are dropped and counted
 
 
 def series_key(name: str, labels: dict[str, str] | None) -> str:
@@ -30,6 +32,21 @@ def series_key(name: str, labels: dict[str, str] | None) -> str:
     if not labels:
         return name
     return name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
+_last_layout: list[object] = [None, None, None]
+
+
+def layout(batch: MetricBatch) -> tuple[list[str], list[dict[str, str] | None]]:
+    """(names, labels) of a batch's samples, computed once per batch for all operators."""
+    cache = _last_layout
+    if cache[0] is batch:
+        return cache[1], cache[2]  # type: ignore[return-value]
+    samples = batch.samples
+    names = [x.name for x in samples]
+    labels = [x.labels for x in samples]
+    cache[0], cache[1], cache[2] = batch, names, labels
+    return names, labels
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -64,13 +81,102 @@ def summarize(metric: str, values: list[float], last: float, labels: dict[str, s
     )
 
 
+_SeriesMeta = tuple[str, "dict[str, str] | None", "str | None"]
+
+
+def summarize_many(items: list[tuple[_SeriesMeta, list[float], float]]) -> list[SeriesStats]:
+    """Statistics of many series at once; series of equal length are sorted as one numpy array."""
+    by_len: dict[int, list[int]] = {}
+    for i, (_, vals, _) in enumerate(items):
+        by_len.setdefault(len(vals), []).append(i)
+    out: list[SeriesStats | None] = [None] * len(items)
+    for n, idxs in by_len.items():
+        if len(idxs) < 4:
+            for i in idxs:
+                (name, labels, unit), vals, last = items[i]
+                out[i] = summarize(name, vals, last, labels, unit)
+            continue
+        arr = np.array([items[i][1] for i in idxs], dtype=np.float64)
+        arr.sort(axis=1)
+        sums = arr.sum(axis=1)
+        cols = [arr[:, 0], arr[:, -1], sums, sums / n]
+        for q in (0.50, 0.95, 0.99):
+            pos = q * (n - 1)
+            lo = int(pos)
+            hi = min(lo + 1, n - 1)
+            cols.append(arr[:, lo] + (arr[:, hi] - arr[:, lo]) * (pos - lo))
+        mins, maxs, tot, means, p50, p95, p99 = (c.tolist() for c in cols)
+        for j, i in enumerate(idxs):
+            (name, labels, unit), _, last = items[i]
+            out[i] = SeriesStats(
+                metric=name, count=n, min=mins[j], max=maxs[j], mean=means[j], sum=tot[j],
+                p50=p50[j], p95=p95[j], p99=p99[j], last=last, labels=labels, unit=unit,
+            )
+    return out  # type: ignore[return-value]
+
+
 @dataclass(slots=True)
 class _Bucket:
-    """One base window's raw values: series key -> values; last value per series."""
+    """Values by series key, with the last value and its time per series."""
 
     values: dict[str, list[float]] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
     last_ts: dict[str, float] = field(default_factory=dict)
+
+
+class _Shape:
+    """The layout of a node's batches: which series each sample position holds.
+
+    Producers send the same samples in the same order every time, so a base
+    window stores each batch as one row of values and the rows are split into
+    series only when the window closes.
+    """
+
+    __slots__ = ("names", "labels", "keys", "refused")
+
+    def __init__(self, names: list[str], labels: list[dict[str, str] | None], keys: list[str | None]) -> None:
+        self.names = names
+        self.labels = labels
+        self.keys = keys  # None: a series refused by the per-node limit
+        self.refused = keys.count(None)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """One base window's raw input: per shape, the value rows and their timestamps."""
+
+    parts: list[tuple[_Shape, list[list[float]], list[float]]] = field(default_factory=list)
+
+    rows: int = 0
+
+    def add(self, shape: _Shape, row: list[float], ts: float) -> None:
+        self.rows += 1
+        if self.parts and self.parts[-1][0] is shape:
+            part = self.parts[-1]
+            part[1].append(row)
+            part[2].append(ts)
+        else:
+            self.parts.append((shape, [row], [ts]))
+
+    def to_bucket(self) -> _Bucket:
+        b = _Bucket()
+        values, last, last_ts = b.values, b.last, b.last_ts
+        for shape, rows, tss in self.parts:
+            newest = max(range(len(tss)), key=tss.__getitem__)
+            newest_ts = tss[newest]
+            newest_row = rows[newest]
+            for i, (key, col) in enumerate(zip(shape.keys, zip(*rows))):
+                if key is None:
+                    continue
+                lst = values.get(key)
+                if lst is None:
+                    values[key] = list(col)
+                else:
+                    lst.extend(col)
+                if newest_ts >= last_ts.get(key, -math.inf):
+                    last[key] = newest_row[i]
+                    last_ts[key] = newest_ts
+        return b
 
 
 @dataclass(slots=True)
@@ -78,7 +184,8 @@ class _Node:
     max_ts: float = 0.0
     last_arrival: float = 0.0
     late_pending: int = 0
-    open: dict[float, _Bucket] = field(default_factory=dict)  # base start -> bucket
+    shape: _Shape | None = None
+    open: dict[float, _Rows] = field(default_factory=dict)  # base start -> raw rows
     acc: dict[float, dict[float, _Bucket]] = field(default_factory=dict)  # size -> start -> merged bucket
     closed: dict[float, float] = field(default_factory=dict)  # size -> end of the last closed window
     meta: dict[str, tuple[str, dict[str, str] | None, str | None]] = field(default_factory=dict)
@@ -150,34 +257,39 @@ class TumblingWindows(Operator):
                 st.late += len(batch.samples)
                 nd.late_pending += len(batch.samples)
                 return ()
-        bucket = nd.open.get(start)
-        if bucket is None:
-            bucket = nd.open[start] = _Bucket()
-        values, last, last_ts, meta = bucket.values, bucket.last, bucket.last_ts, nd.meta
-        for s in batch.samples:
-            labels = s.labels
-            sk = s.name if labels is None else series_key(s.name, labels)
-            lst = values.get(sk)
-            if lst is None:
-                if sk not in meta:
-                    if len(meta) >= self.max_series:
-                        st.dropped += 1
-                        st.inc("refused_series")
-                        continue
-                    meta[sk] = (s.name, labels, s.unit)
-                values[sk] = [s.value]
-            elif len(lst) < DEFAULT_MAX_VALUES_PER_SERIES:
-                lst.append(s.value)
-            else:
-                st.dropped += 1
-                continue
-            if ts >= last_ts.get(sk, 0.0):
-                last[sk] = s.value
-                last_ts[sk] = ts
+        samples = batch.samples
+        names, labels = layout(batch)
+        shape = nd.shape
+        if shape is None or shape.names != names or shape.labels != labels:
+            shape = nd.shape = self._shape(nd, samples, names, labels)
+        rows = nd.open.get(start)
+        if rows is None:
+            rows = nd.open[start] = _Rows()
+        elif rows.rows >= DEFAULT_MAX_ROWS_PER_WINDOW:
+            st.dropped += len(samples)
+            st.inc("window_full")
+            return ()
+        rows.add(shape, [x.value for x in samples], ts)
+        if shape.refused:
+            st.dropped += shape.refused
         if ts > nd.max_ts:
             nd.max_ts = ts
             return self._close(key, nd, ts - self.lateness, "watermark")
         return ()
+
+    def _shape(self, nd: _Node, samples: list[Sample], names: list[str], labels: list[dict[str, str] | None]) -> _Shape:
+        keys: list[str | None] = []
+        meta = nd.meta
+        for smp, name, lab in zip(samples, names, labels):
+            sk = name if lab is None else series_key(name, lab)
+            if sk not in meta:
+                if len(meta) >= self.max_series:
+                    self.stats.inc("refused_series")
+                    keys.append(None)
+                    continue
+                meta[sk] = (name, lab, smp.unit)
+            keys.append(sk)
+        return _Shape(names, labels, keys)
 
     def on_tick(self, now: float) -> Iterable[Emit]:
         """Close every open window of nodes that have been quiet for a base window plus the lateness."""
@@ -202,7 +314,7 @@ class TumblingWindows(Operator):
         due = sorted(s for s in nd.open if s + base <= watermark)
         out: list[Emit] = []
         for start in due:
-            bucket = nd.open.pop(start)
+            bucket = nd.open.pop(start).to_bucket()
             end = start + base
             if start >= nd.closed.get(base, 0.0):
                 out.append(self._emit(key, nd, base, start, bucket, why))
@@ -240,10 +352,9 @@ class TumblingWindows(Operator):
     def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, bucket: _Bucket, why: str) -> Emit:
         cluster, node = key
         meta = nd.meta
-        series = []
-        for sk, vals in bucket.values.items():
-            name, labels, unit = meta.get(sk, (sk, None, None))
-            series.append(summarize(name, vals, bucket.last.get(sk, vals[-1]), labels, unit))
+        series = summarize_many(
+            [(meta.get(sk, (sk, None, None)), vals, bucket.last.get(sk, vals[-1])) for sk, vals in bucket.values.items()]
+        )
         late = 0
         if w == self.base:
             late, nd.late_pending = nd.late_pending, 0

@@ -119,17 +119,31 @@ class Publisher:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` for outstanding acks, spool the rest (to disk if configured), disconnect."""
-        self._closing = True
-        for t in self._tasks + ([self._replay_task] if self._replay_task else []):
+        deadline = time.monotonic() + timeout_s
+        for t in self._tasks:
             t.cancel()
-        for t in self._tasks + ([self._replay_task] if self._replay_task else []):
+        for t in self._tasks:
             try:
                 await t
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks.clear()
+        # Last chance for what is spooled: replay it while the connection is up.
+        while self.spool and self.connected and time.monotonic() < deadline:
+            if self._replay_task is None or self._replay_task.done():
+                if time.monotonic() - self._last_failure_s < REPLAY_BACKOFF_S:
+                    break
+                self._replay_task = asyncio.create_task(self._replay(), name="swarmwatch-replay")
+            await asyncio.wait([self._replay_task], timeout=max(0.0, deadline - time.monotonic()))
+        self._closing = True
+        if self._replay_task is not None and not self._replay_task.done():
+            self._replay_task.cancel()
+            try:
+                await self._replay_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
         if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=timeout_s)
+            await asyncio.wait(list(self._inflight), timeout=max(0.1, deadline - time.monotonic()))
         self._fail_inflight("producer closing")
         self.spool.flush_to_disk()
         nc, self._nc = self._nc, None
@@ -261,6 +275,7 @@ class Publisher:
         await self._nc.connect(**opts)
         self._js = self._nc.jetstream(publish_async_max_pending=self.max_inflight)
         self._connected.set()
+        self._kick_replay()
         log.info("connected to %s", self._nc.connected_url.netloc if self._nc.connected_url else self.servers)
 
     def _choose_server(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
@@ -286,18 +301,24 @@ class Publisher:
         self._connected.set()
         self._last_failure_s = -REPLAY_BACKOFF_S
         log.info("reconnected to NATS; %d spooled messages to replay", len(self.spool))
+        self._kick_replay()
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             self.sweep()
-            if (
-                self.spool
-                and self.connected
-                and (self._replay_task is None or self._replay_task.done())
-                and time.monotonic() - self._last_failure_s >= REPLAY_BACKOFF_S
-            ):
-                self._replay_task = asyncio.create_task(self._replay(), name="swarmwatch-replay")
+            self._kick_replay()
+
+    def _kick_replay(self) -> None:
+        """Start replaying the spool unless disconnected, already replaying or just after a failure."""
+        if (
+            self.spool
+            and self.connected
+            and not self._closing
+            and (self._replay_task is None or self._replay_task.done())
+            and time.monotonic() - self._last_failure_s >= REPLAY_BACKOFF_S
+        ):
+            self._replay_task = asyncio.create_task(self._replay(), name="swarmwatch-replay")
 
     async def _replay(self) -> None:
         """Re-publish spooled messages, oldest first, keeping at most ``max_inflight`` unacknowledged."""

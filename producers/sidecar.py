@@ -181,6 +181,7 @@ async def run_producer(
                         extra_sources=extra_sources)
     stop = stop or asyncio.Event()
     await publisher.start()
+    await publisher.wait_connected(min(interval, 1.0))  # spare the first batch a trip through the spool
     made = 0
     next_s = time.monotonic()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -20,6 +20,8 @@ MAX_SAMPLES_PER_BATCH = 10_000
 MAX_NAME_LEN = 200
 MAX_LABELS = 16
 
+_KNOWN_NAMES: set[str] = set()  # names already checked: the common case costs one set operation
+_KNOWN_NAMES_MAX = 100_000
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-/")
 
 
@@ -72,19 +74,31 @@ def check_metric_name(name: str) -> None:
         )
 
 
+MetricName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LEN)]
+FiniteValue = Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Labels = Annotated[dict[str, str], msgspec.Meta(max_length=MAX_LABELS)]
+
+
 class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
-    """One named measurement, e.g. ``Sample("cpu.percent", 12.5, unit="%")``."""
+    """One named measurement, e.g. ``Sample("cpu.percent", 12.5, unit="%")``.
 
-    name: str
-    value: float
+    Decoding enforces a finite value within +-1e300, the name length and at most
+    16 labels in C; MetricBatch checks name characters against a cache of names
+    already seen. Code that builds samples itself calls :meth:`validate`.
+    """
+
+    name: MetricName
+    value: FiniteValue
     unit: str | None = None
-    labels: dict[str, str] | None = None
+    labels: Labels | None = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> Sample:
+        """Raise ValueError naming the problem; return self."""
         check_metric_name(self.name)
         check_value(self.value, f"sample {self.name!r} value")
         if self.labels is not None and len(self.labels) > MAX_LABELS:
             raise ValueError(f"sample {self.name!r} has {len(self.labels)} labels; at most {MAX_LABELS}")
+        return self
 
     def series(self) -> str:
         """The series key: name plus sorted labels, e.g. ``cpu.percent{core=0}``."""
@@ -112,6 +126,13 @@ class MetricBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fals
         check_timestamp(self.ts)
         if len(self.samples) > MAX_SAMPLES_PER_BATCH:
             raise ValueError(f"batch has {len(self.samples)} samples; at most {MAX_SAMPLES_PER_BATCH}")
+        names = [s.name for s in self.samples]
+        if not _KNOWN_NAMES.issuperset(names):
+            for n in names:
+                if n not in _KNOWN_NAMES:
+                    check_metric_name(n)
+                    if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
+                        _KNOWN_NAMES.add(n)
 
 
 class Event(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):

@@ -27,13 +27,21 @@ class SubjectError(ValueError):
     """A name cannot be used as a subject token, or a subject has the wrong shape."""
 
 
+_KNOWN_TOKENS: set[str] = set()
+_KNOWN_TOKENS_MAX = 1_000_000
+
+
 def check_token(value: str, what: str = "token") -> str:
     """Return ``value`` if it is a valid subject token ([A-Za-z0-9_-], 1-64 chars)."""
+    if value.__class__ is str and value in _KNOWN_TOKENS:
+        return value
     if not isinstance(value, str) or not _TOKEN_RE.match(value):
         raise SubjectError(
             f"{what} {value!r} is not a valid name; expected 1-64 characters of letters, "
             "digits, '_' or '-' (no '.', '*', '>' or spaces)"
         )
+    if len(_KNOWN_TOKENS) < _KNOWN_TOKENS_MAX:
+        _KNOWN_TOKENS.add(value)
     return value
 
 

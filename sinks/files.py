@@ -113,22 +113,13 @@ class FileSinkStats:
     retention_deleted: int = 0  # date partitions removed
 
 
-class _Part:
-    __slots__ = ("first", "last", "rows")
-
-    def __init__(self, seq: int) -> None:
-        self.first = seq
-        self.last = seq
-        self.rows: list[dict[str, Any]] = []
-
-
 class _Buffer:
     """Messages consumed since the last ack, grouped by (kind, date, cluster)."""
 
     __slots__ = ("parts", "msgs", "rows", "last_msg", "last_seq", "since")
 
     def __init__(self) -> None:
-        self.parts: dict[tuple[str, str, str], _Part] = {}
+        self.parts: dict[tuple[str, str, str], list[dict[str, Any]]] = {}  # rows per partition
         self.msgs = 0
         self.rows = 0
         self.last_msg: Msg | None = None
@@ -142,28 +133,37 @@ class _Buffer:
         self.last_msg = msg
         self.last_seq = seq
 
-    def add(self, key: tuple[str, str, str], seq: int, rows: list[dict[str, Any]]) -> None:
+    def add(self, key: tuple[str, str, str], rows: list[dict[str, Any]]) -> None:
         p = self.parts.get(key)
         if p is None:
-            p = self.parts[key] = _Part(seq)
-        p.last = seq
-        p.rows.extend(rows)
+            self.parts[key] = rows
+        else:
+            p.extend(rows)
         self.rows += len(rows)
 
     def absorb(self, newer: _Buffer) -> None:
         """Append a later buffer (after a failed flush, to retry both at once)."""
-        for key, np_ in newer.parts.items():
-            p = self.parts.get(key)
-            if p is None:
-                self.parts[key] = np_
-            else:
-                p.last = np_.last
-                p.rows.extend(np_.rows)
-        self.rows += newer.rows
+        for key, rows in newer.parts.items():
+            self.add(key, rows)
         if newer.msgs:
             self.msgs += newer.msgs
             self.last_msg = newer.last_msg
             self.last_seq = newer.last_seq
+
+
+def _chunks(rows: list[dict[str, Any]], max_rows: int) -> list[list[dict[str, Any]]]:
+    """Split rows into segments of about ``max_rows``, never splitting one message's rows."""
+    if len(rows) <= max_rows:
+        return [rows] if rows else []
+    out: list[list[dict[str, Any]]] = []
+    start = 0
+    while start < len(rows):
+        end = min(start + max_rows, len(rows))
+        while end < len(rows) and rows[end]["_seq"] == rows[end - 1]["_seq"]:
+            end += 1
+        out.append(rows[start:end])
+        start = end
+    return out
 
 
 def _consumer_seq(reply: str) -> int:
@@ -324,7 +324,7 @@ class FileSink:
         except DecodeError as exc:
             await self._dead(lane, msg, seq, str(exc))
         else:
-            lane.buf.add((kind, utc_date(ts), cluster), seq, rows)
+            lane.buf.add((kind, utc_date(ts), cluster), rows)
         lane.buf.note(msg, seq)
         if lane.buf.rows >= self.settings.max_records or lane.buf.msgs >= self._flush_msgs:
             lane.wake.set()
@@ -405,12 +405,11 @@ class FileSink:
         """Write each partition of ``buf`` as one segment (in a worker thread). Returns the file count."""
         n = 0
         for (kind, date, cluster), part in buf.parts.items():
-            if not part.rows:
-                continue
             d = partition_dir(self.root, self.format.name, kind, date, cluster)
-            path = d / segment_name(kind, part.first, part.last, self.format.ext)
-            write_atomic(path, lambda f, kind=kind, rows=part.rows: self.format.write(f, kind, rows))
-            n += 1
+            for rows in _chunks(part, self.settings.max_records):
+                path = d / segment_name(kind, rows[0]["_seq"], rows[-1]["_seq"], self.format.ext)
+                write_atomic(path, lambda f, kind=kind, rows=rows: self.format.write(f, kind, rows))
+                n += 1
         return n
 
     # ---------------------------------------------------------------- positioning

@@ -144,13 +144,20 @@ async def test_killed_producer_raises_node_unresponsive_within_deadline_plus_5s(
 
     # The survivors' probes to n3 fail: their connection success drops under 80 %
     # and the health score shows n3 disconnected and one peer short.
-    await until(lambda: seen.firing(SUCCESS_RULE, "n1"), 20, "connection_success_low on n1")
+    try:
+        await until(lambda: seen.firing(SUCCESS_RULE, "n1"), 20, "connection_success_low on n1")
+    except AssertionError:
+        print("DEBUG", [(a.rule, a.node, a.status.value) for _, a in seen.alerts], seen.health[-1].nodes)
+        raise
     hs = await until(
-        lambda: next((h for h in reversed(seen.health) if h.nodes.get("n3", {}).get("status") == DISCONNECTED), None),
+        lambda: next(
+            (h for h in reversed(seen.health) if h.nodes.get("n3", {}).get("status") == DISCONNECTED and h.peer_count == 2),
+            None,
+        ),
         10,
-        "n3 disconnected in the health score",
+        "n3 disconnected and not counted as a live peer in the health score",
     )
-    assert hs.peer_count == 2 and hs.expected_peers == 3
+    assert hs.expected_peers == 3  # a crash does not lower the expected count
     assert hs.overall_health < 100
 
     # n3 comes back: the alert resolves with the same id.
@@ -172,7 +179,7 @@ async def test_slow_peer_has_lower_quality_and_degraded_status(
 
     def slow_visible() -> HealthScore | None:
         hs = latest_with_all(seen, {"n1", "n2", "n3"})
-        if hs is None or "peers" not in hs.nodes["n1"] or "n3" not in hs.nodes["n1"]["peers"]:
+        if hs is None or not {"n2", "n3"} <= set(hs.nodes["n1"].get("peers", {})):
             return None
         return hs if hs.nodes["n1"]["peers"]["n3"].get("latency_ms", 0) >= 700 else None
 

@@ -45,6 +45,7 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (b'{"cluster":"a","node":"n","ts":1.7e9,"samples":[{"name":"x","value":1e400}]}', "out of range"),
         (b'{"cluster":"a","node":"n","ts":1.7e9,"samples":[{"name":"x","value":NaN}]}', "malformed"),
         (b'{"cluster":"a","node":"n","ts":1.7e9,"samples":[{"name":"bad name","value":1}]}', "metric name"),
+        (b'{"cluster":"a","node":"n","ts":1.7e9,"samples":[{"name":"x","value":2e300}]}', "Expected `float` <= 1e"),
         (b'{"cluster":"a","node":"n","ts":1.7e9}', "samples"),
         (b"not json", "malformed JSON"),
     ],
@@ -54,9 +55,12 @@ def test_invalid_batches_are_refused_with_a_reason(payload: bytes, reason: str) 
         decode_batch(payload)
 
 
-def test_constructing_a_batch_with_infinite_value_is_refused() -> None:
+def test_samples_built_in_code_validate_on_request() -> None:
     with pytest.raises(ValueError, match="finite"):
-        Sample("cpu.percent", float("inf"))
+        Sample("cpu.percent", float("inf")).validate()
+    with pytest.raises(ValueError, match="metric name"):
+        Sample("cpu percent", 1.0).validate()
+    assert Sample("cpu.percent", 1.0).validate().value == 1.0
 
 
 def test_subject_builders_and_parser_agree() -> None:

@@ -29,8 +29,8 @@ from processors.anomaly.base import (
     squash_many,
 )
 
-DEFAULT_WINDOWS = (1, 5, 20)  # points: the value itself and two rolling means
-DEFAULT_WARMUP = 150  # points learned before anything is scored
+DEFAULT_WINDOWS = (1, 20)  # points: the value itself and its rolling mean (the level)
+DEFAULT_WARMUP = 250  # points learned before anything is scored
 DEFAULT_SCALE = 0.2  # exceedance (in range widths) that scores 1 - 1/e before calibration
 
 

@@ -51,7 +51,7 @@ DAY_S = 86_400.0
 class RarityDetector(AnomalyDetector):
     """Scores runs of values that are rare after their context (hour of day or previous value)."""
 
-    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "prev", "rbuf", "r_hi", "r_lo")
+    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "bin_counts", "prev", "rbuf", "r_hi", "r_lo")
 
     def __init__(
         self,
@@ -63,6 +63,7 @@ class RarityDetector(AnomalyDetector):
         scale: float = DEFAULT_SCALE,
         period_s: float = DAY_S,
         buckets: int = 24,
+        backoff: bool = True,
     ) -> None:
         if context not in CONTEXTS:
             raise ValueError(f"context {context!r} is unknown; expected one of {CONTEXTS}")
@@ -81,6 +82,7 @@ class RarityDetector(AnomalyDetector):
         self.scale = float(scale)
         self.period_s = float(period_s)
         self.buckets = int(buckets)
+        self.backoff = bool(backoff)
         self.n_bins = 3 * self.bins + 1
         self.n_ctx = self.buckets if context == "hour" else self.n_bins
         self.n = 0
@@ -89,6 +91,7 @@ class RarityDetector(AnomalyDetector):
         self.warm: list[list[float | None]] = []  # (x, ts) until the bins are fixed
         self.counts: np.ndarray | None = None
         self.ctx_counts: np.ndarray | None = None
+        self.bin_counts: np.ndarray | None = None
         self.prev = -1
         self.rbuf: deque[float] = deque(maxlen=self.smooth)
         self.r_hi = -math.inf
@@ -115,13 +118,21 @@ class RarityDetector(AnomalyDetector):
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
         self.counts = np.zeros((self.n_ctx, self.n_bins), dtype=np.int32)
         self.ctx_counts = np.zeros(self.n_ctx, dtype=np.int64)
+        self.bin_counts = np.zeros(self.n_bins, dtype=np.int64)
         for x, t in self.warm:
             b = self._bin(float(x))
             c = self._ctx(b, t)
             self.counts[c, b] += 1
             self.ctx_counts[c] += 1
+            self.bin_counts[b] += 1
             self.prev = b
         self.warm = []
+
+    def _prior(self, b: int) -> float:
+        """Pseudo-count of bin b in any context: its share over all contexts (0.5 without backoff)."""
+        if not self.backoff:
+            return 0.5
+        return (int(self.bin_counts[b]) + 0.5) / (self.n + 1.0)
 
     def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
         """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
@@ -132,7 +143,7 @@ class RarityDetector(AnomalyDetector):
         else:
             b = self._bin(x)
             c = self._ctx(b, ts)
-            r = -math.log((int(self.counts[c, b]) + 0.5) / (int(self.ctx_counts[c]) + 1.0))
+            r = -math.log((int(self.counts[c, b]) + self._prior(b)) / (int(self.ctx_counts[c]) + 1.0))
         tail = list(self.rbuf)[1:] if len(self.rbuf) == self.smooth else list(self.rbuf)
         rs = (math.fsum(tail) + r) / (len(tail) + 1)
         self._cache = (x, ts, r, rs, b, c)  # type: ignore[assignment]
@@ -162,6 +173,7 @@ class RarityDetector(AnomalyDetector):
             return
         self.counts[c, b] += 1
         self.ctx_counts[c] += 1
+        self.bin_counts[b] += 1
         self.prev = b
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
@@ -188,7 +200,8 @@ class RarityDetector(AnomalyDetector):
             c[0] = b[0]
             c[1:] = b[:-1]
         key = c * self.n_bins + b
-        r = -np.log((occurrences_before(key) + 0.5) / (occurrences_before(c) + 1.0))
+        prior = (occurrences_before(b) + 0.5) / (np.arange(n) + 1.0) if self.backoff else 0.5
+        r = -np.log((occurrences_before(key) + prior) / (occurrences_before(c) + 1.0))
         r[: self.bin_warmup] = 0.0
         rs = expanding_mean(r, self.smooth)
         e = exceedance_many(rs, down=False)
@@ -198,6 +211,7 @@ class RarityDetector(AnomalyDetector):
         self.n = n
         self.counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins).astype(np.int32)
         self.ctx_counts = np.bincount(c, minlength=self.n_ctx).astype(np.int64)
+        self.bin_counts = np.bincount(b, minlength=self.n_bins).astype(np.int64)
         self.prev = int(b[-1])
         self.rbuf.extend(r[-self.smooth:].tolist())
         self.r_hi = float(rs.max())

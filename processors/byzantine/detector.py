@@ -49,8 +49,8 @@ from processors.byzantine.robust import (
     unit_rows,
 )
 
-FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency")
-_ALIGN, _NORM, _SIM, _LOSS, _FIT = range(len(FEATURES))
+FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency", "distance")
+_ALIGN, _NORM, _SIM, _LOSS, _FIT, _DIST = range(len(FEATURES))
 STATISTICS: tuple[str, ...] = (
     "alignment",
     "norm_high",
@@ -58,11 +58,13 @@ STATISTICS: tuple[str, ...] = (
     "similarity",
     "loss",
     "norm_consistency",
+    "too_close",
     "drift",
     "collusion",
 )
-_NW = 6  # statistics tested over windows (the first six of STATISTICS)
-_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT)
+_NW = 7  # statistics tested over windows (the first seven of STATISTICS)
+_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT, _DIST)
+_S_DRIFT, _S_COLLUSION = _NW, _NW + 1
 _EPS = 1e-12
 _MAX_COS = 1.0 - 1e-9
 
@@ -135,6 +137,35 @@ class RoundResult:
     evicted: list[str]
 
 
+def _shared_direction(V: np.ndarray, ref: np.ndarray, K: int, k_sd: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Evidence (1 = threshold) that each row of V points the same way as other rows.
+
+    Two views: the closest other row (pairwise cosine over a threshold ``k_sd``
+    robust sd above the reference pairs, at least ``k_sd / sqrt(K)``, the sd of
+    independent directions) and the cosine with the sum of all other reference
+    rows (independent rows cancel there, a group's shared part adds up), as a
+    robust z over the reference rows.
+    """
+    U, _ = unit_rows(V)
+    med_p, sd_p = pair_cos_spread(U[ref])
+    tau = min(0.95, max(med_p + k_sd * sd_p, k_sd / math.sqrt(K)))
+    partners, best = partners_above(U, tau)
+    total = V[ref].sum(axis=0)
+    others, _ = unit_rows(total[None, :] - np.where(ref[:, None], V, 0.0))
+    gc = (U * others).sum(axis=1)
+    med_g, sd_g = robust_center_scale(gc[ref], 0.5 / math.sqrt(K))
+    gz = (gc - med_g) / sd_g
+    ev = np.maximum(np.maximum(best, 0.0) / tau, gz / k_sd)
+    n = V.shape[0]
+    return ev, {
+        "best_cos": best,
+        "tau": np.full(n, tau),
+        "partners": partners.astype(np.float64),
+        "group_cos": gc,
+        "group_z": gz,
+    }
+
+
 def _enc(a: np.ndarray) -> dict[str, Any]:
     return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.tobytes()}
 
@@ -184,6 +215,8 @@ class ClusterDetector:
         self._scores = grow(g("_scores"), (cap, W, _NW), np.nan, np.float32)
         self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, np.float64)
         self._dev_w = grow(g("_dev_w"), (cap,), 0.0, np.float64)
+        self._slow_sum = grow(g("_slow_sum"), (cap, K), 0.0, np.float64)
+        self._slow_w = grow(g("_slow_w"), (cap,), 0.0, np.float64)
         self._dev_n = grow(g("_dev_n"), (cap,), 0, np.int64)
         self._last_round = grow(g("_last_round"), (cap,), -1, np.int64)
         self._firing = grow(g("_firing"), (cap,), False, bool)
@@ -201,6 +234,8 @@ class ClusterDetector:
         self._scores[s] = np.nan
         self._dev_sum[s] = 0.0
         self._dev_w[s] = 0.0
+        self._slow_sum[s] = 0.0
+        self._slow_w[s] = 0.0
         self._dev_n[s] = 0
         self._last_round[s] = -1
         self._firing[s] = False
@@ -254,6 +289,7 @@ class ClusterDetector:
         if self.dim is None:
             self.dim = int(x.size)
             self._dev_sum = np.zeros((self._cap, self.dim))
+            self._slow_sum = np.zeros((self._cap, self.dim))
         elif x.size != self.dim:
             self._count("invalid")
             return "invalid"
@@ -368,6 +404,11 @@ class ClusterDetector:
         med_f, sd_fit = robust_center_scale(fit[trusted], 0.05)
         feats[:, _FIT] = fit - med_f
 
+        dist = np.linalg.norm(X - m, axis=1)
+        logdist = np.log(np.maximum(dist, _EPS))
+        med_d, sd_dist = robust_center_scale(logdist[trusted], 0.01)
+        feats[:, _DIST] = logdist - med_d
+
         # per-round scores: standard deviations beyond each test's margin, clipped so one
         # extreme round cannot carry a window alone
         M = float(np.median(cos_m[trusted]))
@@ -380,11 +421,12 @@ class ClusterDetector:
         sc[:, 3] = feats[:, _SIM] - cfg.similarity_sd
         sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
         sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit
+        sc[:, 6] = (-feats[:, _DIST] - logR) / sd_dist
         clip = cfg.confidence_z * 1.5
         np.clip(sc, -clip, clip, out=sc)
         self._vals[idx, col, :] = feats.astype(np.float32)
         self._scores[idx, col, :] = sc.astype(np.float32)
-        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit)
+        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit, sd_dist)
         self._prev_units = np.vstack([units, m_unit[None, :]])
 
         # --- window tests over several horizons: sum of scores / sqrt(rounds) > confidence_z
@@ -407,47 +449,48 @@ class ClusterDetector:
         ev[~np.isfinite(ev)] = 0.0
 
         # --- persistent deviation: drift and collusion
-        dev_scale = float(np.median(np.linalg.norm(X - m, axis=1)))
+        dev_scale = float(np.median(dist[trusted]))
         dev = (X - m) / max(dev_scale, _EPS)
-        a = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
-        self._dev_sum[idx] = (1 - a) * self._dev_sum[idx] + a * dev
-        self._dev_w[idx] = (1 - a) * self._dev_w[idx] + a
+        a_fast = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
+        a_slow = 1.0 - 0.5 ** (1.0 / (4.0 * cfg.drift_half_life_rounds))
+        self._dev_sum[idx] = (1 - a_fast) * self._dev_sum[idx] + a_fast * dev
+        self._dev_w[idx] = (1 - a_fast) * self._dev_w[idx] + a_fast
+        self._slow_sum[idx] = (1 - a_slow) * self._slow_sum[idx] + a_slow * dev
+        self._slow_w[idx] = (1 - a_slow) * self._slow_w[idx] + a_slow
         self._dev_n[idx] += 1
         elig = self._dev_n[idx] >= cfg.warmup_rounds
         drift_ratio = np.zeros(n)
-        partners = np.zeros(n, dtype=np.int64)
-        best_cos = np.full(n, np.nan)
-        group_z = np.zeros(n)
-        group_cos = np.full(n, np.nan)
-        tau = math.nan
+        e_clu = np.zeros(n)
+        clu_info: dict[str, np.ndarray] = {}
         if elig.sum() >= cfg.min_nodes:
-            D = self._dev_sum[idx[elig]] / self._dev_w[idx[elig]][:, None]
+            ie = idx[elig]
             ref = trusted[elig] if trusted[elig].sum() >= cfg.min_nodes else np.ones(int(elig.sum()), dtype=bool)
+            D = self._dev_sum[ie] / self._dev_w[ie][:, None]
             Dc = D - np.median(D[ref], axis=0)
-            Du, Dn = unit_rows(Dc)
+            Dn = np.linalg.norm(Dc, axis=1)
             drift_ratio[elig] = Dn / max(float(np.median(Dn[ref])), _EPS)
-            med_p, sd_p = pair_cos_spread(Du[ref])
-            tau = min(0.95, max(med_p + cfg.cluster_sd * sd_p, cfg.cluster_sd / math.sqrt(K)))
-            cnt_p, best = partners_above(Du, tau)
-            partners[elig] = cnt_p
-            best_cos[elig] = best
-            # shared direction: cosine with the mean persistent deviation of all *other* nodes;
-            # independent honest deviations average out, a colluding group's does not
-            tot_d = Dc[ref].sum(axis=0)
-            own = np.where(ref[:, None], Dc, 0.0)
-            others = tot_d[None, :] - own
-            o_u, _ = unit_rows(others)
-            gc = (Du * o_u).sum(axis=1)
-            med_g, sd_g = robust_center_scale(gc[ref], 0.5 / math.sqrt(K))
-            group_z[elig] = (gc - med_g) / sd_g
-            group_cos[elig] = gc
+            # the same tests on the trend (fast minus slow average): a node's own steady bias cancels
+            Tr = D - self._slow_sum[ie] / self._slow_w[ie][:, None]
+            Tr = Tr - np.median(Tr[ref], axis=0)
+            for label, V in (("level", Dc), ("trend", Tr)):
+                ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd)
+                better = ev_v > e_clu[elig]
+                e_clu[elig] = np.maximum(e_clu[elig], ev_v)
+                for key, val in info_v.items():
+                    arr = clu_info.setdefault(key, np.full(n, np.nan))
+                    cur = arr[elig]
+                    cur[better] = val[better]
+                    arr[elig] = cur
+                src = clu_info.setdefault("source", np.full(n, np.nan))
+                cur = src[elig]
+                cur[better] = 0.0 if label == "level" else 1.0
+                src[elig] = cur
         self._drift_run[idx] = np.where(drift_ratio > cfg.drift_ratio, self._drift_run[idx] + 1, 0)
-        self._clu_run[idx] = np.where(partners > 0, self._clu_run[idx] + 1, 0)
+        self._clu_run[idx] = np.where(e_clu >= 1.0, self._clu_run[idx] + 1, 0)
         e_drift = drift_ratio / cfg.drift_ratio
-        e_clu = np.where(np.isfinite(best_cos), np.maximum(best_cos, 0.0) / (tau if math.isfinite(tau) else 1.0), 0.0)
         persist = cfg.persist_rounds
-        ev[:, 6] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
-        ev[:, 7] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
+        ev[:, _S_DRIFT] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
+        ev[:, _S_COLLUSION] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
 
         # --- verdicts, alert state, trust
         suspicious = (ev >= 1.0).any(axis=1)
@@ -480,9 +523,8 @@ class ClusterDetector:
             evidence = {STATISTICS[j]: round(float(ev[i, j]), 4) for j in range(len(STATISTICS)) if ev[i, j] > 0.05}
             details: dict[str, Any] = {}
             if flagged or suspicious[i]:
-                details = self._explain(int(top[i]), i, best_h=best_h,
-                                        trusted=trusted, drift_ratio=drift_ratio, best_cos=best_cos,
-                                        partners=partners, tau=tau, idx=idx, group=(group_cos, group_z))
+                details = self._explain(int(top[i]), i, best_h=best_h, trusted=trusted,
+                                        drift_ratio=drift_ratio, clu_info=clu_info, idx=idx)
             out.append(
                 NodeVerdict(
                     node=names[i],
@@ -510,11 +552,8 @@ class ClusterDetector:
         best_h: np.ndarray,
         trusted: np.ndarray,
         drift_ratio: np.ndarray,
-        best_cos: np.ndarray,
-        partners: np.ndarray,
-        tau: float,
+        clu_info: dict[str, np.ndarray],
         idx: np.ndarray,
-        group: tuple[np.ndarray, np.ndarray],
     ) -> dict[str, Any]:
         """Which statistic, how far from the honest majority, over how many rounds."""
         stat = STATISTICS[j]
@@ -529,15 +568,17 @@ class ClusterDetector:
                 "meaning": "persistent deviation from the consensus, as a multiple of the fleet median",
             }
         if stat == "collusion":
+            get = lambda k: float(clu_info[k][i]) if k in clu_info else math.nan  # noqa: E731
             return {
                 "statistic": stat,
-                "value": round(float(best_cos[i]), 4),
-                "threshold": round(float(tau), 4),
-                "partners": int(partners[i]),
-                "group_cos": round(float(group[0][i]), 4),
-                "group_distance_sd": round(float(group[1][i]), 2),
+                "value": round(get("best_cos"), 4),
+                "threshold": round(get("tau"), 4),
+                "partners": int(get("partners")) if math.isfinite(get("partners")) else 0,
+                "group_cos": round(get("group_cos"), 4),
+                "distance_sd": round(get("group_z"), 2),
+                "of": "trend" if get("source") == 1.0 else "level",
                 "rounds": int(self._clu_run[s]),
-                "meaning": "cosine of persistent deviations with other nodes, far above independent nodes",
+                "meaning": "persistent deviation shared with other nodes, far beyond independent nodes",
             }
         f = _STAT_FEATURE[j]
         w = int(best_h[i, j]) or self.config.horizons[0]
@@ -590,6 +631,8 @@ class ClusterDetector:
             "scores": _enc(self._scores[li]),
             "dev_sum": _enc(self._dev_sum[li]),
             "dev_w": _enc(self._dev_w[li]),
+            "slow_sum": _enc(self._slow_sum[li]),
+            "slow_w": _enc(self._slow_w[li]),
             "dev_n": _enc(self._dev_n[li]),
             "last_round": _enc(self._last_round[li]),
             "firing": _enc(self._firing[li]),
@@ -617,12 +660,13 @@ class ClusterDetector:
         cap = 0 if not names else min(self.config.max_nodes, max(64, len(names)))
         self._alloc(cap)
         self._dev_sum = np.zeros((cap, self.dim or 1))
+        self._slow_sum = np.zeros((cap, self.dim or 1))
         self._free = list(range(cap - 1, len(names) - 1, -1))
         for s, name in enumerate(names):
             self._slot[name] = s
             self._names[s] = name
         k = len(names)
-        for key in ("vals", "scores", "dev_sum", "dev_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
+        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
             getattr(self, "_" + key)[:k] = _dec(state[key])
         self._scale = _dec(state["scale"])
         self._col_round = _dec(state["col_round"])

@@ -96,7 +96,7 @@ class ApiServer:
             metric_stats=metric_stats,
             nats_connected=None if nc is None else (lambda: bool(nc.is_connected)),
         )
-        config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets")
+        config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets-sansio")
         self._server = _InProcessServer(config)
         self._task: asyncio.Task[None] | None = None
         self.bound_port: int | None = None

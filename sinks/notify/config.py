@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 LABELS = ("cluster", "node", "rule", "kind", "severity")
 """Alert labels that matchers, ``group_by`` and ``equal`` may name."""
@@ -229,6 +229,7 @@ class NotifyConfig(BaseModel):
     state_bucket: str = DEFAULT_NOTIFY_BUCKET
     silence_bucket: str = DEFAULT_SILENCE_BUCKET
     durable: str = DEFAULT_DURABLE
+    _placeholder_values: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _names_ok(self) -> NotifyConfig:
@@ -253,18 +254,25 @@ class NotifyConfig(BaseModel):
         raise KeyError(name)
 
     def secrets(self) -> list[str]:
-        """Every channel URL (resolved), for scrubbing from logs and errors."""
-        return [ch.url.get_secret_value() for ch in self.channels]
+        """Every channel URL (resolved) and every placeholder value, for scrubbing from logs and errors."""
+        return [ch.url.get_secret_value() for ch in self.channels] + list(self._placeholder_values)
 
 
 # --- loading -----------------------------------------------------------------
 
 
-def resolve_placeholders(value: str, where: str) -> str:
+def resolve_placeholders(value: str, where: str, found: list[str] | None = None) -> str:
     """Replace ``${VAR}`` with the environment variable and ``${file:/path}`` with the
-    file's content (trailing newline stripped). Errors name ``where``, never the value."""
+    file's content (trailing newline stripped). Errors name ``where``, never the value.
+    The substituted values are appended to ``found`` (they are secrets)."""
 
     def sub(m: re.Match[str]) -> str:
+        out = _lookup(m)
+        if found is not None and out:
+            found.append(out)
+        return out
+
+    def _lookup(m: re.Match[str]) -> str:
         ref = m.group(1).strip()
         if ref.startswith("file:"):
             path = Path(ref[5:]).expanduser()
@@ -299,6 +307,7 @@ def parse_config(data: Any, source: str = "<config>", *, check_urls: bool = True
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: key 'notify' must be a mapping, got {type(data).__name__}")
     data = dict(data)
+    found: list[str] = []
     chans = data.get("channels")
     if chans is not None:
         if not isinstance(chans, list):
@@ -306,13 +315,14 @@ def parse_config(data: Any, source: str = "<config>", *, check_urls: bool = True
         resolved = []
         for i, ch in enumerate(chans):
             if isinstance(ch, dict) and isinstance(ch.get("url"), str):
-                ch = {**ch, "url": resolve_placeholders(ch["url"], f"{source}: key 'notify.channels[{i}].url'")}
+                ch = {**ch, "url": resolve_placeholders(ch["url"], f"{source}: key 'notify.channels[{i}].url'", found)}
             resolved.append(ch)
         data["channels"] = resolved
     try:
         cfg = NotifyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, source)) from None
+    cfg._placeholder_values = found
     if check_urls:
         for i, ch in enumerate(cfg.channels):
             _check_apprise(ch.url.get_secret_value(), f"{source}: key 'notify.channels[{i}].url' (channel {ch.name!r})")
@@ -331,7 +341,8 @@ def _format_validation(exc: ValidationError, source: str) -> str:
 
 
 def load_config(path: str | Path) -> NotifyConfig:
-    """Read the ``notify:`` section of a YAML (.yaml/.yml), TOML (.toml) or JSON file."""
+    """Read the ``notify:`` section of a YAML (.yaml/.yml), TOML (.toml) or JSON file
+    (or the whole file, if it holds only that section's keys)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -348,7 +359,9 @@ def load_config(path: str | Path) -> NotifyConfig:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
     if doc is None:
         doc = {}
-    if not isinstance(doc, dict) or "notify" not in doc:
-        raise ConfigError(f"{p}: no 'notify:' section; expected a top-level key 'notify' with 'channels: [...]'")
-    return parse_config(doc["notify"], str(p))
+    if isinstance(doc, dict) and "notify" in doc:
+        return parse_config(doc["notify"], str(p))
+    if isinstance(doc, dict) and "channels" in doc:  # a file holding just the notify section
+        return parse_config(doc, str(p))
+    raise ConfigError(f"{p}: no 'notify:' section; expected a top-level key 'notify' with 'channels: [...]'")
 

@@ -21,6 +21,8 @@ from swarmwatch.cli import process as _process  # noqa: E402,F401
 from swarmwatch.cli import schema as _schema  # noqa: E402,F401
 from swarmwatch.cli import produce as _produce  # noqa: F401
 from swarmwatch.cli import backtest_anomaly as _backtest_anomaly  # noqa: E402,F401
+from swarmwatch.cli import sink_files as _sink_files  # noqa: E402,F401
+from swarmwatch.cli import silence as _silence, sink_notify as _sink_notify  # noqa: E402,F401
 # --- end registrations ---
 
 

@@ -1,0 +1,53 @@
+"""``swarmwatch sink notify``: the notification sink alone against any NATS URL."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from swarmwatch.cli import sink_app
+from swarmwatch.cli.common import fail, install_stop_signals, run_async
+
+
+@sink_app.command("notify")
+def sink_notify(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML/TOML/JSON file with a 'notify:' section (docs/notify.md)."),
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL (comma-separated for a cluster)."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    log_json: bool = typer.Option(False, "--log-json", help="Structured JSON log lines."),
+) -> None:
+    """Send alerts from sw.alerts.> to people (e-mail, Slack, Telegram, SMS, webhooks via Apprise)."""
+    from sinks.notify import ConfigError, NotifySink, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def main() -> int:
+        from swarmwatch.connect import connect
+        from swarmwatch.logs import setup_logging
+        from swarmwatch.streams import ensure_streams
+
+        try:
+            setup_logging(log_level, log_json)
+        except ValueError as exc:
+            fail(str(exc))
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        try:
+            nc = await connect(nats, name="swarmwatch-sink-notify")
+        except Exception as exc:
+            fail(f"cannot connect to NATS at {nats!r}: {exc}")
+        await ensure_streams(nc.jetstream())
+        sink = NotifySink(nc, cfg)
+        await sink.start()
+        names = ", ".join(ch.redacted for ch in cfg.channels) or "(none: log only)"
+        typer.echo(f"notify sink on {nats}: channels {names}; Ctrl-C stops it cleanly", err=True)
+        await stop.wait()
+        await sink.stop()
+        await nc.drain()
+        return 0
+
+    run_async(main)
