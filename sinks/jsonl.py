@@ -17,9 +17,8 @@ class JsonLinesFormat:
     ext = "jsonl"
 
     def write(self, f: BinaryIO, kind: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            f.write(b"\n".join([orjson.dumps(r) for r in rows]))
-            f.write(b"\n")
+        nl = orjson.OPT_APPEND_NEWLINE
+        f.write(b"".join([orjson.dumps(r, option=nl) for r in rows]))
 
     def read(self, path: Path, kind: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ app.add_typer(sink_app, name="sink")
 from swarmwatch.cli import alerts as _alerts  # noqa: E402,F401
 from swarmwatch.cli import process as _process  # noqa: E402,F401
 from swarmwatch.cli import schema as _schema  # noqa: E402,F401
+from swarmwatch.cli import up as _up  # noqa: E402,F401
 from swarmwatch.cli import produce as _produce  # noqa: F401
 from swarmwatch.cli import backtest_anomaly as _backtest_anomaly  # noqa: E402,F401
 from swarmwatch.cli import sink_files as _sink_files  # noqa: E402,F401

