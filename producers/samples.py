@@ -1,6 +1,8 @@
 """A list of samples under construction that drops and counts invalid values."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from schemas.models import Sample
 
 
@@ -21,12 +23,17 @@ class SampleBuffer:
         if value is None:
             return
         try:
-            self.items.append(Sample(name, float(value), unit, labels))
+            self.items.append(Sample(name, float(value), unit, labels).validate())
         except (ValueError, TypeError, OverflowError):
             self.invalid += 1
 
-    def extend(self, samples: list[Sample]) -> None:
-        self.items.extend(samples)
+    def extend(self, samples: Iterable[Sample]) -> None:
+        """Append ready-made samples (SDK, probes), validating each; invalid ones are dropped and counted."""
+        for s in samples:
+            try:
+                self.items.append(s.validate())
+            except (ValueError, TypeError, OverflowError):
+                self.invalid += 1
 
     def __len__(self) -> int:
         return len(self.items)

@@ -79,7 +79,7 @@ class _Metric:
         out: list[Sample] = []
         for k, v in self._values.items():
             try:
-                out.append(Sample(self.name, v, self.unit, dict(k) if k else None))
+                out.append(Sample(self.name, v, self.unit, dict(k) if k else None).validate())
             except ValueError:  # e.g. a gauge incremented past the largest allowed value
                 self._registry.invalid += 1
         return out

@@ -87,7 +87,7 @@ class Producer:
                 self.system.errors += 1
         for source in self.extra_sources:
             try:
-                out.extend(list(source()))
+                out.extend(source())
             except Exception:  # noqa: BLE001 - same: counted, never fatal
                 self.system.errors += 1
         self.invalid += out.invalid

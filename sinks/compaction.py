@@ -70,22 +70,23 @@ def _overlapping(group: list[Segment]) -> bool:
 
 def _merge_parquet(group: list[Segment], kind: str, out: Path) -> None:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from sinks.parquet import COMPRESSION, SCHEMAS
 
+    overlap = _overlapping(group)
     tables = []
-    seen: pa.Array | None = None
+    seen: set[int] = set()
     for s in group:
         t = pq.read_table(s.path, schema=SCHEMAS[kind])
-        here = pc.unique(t["_seq"])
-        if seen is not None and len(seen):
-            t = t.filter(pc.invert(pc.is_in(t["_seq"], value_set=seen)))
-        seen = here if seen is None else pa.concat_arrays([seen, here.combine_chunks() if hasattr(here, "combine_chunks") else here])
+        if overlap:
+            seqs = t["_seq"].to_pylist()
+            if seen:
+                t = t.filter(pa.array([q not in seen for q in seqs], type=pa.bool_()))
+            seen.update(seqs)
         tables.append(t)
     merged = pa.concat_tables(tables)
-    if _overlapping(group):
+    if overlap:
         merged = merged.sort_by("_seq")  # stable: rows of one message keep their order
 
     def write(f: BinaryIO) -> None:

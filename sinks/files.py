@@ -37,8 +37,10 @@ from nats.js.errors import NotFoundError
 
 from processors.consumer import JetStreamPuller, ack_tokens
 from schemas.codec import DecodeError, encode
-from schemas.models import DeadLetter
+from schemas.models import DeadLetter, MetricBatch, Sample
 from schemas.subjects import dlq as dlq_subject
+from schemas.subjects import self_metrics as self_metrics_subject
+from sinks.compaction import DEFAULT_COMPACT_MAX_RECORDS, compact
 from sinks.retention import apply_retention
 from sinks.rows import message_rows, utc_date
 from sinks.segments import SegmentFormat, get_format, partition_dir, remove_temp_files, segment_name, write_atomic
@@ -56,6 +58,8 @@ DEFAULT_MAX_RECORDS = 50_000  # rows per flush: the segment size limit
 DEFAULT_MAX_PENDING_MSGS = 10_000  # unacked messages per consumer
 DEFAULT_ACK_WAIT_S = 60.0
 DEFAULT_RETENTION_INTERVAL_S = 3600.0
+DEFAULT_COMPACT_INTERVAL_S = 3600.0
+DEFAULT_SELF_METRICS_INTERVAL_S = 10.0
 MAX_BACKOFF_S = 30.0
 DLQ_PUBLISH_TIMEOUT_S = 5.0
 STOP_FLUSH_ATTEMPTS = 3
@@ -75,6 +79,9 @@ class FileSinkSettings:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     retention_days: float | None = None
     retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S
+    compact_interval_s: float | None = DEFAULT_COMPACT_INTERVAL_S  # merge closed days' segments; None: never
+    compact_max_records: int = DEFAULT_COMPACT_MAX_RECORDS
+    self_metrics_interval_s: float = DEFAULT_SELF_METRICS_INTERVAL_S
     durable: str | None = None  # default sink-<format>
     subjects: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_SUBJECTS))
 
@@ -92,6 +99,12 @@ class FileSinkSettings:
             raise ValueError(f"retention_days must be > 0 (or None to keep everything), got {self.retention_days!r}")
         if not self.retention_interval_s > 0:
             raise ValueError(f"retention_interval_s must be > 0, got {self.retention_interval_s!r}")
+        if self.compact_interval_s is not None and not self.compact_interval_s > 0:
+            raise ValueError(f"compact_interval_s must be > 0 (or None for no compaction), got {self.compact_interval_s!r}")
+        if self.compact_max_records < 1:
+            raise ValueError(f"compact_max_records must be >= 1, got {self.compact_max_records!r}")
+        if not self.self_metrics_interval_s > 0:
+            raise ValueError(f"self_metrics_interval_s must be > 0, got {self.self_metrics_interval_s!r}")
         if not self.subjects:
             raise ValueError("subjects must name at least one stream")
 
@@ -111,6 +124,8 @@ class FileSinkStats:
     write_errors: int = 0  # failed flushes (retried)
     resets: int = 0  # consumer repositionings after a delivery gap
     retention_deleted: int = 0  # date partitions removed
+    compacted: int = 0  # small segments merged into larger ones
+    expired: int = 0  # messages older than the retention window, acked without writing
 
 
 class _Buffer:
@@ -209,6 +224,7 @@ class FileSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._flush_msgs = max(1, self.settings.max_pending_msgs * 3 // 4)
+        self._oldest_kept_date: str | None = None  # date partitions before this one are past retention
 
     @property
     def base(self) -> Path:
@@ -234,6 +250,26 @@ class FileSink:
         if removed:
             log.info("%s: removed %d temp files left by an earlier crash", self.stage, removed)
         await self._retention_once()
+        try:
+            await self._start_lanes()
+        except BaseException:
+            for lane in self._lanes:
+                if lane.task is not None:
+                    lane.task.cancel()
+                    lane.task = None
+                if lane.puller is not None:
+                    await lane.puller.stop()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._retention_loop(), name=f"{self.stage}-retention"),
+            asyncio.create_task(self._self_metrics_loop(), name=f"{self.stage}-self-metrics"),
+        ]
+        if self.settings.compact_interval_s is not None:
+            self._tasks.append(asyncio.create_task(self._compact_loop(), name=f"{self.stage}-compaction"))
+        self._started = True
+        log.info("%s started: writing %s under %s", self.stage, ", ".join(l.stream for l in self._lanes), self.base)
+
+    async def _start_lanes(self) -> None:
         for lane in self._lanes:
             batch = max(1, self.settings.max_pending_msgs // 4)
             lane.puller = JetStreamPuller(
@@ -249,9 +285,6 @@ class FileSink:
             await self._position(lane, force=False)
             await lane.puller.start()
             lane.task = asyncio.create_task(self._flush_loop(lane), name=f"{self.stage}-{lane.stream}-flush")
-        self._tasks = [asyncio.create_task(self._retention_loop(), name=f"{self.stage}-retention")]
-        self._started = True
-        log.info("%s started: writing %s under %s", self.stage, ", ".join(l.stream for l in self._lanes), self.base)
 
     async def stop(self) -> None:
         """Stop pulling, write and ack everything buffered, stop the timers."""
@@ -324,7 +357,11 @@ class FileSink:
         except DecodeError as exc:
             await self._dead(lane, msg, seq, str(exc))
         else:
-            lane.buf.add((kind, utc_date(ts), cluster), rows)
+            date = utc_date(ts)
+            if self._oldest_kept_date is not None and date < self._oldest_kept_date:
+                self.stats.expired += 1  # retention would delete it at once
+            else:
+                lane.buf.add((kind, date, cluster), rows)
         lane.buf.note(msg, seq)
         if lane.buf.rows >= self.settings.max_records or lane.buf.msgs >= self._flush_msgs:
             lane.wake.set()
@@ -366,7 +403,12 @@ class FileSink:
             )
             if not due:
                 continue
-            if await self._flush(lane):
+            try:
+                ok = await self._flush(lane)
+            except Exception:  # never let the flusher die; the buffer is kept and retried
+                log.exception("%s: flush of %s failed", self.stage, lane.stream)
+                ok = False
+            if ok:
                 backoff = 0.0
             else:
                 backoff = min(MAX_BACKOFF_S, max(0.5, backoff * 2))
@@ -393,7 +435,10 @@ class FileSink:
                 return False
             assert buf.last_msg is not None
             if lane.puller is not None:
-                await lane.puller.ack(buf.last_msg)
+                try:
+                    await lane.puller.ack(buf.last_msg)
+                except Exception as exc:  # written but not acked: a redelivery rewrites it, readers dedupe
+                    log.warning("%s: ack of %s seq %d failed: %s", self.stage, lane.stream, buf.last_seq, exc)
             lane.acked_seq = max(lane.acked_seq, buf.last_seq)
             self.stats.flushes += 1
             self.stats.segments += files
@@ -465,6 +510,7 @@ class FileSink:
     async def _retention_once(self) -> None:
         if self.settings.retention_days is None:
             return
+        self._oldest_kept_date = utc_date(time.time() - self.settings.retention_days * 86_400.0)
         try:
             n = await asyncio.to_thread(apply_retention, self.base, self.settings.retention_days)
         except Exception as exc:
@@ -472,10 +518,47 @@ class FileSink:
             return
         self.stats.retention_deleted += n
 
+    def self_samples(self) -> list[Sample]:
+        """This sink's counters as samples (``swarmwatch.sink.*``, labelled with the format)."""
+        lab = {"format": self.format.name}
+        return [
+            Sample(f"swarmwatch.sink.{k}", float(getattr(self.stats, k)), labels=lab)
+            for k in FileSinkStats.__dataclass_fields__
+        ]
+
+    async def _self_metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.self_metrics_interval_s)
+            try:
+                batch = MetricBatch(cluster="swarmwatch", node=self.stage, ts=time.time(), samples=self.self_samples())
+                await self.nc.publish(self_metrics_subject(self.stage), encode(batch))
+            except Exception as exc:
+                log.debug("%s: self metrics not published: %s", self.stage, exc)
+
     async def _retention_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.retention_interval_s)
             await self._retention_once()
+
+    async def compact_once(self, before_date: str | None = None) -> int:
+        """Merge small segments of days before ``before_date`` (default today, UTC). Returns segments merged away."""
+        try:
+            n = await asyncio.to_thread(
+                compact, self.root, self.format.name, before_date=before_date,
+                max_records=self.settings.compact_max_records,
+            )
+        except Exception as exc:
+            log.error("%s: compaction under %s failed: %s", self.stage, self.base, exc)
+            return 0
+        self.stats.compacted += n
+        return n
+
+    async def _compact_loop(self) -> None:
+        assert self.settings.compact_interval_s is not None
+        await asyncio.sleep(min(60.0, self.settings.compact_interval_s))
+        while True:
+            await self.compact_once()
+            await asyncio.sleep(self.settings.compact_interval_s)
 
 
 async def start_file_sinks(

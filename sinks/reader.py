@@ -13,6 +13,8 @@ from typing import Any
 from sinks.rows import TIME_COLUMN, check_kind, utc_date
 from sinks.segments import FORMAT_EXT, Segment, get_format, list_segments
 
+READ_ATTEMPTS = 3
+
 
 def available_format(root: str | Path, kind: str) -> str | None:
     """``parquet`` if the root holds Parquet data of ``kind``, else ``json`` if it holds JSON lines, else None."""
@@ -119,7 +121,14 @@ def read_records(
     ``fmt`` picks one, by default Parquet when present. The time column is
     ``start`` for ``agg`` and ``ts`` for the others; ties keep stream order.
     """
-    rows = list(iter_records(root, kind, since=since, until=until, cluster=cluster, node=node, fmt=fmt))
+    rows: list[dict[str, Any]] = []
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            rows = list(iter_records(root, kind, since=since, until=until, cluster=cluster, node=node, fmt=fmt))
+            break
+        except FileNotFoundError:  # compaction or retention removed a segment while it was being read: list again
+            if attempt == READ_ATTEMPTS - 1:
+                raise
     tcol = TIME_COLUMN[kind]
     rows.sort(key=lambda r: (r[tcol], r["_seq"]))
     return rows

@@ -115,19 +115,27 @@ def list_segments(
     for date, ddir in date_dirs(root, fmt, kind):
         if (first_date and date < first_date) or (last_date and date > last_date):
             continue
-        for cdir in ddir.iterdir():
-            if not cdir.name.startswith("cluster=") or not cdir.is_dir():
+        for cdir in _entries(ddir):
+            if not cdir.name.startswith("cluster="):
                 continue
             cl = cdir.name[len("cluster="):]
             if cluster is not None and cl != cluster:
                 continue
-            for f in cdir.iterdir():
+            for f in _entries(cdir):
                 parsed = parse_segment_name(f.name)
                 if parsed is None or parsed[0] != kind or not f.name.endswith("." + ext):
                     continue
                 out.append(Segment(f, kind, date, cl, parsed[1], parsed[2]))
     out.sort(key=lambda s: (s.date, s.cluster, s.first_seq, -s.last_seq))
     return out
+
+
+def _entries(d: Path) -> list[Path]:
+    """A directory's entries; none if retention removed it meanwhile."""
+    try:
+        return list(d.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def fsync_dir(path: Path) -> None:

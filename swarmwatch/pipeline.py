@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operator]:
     """The operators the processor role runs, from configuration, plus user-supplied ones."""
     p = cfg.processor
-    ops: list[Operator] = [
-        TumblingWindows(p.windows_s, p.allowed_lateness_s),
+    ops: list[Operator] = [  # rules first: an alert goes out before any window work on the same message
         ThresholdRules(load_rules(p.rules)),
+        TumblingWindows(p.windows_s, p.allowed_lateness_s),
     ]
     ops.extend(extra)
     return ops

@@ -212,3 +212,13 @@ def test_unknown_detector_and_bad_parameters_are_refused_by_name() -> None:
         make_detector("robust_z", params={"window": 3})
     with pytest.raises(ValueError, match="direction 'sideways'"):
         make_detector("robust_z", params={"direction": "sideways"})
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from processors.anomaly import extremes, robust_z
+
+    for mod in (extremes, robust_z):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0

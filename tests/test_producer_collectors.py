@@ -165,3 +165,12 @@ def test_watched_process_publishes_no_command_line_or_environment() -> None:
 def test_watch_pid_must_be_positive() -> None:
     with pytest.raises(ValueError, match="watch pid 0"):
         ProcessWatcher(0)
+
+
+def test_ready_made_samples_are_validated_when_added() -> None:
+    from schemas.models import Sample
+
+    out = SampleBuffer()
+    out.extend([Sample("peer.latency_ms", 3.0), Sample("peer.jitter_ms", float("nan")), Sample("bad name", 1.0)])
+    assert [x.name for x in out.items] == ["peer.latency_ms"]
+    assert out.invalid == 2

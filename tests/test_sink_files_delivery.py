@@ -205,3 +205,23 @@ async def test_a_delivery_lost_in_the_client_is_not_acked_past_but_fetched_again
     assert lost
     assert sorted({r["_seq"] for r in read_records(tmp_path, "metrics", fmt="json")}) == list(range(1, 11))
     assert await ack_floor(js) == 10
+
+
+async def test_counters_are_published_as_swarmwatch_self_metrics(nc: Any, tmp_path: Path) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await js.publish("sw.events.c1.n1.error", b"\xff\xfe")
+    got: list[MetricBatch] = []
+
+    async def on_self(msg: Any) -> None:
+        got.append(decode(msg.data, MetricBatch))
+
+    await nc.subscribe("sw.self.sink-json", cb=on_self)
+    s = FileSink(nc, tmp_path, "json", FileSinkSettings(flush_interval_s=0.1, self_metrics_interval_s=0.1))
+    await s.start()
+    await wait_until(lambda: any(
+        smp.name == "swarmwatch.sink.invalid" and smp.value == 1.0 for b in got for smp in b.samples
+    ))
+    await s.stop()
+    assert got[-1].cluster == "swarmwatch" and got[-1].node == "sink-json"
+    assert {smp.labels["format"] for smp in got[-1].samples} == {"json"}

@@ -198,11 +198,21 @@ async def test_retention_deletes_date_partitions_older_than_the_setting(nc: Any,
     await js.publish(subjects.metrics("c1", "n1"), encode(batch("c1", "n1", old, 1)))
     await js.publish(subjects.metrics("c1", "n1"), encode(batch("c1", "n1", D2, 1)))
     root = tmp_path / "store"
+    keep_all = FileSink(nc, root, "parquet", FileSinkSettings(flush_interval_s=0.1))
+    await keep_all.start()
+    await wait_until(lambda: keep_all.stats.acked_msgs >= 2)
+    await keep_all.stop()
+    assert (root / "parquet" / "metrics" / "date=2020-01-01").is_dir()
+
     settings = FileSinkSettings(flush_interval_s=0.1, retention_days=30, retention_interval_s=0.2)
     s = FileSink(nc, root, "parquet", settings)
     await s.start()
-    await wait_until(lambda: s.stats.acked_msgs >= 2 and s.stats.retention_deleted >= 1)
+    assert s.stats.retention_deleted == 1  # at start
+    assert not (root / "parquet" / "metrics" / "date=2020-01-01").exists()
+    await js.publish(subjects.metrics("c1", "n1"), encode(batch("c1", "n1", old + 60, 1)))  # arrives late: not stored
+    await wait_until(lambda: s.stats.acked_msgs >= 1)
     await s.stop()
+    assert s.stats.expired == 1
     assert not (root / "parquet" / "metrics" / "date=2020-01-01").exists()
     assert [r["ts"] for r in read_records(root, "metrics")] == [D2]
     assert not [p for p in (root / "parquet" / "metrics").iterdir() if p.name.startswith(".")]
@@ -233,3 +243,38 @@ async def test_message_with_an_unsafe_cluster_name_is_refused_not_written_outsid
     assert s.stats.invalid == 1
     assert sorted(p.name for p in (root / "json").iterdir()) == ["trust"]
     assert not (tmp_path / "a" / "escape").exists() and not (tmp_path / "escape").exists()
+
+
+async def test_compaction_merges_a_closed_days_segments_and_reads_back_the_same_rows(nc: Any, tmp_path: Path) -> None:
+    from sinks.compaction import compact
+
+    js = nc.jetstream()
+    await ensure_streams(js)
+    today = TODAY0 + 60.0
+    for i in range(30):
+        await js.publish(subjects.metrics("c1", "n1"), encode(batch("c1", "n1", D1 + i, 3)))
+    for i in range(5):
+        await js.publish(subjects.metrics("c1", "n1"), encode(batch("c1", "n1", min(today + i, time.time()), 3)))
+    root = tmp_path / "store"
+    await run_sinks(nc, root, 35, FileSinkSettings(flush_interval_s=0.2, max_records=12, compact_interval_s=None))
+    for fmt in ("json", "parquet"):
+        f = get_format(fmt)
+        before = read_records(root, "metrics", fmt=fmt)
+        old = [s for s in list_segments(root, fmt, "metrics") if s.date == utc_date(D1)]
+        assert len(old) >= 5
+        # a redelivered flush wrote messages 4..9 a second time, in a segment of its own
+        dup = [r for r in f.read(old[0].path, "metrics") + f.read(old[1].path, "metrics") + f.read(old[2].path, "metrics")
+               if 4 <= r["_seq"] <= 9]
+        write_atomic(old[0].path.parent / segment_name("metrics", 4, 9, f.ext), lambda fh, dup=dup: f.write(fh, "metrics", dup))
+        n_today = len([s for s in list_segments(root, fmt, "metrics") if s.date != utc_date(D1)])
+
+        merged_away = compact(root, fmt)
+
+        segs = list_segments(root, fmt, "metrics")
+        old_after = [s for s in segs if s.date == utc_date(D1)]
+        assert [(s.first_seq, s.last_seq) for s in old_after] == [(1, 30)]
+        assert merged_away == len(old) + 1
+        assert len(segs) - 1 == n_today  # today's partition is still being written: left alone
+        after = read_records(root, "metrics", fmt=fmt)
+        assert after == before
+        assert len([r for r in f.read(old_after[0].path, "metrics")]) == 90

@@ -78,8 +78,10 @@ class AnomalyDetector(ABC):
         out: dict[str, Any] = {}
         for key in self._STATE:
             val = getattr(self, key)
-            if isinstance(val, np.ndarray):
-                val = {"nd": val.tolist(), "dtype": str(val.dtype)}
+            if isinstance(val, np.ndarray):  # count tables are mostly zeros: store them sparse
+                flat = val.ravel()
+                nz = np.flatnonzero(flat)
+                val = {"nd": [int(i) for i in nz], "v": flat[nz].tolist(), "shape": list(val.shape), "dtype": str(val.dtype)}
             elif isinstance(val, deque):
                 val = {"dq": list(val)}
             elif isinstance(val, AnomalyDetector):
@@ -97,7 +99,9 @@ class AnomalyDetector(ABC):
             val = state[key]
             cur = getattr(self, key)
             if isinstance(val, dict) and "nd" in val:
-                val = np.asarray(val["nd"], dtype=val["dtype"])
+                arr = np.zeros(int(np.prod(val["shape"])), dtype=val["dtype"])
+                arr[np.asarray(val["nd"], dtype=np.int64)] = val["v"]
+                val = arr.reshape(val["shape"])
             elif isinstance(val, dict) and "dq" in val:
                 val = deque(val["dq"], maxlen=cur.maxlen if isinstance(cur, deque) else None)
             elif isinstance(val, dict) and "det" in val:

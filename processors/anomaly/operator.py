@@ -189,14 +189,25 @@ class AnomalyOperator(Operator):
                 x = (x - prev) / (ts - prev_ts)
             st.last_ts = ts
             det = st.detector
-            score = det.process_one(x, ts)
+            score = det.score_one(x, ts)
+            before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
+            det.learn_one(x, ts)
             st.window.append((ts, x))
-            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score))
+            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score, before))
         self.stats.outputs += len(out)
         return out
 
     def _alert(
-        self, fam: MetricFamily, det: AnomalyDetector, cluster: str, node: str, series: str, ts: float, x: float, score: float
+        self,
+        fam: MetricFamily,
+        det: AnomalyDetector,
+        cluster: str,
+        node: str,
+        series: str,
+        ts: float,
+        x: float,
+        score: float,
+        before: dict[str, float] | None,
     ) -> list[Emit]:
         tracker = self._trackers[fam.rule]
         active = det.active
@@ -208,7 +219,7 @@ class AnomalyOperator(Operator):
         details = {
             "score": round(raw, 6),
             "detector": det.name,
-            "baseline": {k: round(v, 6) for k, v in det.baseline().items() if math.isfinite(v)},
+            "baseline": {k: round(v, 6) for k, v in (before or det.baseline()).items() if math.isfinite(v)},
             "window": {"start": window[0][0], "end": window[-1][0], "values": [round(v, 6) for _, v in window]},
         }
         if active:

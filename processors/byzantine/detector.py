@@ -75,9 +75,9 @@ class DetectorConfig:
 
     max_nodes: int = 10_000  # nodes tracked per cluster; more are refused and counted
     window_rounds: int = 32  # rounds of per-node history kept
-    horizons: tuple[int, ...] = (2, 4, 8, 16, 32)  # window lengths tested, in rounds
+    horizons: tuple[int, ...] = (3, 4, 8, 16, 32)  # window lengths tested, in rounds
     confidence_z: float = 3.5  # standard errors a window mean must clear its margin by
-    align_fraction: float = 0.5  # honest nodes align with the consensus at least this fraction of the typical node
+    align_fraction: float = 0.4  # honest nodes align with the consensus at least this fraction of the typical node
     norm_ratio: float = 3.0  # update norms persistently beyond x3 (or below /3) the median are suspect
     loss_ratio: float = 3.0  # losses persistently x3 the fleet median are suspect
     norm_consistency_ratio: float = 2.0  # reported norm vs sketch norm off by this factor against the fleet

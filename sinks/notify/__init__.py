@@ -22,7 +22,8 @@ from sinks.notify.config import (
     parse_config,
     redact_url,
 )
-from sinks.notify.delivery import ChannelSender, DeliveryError, Redactor
+from sinks.notify.delivery import ChannelSender, DeliveryError
+from sinks.notify.redaction import Redactor
 from sinks.notify.grouping import Grouper, Notification, Tracked
 from sinks.notify.messages import render
 from sinks.notify.routing import Inhibitor, Router, alert_labels, glob_match, matches

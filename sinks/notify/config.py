@@ -31,7 +31,7 @@ DEFAULT_START_LOOKBACK_S = 300.0  # a new consumer starts this far back, so aler
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
-_HOST_SAFE_SCHEMES = frozenset(
+HOST_SAFE_SCHEMES = frozenset(  # schemes whose host part is a real host name, not a token
     {"json", "jsons", "form", "forms", "xml", "xmls", "mailto", "mailtos", "http", "https", "ntfy", "ntfys"}
 )
 
@@ -51,7 +51,7 @@ def redact_url(url: str) -> str:
     if not m:
         return "<unparseable url>"
     scheme, rest = m.group(1).lower(), m.group(2)
-    if scheme not in _HOST_SAFE_SCHEMES:
+    if scheme not in HOST_SAFE_SCHEMES:
         return f"{scheme}://"
     hostport = re.split(r"[/?#]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
     return f"{scheme}://{hostport}"
@@ -289,11 +289,14 @@ def resolve_placeholders(value: str, where: str, found: list[str] | None = None)
     return _PLACEHOLDER_RE.sub(sub, value)
 
 
-def _check_apprise(url: str, where: str) -> None:
+def _check_apprise(url: str, where: str, secrets: list[str]) -> None:
     import apprise
 
-    a = apprise.Apprise()
-    if not a.add(url):
+    from sinks.notify.redaction import scrubbed_logs
+
+    with scrubbed_logs([url, *secrets]):
+        ok = apprise.Apprise().add(url)
+    if not ok:
         raise ConfigError(
             f"{where}: Apprise cannot use this URL ({redact_url(url)}); expected a URL of a supported "
             "service such as slack://..., tgram://..., mailto://..., json://host/path (see https://appriseit.com/services/)"
@@ -325,7 +328,7 @@ def parse_config(data: Any, source: str = "<config>", *, check_urls: bool = True
     cfg._placeholder_values = found
     if check_urls:
         for i, ch in enumerate(cfg.channels):
-            _check_apprise(ch.url.get_secret_value(), f"{source}: key 'notify.channels[{i}].url' (channel {ch.name!r})")
+            _check_apprise(ch.url.get_secret_value(), f"{source}: key 'notify.channels[{i}].url' (channel {ch.name!r})", found)
     return cfg
 
 

@@ -18,67 +18,13 @@ from dataclasses import dataclass, field
 import apprise
 
 from sinks.notify.config import ChannelConfig, DeliveryConfig, redact_url
+from sinks.notify.redaction import Redactor
 
 log = logging.getLogger(__name__)
-
-REDACTED = "***"
 
 
 class DeliveryError(RuntimeError):
     """One attempt to send failed; the message is already scrubbed of secrets."""
-
-
-class Redactor:
-    """Replaces secrets (channel URLs and their parts) with ``***`` in text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
-        for s in secrets:
-            self.add(s)
-
-    def add(self, url: str) -> None:
-        parts = {url}
-        scheme, _, rest = url.partition("://")
-        if rest:
-            body = rest.split("?", 1)[0]
-            userinfo = body.rsplit("@", 1)[0] if "@" in body else ""
-            parts.update(p for p in userinfo.split(":") if p)
-            if scheme.lower() not in ("json", "jsons", "form", "forms", "xml", "xmls", "mailto", "mailtos"):
-                parts.update(p for p in body.split("/") if p)  # tokens live in the path of most services
-            parts.update(v for kv in rest.partition("?")[2].split("&") for v in [kv.partition("=")[2]] if v)
-        for p in parts:
-            if len(p) >= 6 and p not in self._secrets:
-                self._secrets.append(p)
-        self._secrets.sort(key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
-                text = text.replace(s, REDACTED)
-        return text
-
-
-class _ScrubFilter(logging.Filter):
-    """Scrubs secrets from Apprise's own log records."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:
-            return True
-        record.msg, record.args = self.redactor(msg), None
-        return True
-
-
-def install_log_scrubber(redactor: Redactor) -> logging.Filter:
-    """Attach a filter to the ``apprise`` logger; return it so it can be removed."""
-    f = _ScrubFilter(redactor)
-    logging.getLogger("apprise").addFilter(f)
-    return f
 
 
 @dataclass(slots=True)

@@ -40,13 +40,8 @@ from processors.consumer import JetStreamPuller
 from schemas import Alert, AlertStatus, DeadLetter, codec, subjects
 
 from sinks.notify.config import NotifyConfig
-from sinks.notify.delivery import (
-    ChannelQueue,
-    ChannelSender,
-    Outbound,
-    Redactor,
-    install_log_scrubber,
-)
+from sinks.notify.delivery import ChannelQueue, ChannelSender, Outbound
+from sinks.notify.redaction import Redactor, install_log_scrubber, remove_log_scrubber
 from sinks.notify.grouping import Grouper, Notification, Tracked
 from sinks.notify.messages import notify_type, render
 from sinks.notify.routing import Inhibitor, Router
@@ -164,7 +159,7 @@ class NotifySink:
         if self.silences is not None:
             await self.silences.stop()
         if self._scrub is not None:
-            logging.getLogger("apprise").removeFilter(self._scrub)
+            remove_log_scrubber(self._scrub)
             self._scrub = None
 
     async def __aenter__(self) -> NotifySink:

@@ -18,12 +18,14 @@ app.add_typer(sink_app, name="sink")
 # (keep one import per line; helpers add theirs below this marker)
 from swarmwatch.cli import alerts as _alerts  # noqa: E402,F401
 from swarmwatch.cli import process as _process  # noqa: E402,F401
+from swarmwatch.cli import backtest_byzantine as _backtest_byzantine  # noqa: E402,F401
 from swarmwatch.cli import schema as _schema  # noqa: E402,F401
 from swarmwatch.cli import up as _up  # noqa: E402,F401
 from swarmwatch.cli import produce as _produce  # noqa: F401
 from swarmwatch.cli import backtest_anomaly as _backtest_anomaly  # noqa: E402,F401
 from swarmwatch.cli import sink_files as _sink_files  # noqa: E402,F401
 from swarmwatch.cli import silence as _silence, sink_notify as _sink_notify  # noqa: E402,F401
+from swarmwatch.cli import report as _report, sink_api as _sink_api  # noqa: E402,F401
 # --- end registrations ---
 
 

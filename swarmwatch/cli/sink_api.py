@@ -2,60 +2,67 @@
 from __future__ import annotations
 
 import asyncio
-import signal
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 from swarmwatch.cli import sink_app
-
-
-async def _serve(nats_url: str, host: str, port: int, token: str | None, backfill_s: float, alert_backfill_s: float) -> None:
-    import nats
-    from nats.errors import NoServersError
-
-    from sinks.api import ApiServer
-
-    server_args = dict(host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s)
-    try:
-        nc = await nats.connect(nats_url, name="swarmwatch-api", max_reconnect_attempts=-1, connect_timeout=5)
-    except (NoServersError, OSError, asyncio.TimeoutError) as exc:
-        raise typer.BadParameter(f"cannot connect to NATS at {nats_url!r}: {exc or type(exc).__name__}", param_hint="--nats") from None
-    api = ApiServer(nc, **server_args)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await api.start()
-        typer.echo(f"swarmwatch API and dashboard on {api.url}/ (docs {api.url}/docs, metrics {api.url}/metrics)", err=True)
-        await stop.wait()
-    finally:
-        await api.stop()
-        await nc.close()
+from swarmwatch.cli.common import config_or_exit, fail, install_stop_signals, run_async
 
 
 @sink_app.command("api")
 def api(
-    nats_url: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS server URL."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --token."),
-    port: int = typer.Option(8686, help="TCP port (0 picks a free one)."),
-    token: str | None = typer.Option(None, envvar="SWARMWATCH_API_TOKEN", help="Access token for /api, /ws and /metrics."),
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL(s), comma-separated."),
+    host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1); anything but loopback needs --token."),
+    port: Optional[int] = typer.Option(None, help="TCP port (default 8686; 0 picks a free one)."),
+    token: Optional[str] = typer.Option(None, envvar="SWARMWATCH_API_TOKEN", help="Access token for /api, /ws and /metrics."),
     backfill: str = typer.Option("1h", help="Aggregates, trust and health to load from DERIVED at start (0 for none)."),
     alert_backfill: str = typer.Option("24h", help="Alerts to load from DERIVED at start (0 for none)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
+    log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
     """Serve the REST API, WebSocket stream, dashboard and Prometheus /metrics from live NATS data."""
     from sinks.api import TimeRangeError, check_bind, parse_duration
 
+    cfg = config_or_exit(config, {"log_json": log_json or None})
+    host = host or cfg.sinks.api_host
+    port = cfg.sinks.api_port if port is None else port
+    token = token or cfg.sinks.api_token
     try:
         backfill_s = 0.0 if backfill.strip() in ("0", "") else parse_duration(backfill)
         alert_backfill_s = 0.0 if alert_backfill.strip() in ("0", "") else parse_duration(alert_backfill)
     except TimeRangeError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        fail(str(exc))
+    if not 0 <= port <= 65535:
+        fail(f"--port {port} is out of range 0-65535")
     try:
         check_bind(host, token)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--host") from None
-    try:
-        asyncio.run(_serve(nats_url, host, port, token, backfill_s, alert_backfill_s))
-    except OSError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--port") from None
+        fail(str(exc))
+
+    async def main() -> int:
+        from sinks.api import ApiServer
+        from swarmwatch.connect import connect
+        from swarmwatch.logs import setup_logging
+
+        setup_logging(cfg.log_level, cfg.log_json)
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        try:
+            nc = await connect(nats, cfg.nats, name="swarmwatch-api")
+        except Exception as exc:
+            fail(f"cannot connect to NATS at {nats!r}: {exc}")
+        server = ApiServer(nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s)
+        try:
+            await server.start()
+        except OSError as exc:
+            await nc.close()
+            fail(str(exc))
+        typer.echo(f"swarmwatch dashboard on {server.url}/ (API docs {server.url}/docs, Prometheus {server.url}/metrics); Ctrl-C stops it", err=True)
+        await stop.wait()
+        await server.stop()
+        await nc.drain()
+        return 0
+
+    run_async(main)

@@ -116,3 +116,33 @@ def sink_parquet(
 ) -> None:
     """Store metrics, events, aggregates, alerts, trust and health as Parquet (zstd) under OUT/parquet."""
     _run_sink("parquet", nats, out, config, flush_interval, max_records, retention_days, log_json)
+
+
+@sink_app.command("compact")
+def sink_compact(
+    out: Path = typer.Option(..., "--out", help="Root directory of the stored files."),
+    fmt: Optional[list[str]] = typer.Option(None, "--format", help="json or parquet (repeatable; default both)."),
+    before: Optional[str] = typer.Option(None, "--before", help="Compact days before this date, YYYY-MM-DD (default today, UTC)."),
+    max_records: int = typer.Option(500_000, "--max-records", help="Rows per merged segment at most."),
+) -> None:
+    """Merge the small segments of closed days into large ones (safe while sinks and readers run)."""
+    import datetime as dt
+
+    from sinks.compaction import compact
+
+    if before is not None:
+        try:
+            dt.date.fromisoformat(before)
+        except ValueError:
+            fail(f"--before {before!r} is not a date; expected YYYY-MM-DD")
+    formats = fmt or ["json", "parquet"]
+    for f in formats:
+        if f not in ("json", "parquet"):
+            fail(f"--format {f!r} is unknown; expected 'json' or 'parquet'")
+    if max_records < 1:
+        fail(f"--max-records must be >= 1, got {max_records}")
+    if not out.is_dir():
+        fail(f"--out {str(out)!r} is not a directory")
+    for f in formats:
+        n = compact(out, f, before_date=before, max_records=max_records)
+        typer.echo(f"{f}: merged away {n} segments")
