@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 from processors.alerting import AlertTracker, alert_id
+from processors.anomaly import AnomalyOperator, MetricFamily
+from processors.byzantine.operator import ByzantineOperator
 from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
 from processors.operator import Emit, FunctionOperator, Operator, OperatorStats, operator
 from processors.rules import ConfigError, Rule, ThresholdRules, default_rules, load_rules, parse_duration
 from processors.runtime import Runtime, RuntimeStats
+from processors.liveness import LivenessOperator
+from processors.network import NetworkHealthOperator
 from processors.windows import TumblingWindows, quantile, series_key
 
 __all__ = [
     "AlertTracker",
+    "AnomalyOperator",
+    "ByzantineOperator",
+    "LivenessOperator",
+    "MetricFamily",
+    "NetworkHealthOperator",
     "ConfigError",
     "Emit",
     "FunctionOperator",

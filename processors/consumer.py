@@ -29,13 +29,13 @@ DEFAULT_MAX_ACK_PENDING = 1_000_000
 Handler = Callable[[Msg], Awaitable[None]]
 
 
-def ack_tokens(reply: str) -> tuple[int, int, int]:
-    """(stream seq, delivered count, stored timestamp ns) from a ``$JS.ACK`` reply subject (v1 or v2)."""
+def ack_tokens(reply: str) -> tuple[int, int, int, int]:
+    """(stream seq, consumer seq, delivered count, stored timestamp ns) from a ``$JS.ACK`` reply subject (v1 or v2)."""
     t = reply.split(".")
     if len(t) == 9:
-        return int(t[5]), int(t[4]), int(t[7])
+        return int(t[5]), int(t[6]), int(t[4]), int(t[7])
     if len(t) >= 12:
-        return int(t[7]), int(t[6]), int(t[9])
+        return int(t[7]), int(t[8]), int(t[6]), int(t[9])
     raise ValueError(f"not a JetStream ack subject: {reply!r}")
 
 
@@ -178,7 +178,9 @@ class JetStreamPuller:
             if status in ("404", "408", "409"):
                 self._requested = max(0, self._requested - (pending or self.batch))
                 if status == "409":
-                    log.warning("pull request on %s/%s refused: %s", self.stream, self.durable, hdrs.get("Description", ""))
+                    desc = hdrs.get("Description", "")
+                    quiet = any(w in desc for w in ("Server Shutdown", "Consumer Deleted", "Leadership Change"))
+                    (log.debug if quiet else log.warning)("pull request on %s/%s ended: %s", self.stream, self.durable, desc)
                     await asyncio.sleep(0.05)
             if self._requested <= self.batch // 2 and self._sub is not None:
                 await self._request()

@@ -38,7 +38,8 @@ left; ``expected_peers`` is the configured figure for the cluster or, when none
 is given, the nodes known and not departed (a clean ``peer.leave`` lowers it, a
 crash does not). ``connection_success_rate``, ``avg_latency`` (ms) and
 ``bandwidth_usage`` (Mbit/s per node) are means over the live nodes' ``net.*``
-figures. A component without inputs (no latency yet, no ``capacity_mbps``
+figures (bandwidth is ``net.bandwidth_mbps``, or else the sidecar's
+``net.bytes_sent_per_s + net.bytes_recv_per_s`` in Mbit/s). A component without inputs (no latency yet, no ``capacity_mbps``
 configured) is left out and the remaining weights are rescaled to sum to 1.
 
 A node whose ``net.connection_success_rate`` is below 0.8 raises
@@ -150,6 +151,7 @@ _NODE_FIELDS = {
     "net.avg_latency_ms": "avg_latency_ms",
     "net.bandwidth_mbps": "bandwidth_mbps",
 }
+_IO_RATES = ("net.bytes_sent_per_s", "net.bytes_recv_per_s")  # B/s, from producers.collectors
 _PAIR_FIELDS = {
     "peer.latency_ms": "latency_ms",
     "peer.jitter_ms": "jitter_ms",
@@ -251,12 +253,17 @@ class NetworkHealthOperator(Operator):
         nodes = self._clusters[batch.cluster]
         touched: dict[str, _Pair] = {}
         refused: set[str] = set()
-        got_rate = False
+        got_rate = got_bw = False
+        io_bytes_per_s: list[float] = []
         for s in batch.samples:
             attr = _NODE_FIELDS.get(s.name)
             if attr is not None:
                 setattr(st, attr, s.value)
                 got_rate |= attr == "success_rate"
+                got_bw |= attr == "bandwidth_mbps"
+                continue
+            if s.name in _IO_RATES:
+                io_bytes_per_s.append(s.value)
                 continue
             attr = _PAIR_FIELDS.get(s.name)
             if attr is None or not s.labels or "peer" not in s.labels:
@@ -278,6 +285,8 @@ class NetworkHealthOperator(Operator):
                 pair.latency_ms = pair.jitter_ms = None
                 touched[peer] = pair
             setattr(pair, attr, s.value)
+        if not got_bw and len(io_bytes_per_s) == len(_IO_RATES):
+            st.bandwidth_mbps = sum(io_bytes_per_s) * 8 / 1e6  # the sidecar's interface counters
         for pair in touched.values():
             pair.updated = now
             pair.quality = connection_quality(pair.latency_ms, pair.jitter_ms, pair.loss_percent)

@@ -54,6 +54,8 @@ class RuntimeStats:
     operator_errors: int = 0
     checkpoints: int = 0
     rewinds: int = 0
+    gaps: int = 0
+    duplicates: int = 0
     last_seq: int = 0
     lag_s: float = 0.0
     by_operator: dict[str, int] = field(default_factory=dict)
@@ -113,6 +115,7 @@ class Runtime:
         self._futs: list[asyncio.Future[Any]] = []
         self._last_msg: Msg | None = None
         self._last_seq = 0
+        self._last_cseq = 0
         self._ckpt_seq = 0
         self._replay_until = 0
         self._replay_ops: set[str] = set()
@@ -121,12 +124,14 @@ class Runtime:
         self._lock = asyncio.Lock()
         self._store: Any = None
         self._started = False
+        self._initial: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Restore the checkpoint, position the consumer, start pulling and the timers."""
         self._store = await self._object_store()
+        self._initial = {op.name: op.snapshot() for op in self.operators}
         await self._restore_and_position()
         # Long-lived window state makes full GC passes slow; collect young objects rarely
         # and exclude what exists at start from collection, to keep alert latency tails short.
@@ -174,7 +179,18 @@ class Runtime:
     async def _on_msg(self, msg: Msg) -> None:
         if self._paused:
             return
-        seq, _delivered, stored_ns = ack_tokens(msg.reply)
+        seq, cseq, _delivered, stored_ns = ack_tokens(msg.reply)
+        if self._last_cseq and cseq != self._last_cseq + 1:
+            # a delivery went missing (e.g. across a reconnect): acking past it would lose it
+            self.stats.gaps += 1
+            log.warning("%s: consumer sequence jumped %d -> %d; rewinding to the checkpoint", self.name, self._last_cseq, cseq)
+            self._paused = True
+            asyncio.get_running_loop().create_task(self._rewind())
+            return
+        self._last_cseq = cseq
+        if seq <= self._last_seq:
+            self.stats.duplicates += 1  # a redelivery of something already processed
+            return
         now = time.time()
         self.stats.received += 1
         replay = seq <= self._replay_until
@@ -322,23 +338,25 @@ class Runtime:
 
     async def _restore_and_position(self) -> None:
         ckpt = await self._load()
+        self._last_msg = None
         if ckpt is None:
-            self._ckpt_seq = 0
-            self._replay_until = 0
+            for op in self.operators:  # back to the state the runtime started with
+                op.restore(self._initial[op.name])
+            self._ckpt_seq = self._last_seq = self._replay_until = 0
             await self._puller.ensure(recreate=True)
             return
         for op in self.operators:
             if op.name in ckpt.ops:
                 op.restore(ckpt.ops[op.name])
         self._ckpt_seq = ckpt.seq
-        self._last_seq = ckpt.seq
-        self._last_msg = None
         if ckpt.replay_from is not None:
             self._replay_until = ckpt.seq
             self._replay_ops = set(ckpt.replay_ops)
+            self._last_seq = 0  # replayed inputs arrive again from before the checkpoint
             await self._puller.ensure(start_time=ckpt.replay_from - self.replay_margin_s, recreate=True)
         else:
             self._replay_until = 0
+            self._last_seq = ckpt.seq
             await self._puller.ensure(start_seq=ckpt.seq + 1, recreate=True)
 
     async def _rewind(self) -> None:
@@ -347,6 +365,7 @@ class Runtime:
         self._paused = True
         await self._puller.stop()
         self._futs = []
+        self._last_cseq = 0
         await self._restore_and_position()
         self._paused = False
         await self._puller.start()
@@ -378,7 +397,7 @@ class Runtime:
         s = self.stats
         out = [
             Sample(f"swarmwatch.processor.{k}", float(getattr(s, k)))
-            for k in ("received", "processed", "replayed", "invalid", "published", "publish_failed", "operator_errors", "checkpoints", "rewinds", "lag_s")
+            for k in ("received", "processed", "replayed", "invalid", "published", "publish_failed", "operator_errors", "checkpoints", "rewinds", "gaps", "duplicates", "lag_s")
         ]
         for op in self.operators:
             st = op.stats

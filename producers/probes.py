@@ -280,7 +280,7 @@ class PeerProber:
 
     def __init__(
         self,
-        nc: Any,
+        nc: Any | None,
         cluster: str,
         node: str,
         *,
@@ -351,8 +351,22 @@ class PeerProber:
         self._probe_bytes_mark: tuple[float, int] = (time.monotonic(), 0)
         self._started = False
 
-    async def start(self) -> None:
-        """Answer probes, then announce this node and listen for peers."""
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self, nc: Any | None = None) -> None:
+        """Answer probes, then announce this node and listen for peers.
+
+        ``nc`` binds the NATS client when the prober was built without one (a
+        sidecar whose connection comes up later).
+        """
+        if nc is not None:
+            self.nc = self.responder.nc = nc
+            if self.discovery is not None:
+                self.discovery.nc = nc
+        if self.nc is None:
+            raise ValueError(f"prober {self.cluster}/{self.node} has no NATS client; pass one to start()")
         await self.responder.start()
         if self.discovery is not None:
             await self.discovery.start()
@@ -361,6 +375,8 @@ class PeerProber:
 
     async def stop(self, clean: bool = True) -> None:
         """Announce leave (clean), keep answering for one probe timeout, then stop."""
+        if not self._started:
+            return
         if self.discovery is not None:
             await self.discovery.stop(clean=clean)
         if clean:
@@ -437,8 +453,10 @@ class PeerProber:
         return self._last_mbps
 
     def samples(self) -> list[Sample]:
-        """Per-peer and node-level figures from the current windows."""
+        """Per-peer and node-level figures from the current windows (none before the first round)."""
         out: list[Sample] = []
+        if self.rounds == 0:
+            return out
         lat: list[float] = []
         jit: list[float] = []
         ok = total = reachable = 0
@@ -509,6 +527,24 @@ class PeerProber:
                 delay = 0.0
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+
+    async def run_with_publisher(self, publisher: Any, stop: asyncio.Event) -> None:
+        """For the sidecar: wait for ``publisher.client``, probe until ``stop``, then leave cleanly.
+
+        Build the prober with ``nc=None, publish=False, publish_fn=publisher.publish``
+        and add ``prober.samples`` to the sidecar's sample sources.
+        """
+        try:
+            while publisher.client is None:
+                if stop.is_set():
+                    return
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+            await self.start(publisher.client)
+            await self.run(stop)
+        finally:
+            await asyncio.shield(self.stop(clean=True))
 
 
 async def run_probes(

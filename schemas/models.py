@@ -79,7 +79,7 @@ FiniteValue = Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)
 Labels = Annotated[dict[str, str], msgspec.Meta(max_length=MAX_LABELS)]
 
 
-class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """One named measurement, e.g. ``Sample("cpu.percent", 12.5, unit="%")``.
 
     Decoding enforces a finite value within +-1e300, the name length and at most
@@ -108,7 +108,7 @@ class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
         return f"{self.name}{{{inner}}}"
 
 
-class MetricBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+class MetricBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """A snapshot from one node at one timestamp: many samples."""
 
     cluster: str
@@ -154,7 +154,7 @@ class Event(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
         check_kind(self.kind)
 
 
-class SeriesStats(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+class SeriesStats(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """Statistics of one series over one window."""
 
     metric: str

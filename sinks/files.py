@@ -19,6 +19,12 @@ redeliver the old ones only after ``ack_wait``), (2) bounds unacked messages by
 consumer's delivery sequence; a gap (a delivery lost across a reconnect)
 flushes what came before it and repositions the consumer after the last ack.
 One sink instance per format and durable name.
+
+Around that: retention deletes date partitions older than ``retention_days``
+(at start and every ``retention_interval_s``; late messages for such days are
+acked unwritten and counted), compaction merges closed days' segments
+(``compact_interval_s``), undecodable messages go to ``sw.dlq.sink-<format>``,
+and the counters are published on ``sw.self.sink-<format>``.
 """
 from __future__ import annotations
 

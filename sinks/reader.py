@@ -85,8 +85,11 @@ def iter_records(
     if fmt == "parquet" and clean:
         from sinks.parquet import read_many
 
-        for row in read_many([s.path for s in clean], kind, since=since, until=until, node=node):
-            yield row
+        by_date: dict[str, list[Path]] = {}
+        for s in clean:
+            by_date.setdefault(s.date, []).append(s.path)
+        for paths in by_date.values():  # one scan per day bounds memory
+            yield from read_many(paths, kind, since=since, until=until, node=node)
     else:
         f = get_format(fmt)
         for s in clean:

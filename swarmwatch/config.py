@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from processors.rules import ConfigError, parse_duration
 
 _TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]")
+ALL_OPERATORS = ("rules", "windows", "liveness", "network", "byzantine", "anomaly")
 
 
 def default_node_name() -> str:
@@ -72,10 +73,10 @@ class ProcessorConfig(_Section):
     windows_s: list[float] = Field(default_factory=lambda: [10.0, 60.0], alias="windows")
     allowed_lateness_s: float = Field(5.0, alias="allowed_lateness")
     rules: str | None = None  # path to a rules YAML/TOML; None = built-in defaults
-    anomaly: bool = True
-    byzantine: bool = True
-    network: bool = True
+    operators: list[str] = Field(default_factory=lambda: list(ALL_OPERATORS))
     liveness_timeout_s: float = Field(60.0, alias="liveness_timeout")
+    expected_peers: int | None = None  # per cluster; None: the nodes seen
+    checkpoint_interval_s: float = Field(2.0, alias="checkpoint_interval")
     filter: list[str] | None = None  # subjects, e.g. ["sw.metrics.eu-1.>", "sw.events.eu-1.>"]
 
     @field_validator("windows_s", mode="before")
@@ -85,7 +86,19 @@ class ProcessorConfig(_Section):
             raise ValueError("expected a list of durations, e.g. [10s, 1m]")
         return [parse_duration(x) for x in v]
 
-    @field_validator("allowed_lateness_s", "liveness_timeout_s", mode="before")
+    @field_validator("operators", mode="before")
+    @classmethod
+    def _ops(cls, v: Any) -> list[str]:
+        if isinstance(v, str):
+            v = [x.strip() for x in v.split(",") if x.strip()]
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"expected a non-empty list of operators from {', '.join(ALL_OPERATORS)}")
+        unknown = [x for x in v if x not in ALL_OPERATORS]
+        if unknown:
+            raise ValueError(f"unknown operator(s) {unknown}; expected some of {', '.join(ALL_OPERATORS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("allowed_lateness_s", "liveness_timeout_s", "checkpoint_interval_s", mode="before")
     @classmethod
     def _d(cls, v: Any) -> float:
         return parse_duration(v)

@@ -41,7 +41,7 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
         opts["tls"] = ctx
 
     async def _disconnected() -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        log.info("disconnected from NATS (reconnecting unless closing)")
 
     async def _reconnected() -> None:
         log.info("reconnected to NATS")
@@ -49,6 +49,10 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
     async def _error(exc: Exception) -> None:
         log.warning("NATS error: %s", exc)
 
+    async def _closed() -> None:
+        log.debug("NATS connection closed")
+
+    opts["closed_cb"] = _closed
     opts["disconnected_cb"] = _disconnected
     opts["reconnected_cb"] = _reconnected
     opts["error_cb"] = _error

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 
-from processors import Operator, Runtime, ThresholdRules, TumblingWindows, load_rules
+from processors import (
+    AnomalyOperator,
+    ByzantineOperator,
+    LivenessOperator,
+    NetworkHealthOperator,
+    Operator,
+    Runtime,
+    ThresholdRules,
+    TumblingWindows,
+    load_rules,
+)
 from schemas import subjects
 from swarmwatch.config import Config
 
@@ -15,12 +25,26 @@ log = logging.getLogger(__name__)
 
 
 def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operator]:
-    """The operators the processor role runs, from configuration, plus user-supplied ones."""
+    """The operators the processor role runs, from configuration, plus user-supplied ones.
+
+    Order matters for latency: threshold rules run first, so an alert goes out
+    before any other work on the same message.
+    """
     p = cfg.processor
-    ops: list[Operator] = [  # rules first: an alert goes out before any window work on the same message
-        ThresholdRules(load_rules(p.rules)),
-        TumblingWindows(p.windows_s, p.allowed_lateness_s),
-    ]
+    wanted = set(p.operators)
+    ops: list[Operator] = []
+    if "rules" in wanted:
+        ops.append(ThresholdRules(load_rules(p.rules)))
+    if "liveness" in wanted:
+        ops.append(LivenessOperator(p.liveness_timeout_s))
+    if "windows" in wanted:
+        ops.append(TumblingWindows(p.windows_s, p.allowed_lateness_s))
+    if "network" in wanted:
+        ops.append(NetworkHealthOperator(expected_peers=p.expected_peers))
+    if "byzantine" in wanted:
+        ops.append(ByzantineOperator())
+    if "anomaly" in wanted:
+        ops.append(AnomalyOperator())
     ops.extend(extra)
     return ops
 
@@ -32,6 +56,7 @@ def make_runtime(nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: b
         build_operators(cfg, extra),
         name=p.name,
         filter_subjects=p.filter or subjects.TELEMETRY_SUBJECTS,
+        checkpoint_interval_s=p.checkpoint_interval_s,
         fresh=fresh,
     )
 

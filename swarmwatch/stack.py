@@ -86,9 +86,25 @@ class Stack:
         if cfg.producer.enabled:
             await self._start_producer()
 
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.cfg.sinks.out).resolve() if self.cfg.sinks.out else self.data_dir / "store"
+
     async def _start_sinks(self, nc: Any) -> None:
         """File sinks, notifications and the API, as configured."""
-        return None
+        from sinks import FileSinkSettings, start_file_sinks
+
+        sc = self.cfg.sinks
+        formats = [f for f, on in (("json", sc.json_), ("parquet", sc.parquet)) if on]
+        if formats:
+            settings = FileSinkSettings(flush_interval_s=sc.flush_interval_s, retention_days=sc.retention_days or None)
+            file_sinks = await start_file_sinks(nc, self.store_dir, formats, settings)
+
+            async def stop_files() -> None:
+                for fs in file_sinks:
+                    await fs.stop()
+
+            self._stoppers.append(("file sinks", stop_files))
 
     async def _start_producer(self) -> None:
         from producers.sidecar import run_producer
@@ -136,6 +152,10 @@ class Stack:
         c.print(f"[bold green]swarmwatch is up[/] — cluster [bold]{cfg.cluster}[/], node [bold]{cfg.node}[/]")
         c.print(f"  NATS        {self.url}" + (" (embedded, JetStream)" if self.server else ""))
         c.print(f"  data        {self.data_dir}")
+        sc = cfg.sinks
+        if sc.json_ or sc.parquet:
+            fmts = " and ".join(f for f, on in (("JSON lines", sc.json_), ("Parquet", sc.parquet)) if on)
+            c.print(f"  files       {self.store_dir} ({fmts}, by date and cluster)")
         c.print(f"  alerts      swarmwatch alerts --nats {self.url}")
         c.print(f"              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
         c.print("  stop        Ctrl-C (checkpoints, flushes and acks before exiting)")

@@ -165,8 +165,9 @@ async def test_producers_discover_each_other_and_clean_leave_removes_the_peer(na
     assert set(results) == {"n2"}
     assert "n3" not in probers[0].windows
 
+    await wait_for(lambda: ("n1", "heartbeat") in {(e.node, e.kind) for e in events})
     kinds = {(e.node, e.kind) for e in events}
-    assert {("n1", "peer.join"), ("n3", "peer.join"), ("n3", "peer.leave"), ("n1", "heartbeat")} <= kinds
+    assert {("n1", "peer.join"), ("n3", "peer.join"), ("n3", "peer.leave")} <= kinds
     for p in probers[:2]:
         await p.stop()
     for c in [*conns, watcher]:
@@ -202,3 +203,38 @@ def test_probe_subject_refuses_bad_names() -> None:
         probe_subject("c1", "a.b")
     with pytest.raises(ValueError, match="-5"):
         ProbeResponder(None, "c1", "n1", delay_ms=-5)
+
+
+async def test_sidecar_wiring_probes_through_the_publisher_and_leaves_cleanly(nats_server: Any) -> None:
+    """How the sidecar runs probes: no client at build time, samples polled, events via Publisher."""
+    from producers.publisher import Publisher
+    from swarmwatch.streams import ensure_streams
+
+    nc = await nats.connect(nats_server.url)
+    await ensure_streams(nc.jetstream())
+    events: list[Event] = []
+
+    async def collect(msg: Any) -> None:
+        events.append(codec.decode(msg.data, Event))
+
+    await nc.subscribe("sw.events.c1.n1.>", cb=collect)
+    peer = ProbeResponder(nc, "c1", "n2")
+    await peer.start()
+
+    publisher = Publisher(nats_server.url)
+    prober = PeerProber(None, "c1", "n1", static_peers=["n2"], interval_s=0.1, publish=False, publish_fn=publisher.publish)
+    assert prober.samples() == []  # nothing before the first round: no made-up success rate
+    stop = asyncio.Event()
+    await publisher.start()
+    task = asyncio.create_task(prober.run_with_publisher(publisher, stop))
+    await wait_for(lambda: prober.rounds >= 2)
+    series = {s.series(): s.value for s in prober.samples()}
+    assert series["peer.loss_percent{peer=n2,via=nats}"] == 0.0
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await publisher.close()
+    await wait_for(lambda: any(e.kind == "peer.leave" for e in events))
+    assert [e.kind for e in events][0] == "peer.join"
+    assert peer.answered >= 2
+    await peer.stop()
+    await nc.close()

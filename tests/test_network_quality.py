@@ -241,3 +241,14 @@ def test_node_and_pair_caps_refuse_and_count() -> None:
 def test_bad_configuration_is_refused_with_the_value(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=repr(next(iter(kwargs.values())))):
         NetworkHealthOperator(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bandwidth_falls_back_to_the_sidecar_interface_counters() -> None:
+    op = NetworkHealthOperator(emit_interval_s=5)
+    b = MetricBatch(
+        "c1", "n1", T0, [Sample("net.bytes_sent_per_s", 125_000.0), Sample("net.bytes_recv_per_s", 250_000.0)]
+    )
+    op.on_metrics(b, T0)
+    hs = health(op.on_tick(T0 + 1))
+    assert hs.bandwidth_usage == pytest.approx(3.0)  # 375 kB/s = 3 Mbit/s
+    assert hs.nodes["n1"]["bandwidth_mbps"] == pytest.approx(3.0)

@@ -225,3 +225,33 @@ async def test_counters_are_published_as_swarmwatch_self_metrics(nc: Any, tmp_pa
     await s.stop()
     assert got[-1].cluster == "swarmwatch" and got[-1].node == "sink-json"
     assert {smp.labels["format"] for smp in got[-1].samples} == {"json"}
+
+
+async def test_ctrl_c_on_the_sink_command_writes_and_acks_everything_received(
+    nats_server: EmbeddedServer, nc: Any, tmp_path: Path
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await publish_batches(js, 12)
+    exe = shutil.which("swarmwatch", path=os.path.dirname(sys.executable)) or "swarmwatch"
+    proc = subprocess.Popen(
+        [exe, "sink", "parquet", "--nats", nats_server.url, "--out", str(tmp_path), "--flush-interval", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        async def delivered() -> bool:
+            try:
+                return (await js.consumer_info("TELEMETRY", "sink-parquet")).num_ack_pending == 12
+            except Exception:
+                return False
+
+        await wait_until_async(delivered, timeout_s=60)
+        assert list_segments(tmp_path, "parquet", "metrics") == []
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert sorted({r["_seq"] for r in read_records(tmp_path, "metrics")}) == list(range(1, 13))
+    assert await ack_floor(js, "sink-parquet") == 12

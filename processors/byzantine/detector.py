@@ -84,7 +84,7 @@ class DetectorConfig:
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
-    cluster_sd: float = 5.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
     persist_rounds: int = 3  # consecutive rounds a drift/collusion finding must hold
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
@@ -137,21 +137,25 @@ class RoundResult:
     evicted: list[str]
 
 
-def _shared_direction(V: np.ndarray, ref: np.ndarray, K: int, k_sd: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _shared_direction(
+    V: np.ndarray, ref: np.ndarray, K: int, k_sd: float, among: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Evidence (1 = threshold) that each row of V points the same way as other rows.
 
     Two views: the closest other row (pairwise cosine over a threshold ``k_sd``
     robust sd above the reference pairs, at least ``k_sd / sqrt(K)``, the sd of
     independent directions) and the cosine with the sum of all other reference
     rows (independent rows cancel there, a group's shared part adds up), as a
-    robust z over the reference rows.
+    robust z over the reference rows. Partners are sought only ``among`` the
+    rows not already flagged for another reason (a node copied by flagged
+    replayers is their victim, not their accomplice).
     """
     U, _ = unit_rows(V)
     med_p, sd_p = pair_cos_spread(U[ref])
     tau = min(0.95, max(med_p + k_sd * sd_p, k_sd / math.sqrt(K)))
-    partners, best = partners_above(U, tau)
-    total = V[ref].sum(axis=0)
-    others, _ = unit_rows(total[None, :] - np.where(ref[:, None], V, 0.0))
+    partners, best = partners_above(U, tau, among)
+    total = U[ref].sum(axis=0)  # unit rows: every node counts once, whatever its size
+    others, _ = unit_rows(total[None, :] - np.where(ref[:, None], U, 0.0))
     gc = (U * others).sum(axis=1)
     med_g, sd_g = robust_center_scale(gc[ref], 0.5 / math.sqrt(K))
     gz = (gc - med_g) / sd_g
@@ -225,6 +229,7 @@ class ClusterDetector:
         self._trust = grow(g("_trust"), (cap,), 1.0, np.float64)
         self._drift_run = grow(g("_drift_run"), (cap,), 0, np.int64)
         self._clu_run = grow(g("_clu_run"), (cap,), 0, np.int64)
+        self._reason = grow(g("_reason"), (cap,), -1, np.int64)
         self._names.extend([None] * (cap - old))
         self._free.extend(range(cap - 1, old - 1, -1))
         self._cap = cap
@@ -244,6 +249,7 @@ class ClusterDetector:
         self._trust[s] = 1.0
         self._drift_run[s] = 0
         self._clu_run[s] = 0
+        self._reason[s] = -1
 
     def _slot_for(self, node: str) -> int | None:
         s = self._slot.get(node)
@@ -472,8 +478,9 @@ class ClusterDetector:
             # the same tests on the trend (fast minus slow average): a node's own steady bias cancels
             Tr = D - self._slow_sum[ie] / self._slow_w[ie][:, None]
             Tr = Tr - np.median(Tr[ref], axis=0)
+            among = ~firing[elig] | (self._reason[ie] == _S_COLLUSION)
             for label, V in (("level", Dc), ("trend", Tr)):
-                ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd)
+                ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd, among)
                 better = ev_v > e_clu[elig]
                 e_clu[elig] = np.maximum(e_clu[elig], ev_v)
                 for key, val in info_v.items():
@@ -487,7 +494,7 @@ class ClusterDetector:
                 src[elig] = cur
         self._drift_run[idx] = np.where(drift_ratio > cfg.drift_ratio, self._drift_run[idx] + 1, 0)
         self._clu_run[idx] = np.where(e_clu >= 1.0, self._clu_run[idx] + 1, 0)
-        e_drift = drift_ratio / cfg.drift_ratio
+        e_drift = np.log(np.maximum(drift_ratio, 1.0)) / math.log(cfg.drift_ratio)
         persist = cfg.persist_rounds
         ev[:, _S_DRIFT] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
         ev[:, _S_COLLUSION] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
@@ -502,6 +509,7 @@ class ClusterDetector:
             newly = resolved = False
             if suspicious[i]:
                 self._clean[s] = 0
+                self._reason[s] = int(top[i])
                 if not self._firing[s]:
                     self._firing[s] = True
                     self._since[s] = rnd
@@ -510,9 +518,10 @@ class ClusterDetector:
                 self._clean[s] += 1
                 if self._clean[s] >= cfg.resolve_after_rounds:
                     self._firing[s] = False
+                    self._reason[s] = -1
                     resolved = True
             susp = max(0.0, float(suspicion[i]))
-            target = 1.0 / (1.0 + susp * susp)
+            target = 1.0 / (1.0 + susp**4)  # ~1 while evidence is well under threshold, 0.5 at it
             if self._firing[s]:
                 target = min(target, 0.4)
             old = float(self._trust[s])
@@ -641,6 +650,7 @@ class ClusterDetector:
             "trust": _enc(self._trust[li]),
             "drift_run": _enc(self._drift_run[li]),
             "clu_run": _enc(self._clu_run[li]),
+            "reason": _enc(self._reason[li]),
             "scale": _enc(self._scale),
             "col_round": _enc(self._col_round),
             "prev_units": None if self._prev_units is None else _enc(self._prev_units),
@@ -666,7 +676,7 @@ class ClusterDetector:
             self._slot[name] = s
             self._names[s] = name
         k = len(names)
-        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run"):
+        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason"):
             getattr(self, "_" + key)[:k] = _dec(state[key])
         self._scale = _dec(state["scale"])
         self._col_round = _dec(state["col_round"])

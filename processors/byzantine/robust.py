@@ -42,17 +42,26 @@ def max_offdiag_cos(u: np.ndarray, block: int = 1024) -> np.ndarray:
     return out
 
 
-def partners_above(u: np.ndarray, tau: float, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """For unit rows ``u``: how many other rows have cosine > ``tau`` with each row, and the largest cosine."""
+def partners_above(
+    u: np.ndarray, tau: float, among: np.ndarray | None = None, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """For unit rows ``u``: how many other rows (of those in mask ``among``) have cosine > ``tau``
+    with each row, and the largest such cosine (blockwise, bounded memory)."""
     n = u.shape[0]
+    cols = np.arange(n) if among is None else np.nonzero(among)[0]
     count = np.zeros(n, dtype=np.int64)
     best = np.full(n, -1.0)
-    if n < 2:
+    if n < 2 or cols.size == 0:
         return count, best
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[cols] = np.arange(cols.size)
+    ref = u[cols]
     for s in range(0, n, block):
-        g = u[s : s + block] @ u.T
+        g = u[s : s + block] @ ref.T
         rows = np.arange(g.shape[0])
-        g[rows, rows + s] = -np.inf
+        own = pos[s + rows]
+        has = own >= 0
+        g[rows[has], own[has]] = -np.inf
         count[s : s + block] = (g > tau).sum(axis=1)
         best[s : s + block] = g.max(axis=1)
     return count, best

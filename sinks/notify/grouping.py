@@ -130,6 +130,7 @@ class Grouper:
         self.alerts: dict[str, Tracked] = {}
         self.tombstones: dict[str, float] = {}  # id -> time done; a late duplicate of these is ignored
         self._flaps: dict[Identity, _Flap] = {}
+        self.next_due = float("inf")  # earliest time a waiting group falls due (set by ``due``)
         self.duplicates = 0
 
     # --- inputs ---------------------------------------------------------------
@@ -190,6 +191,7 @@ class Grouper:
     def due(self, now: float, muted: Muted) -> list[Notification]:
         """Notifications to send now; marks them as handed over (``notified``)."""
         self._end_flapping(now)
+        self.next_due = float("inf")
         out: list[Notification] = []
         for g in list(self.groups.values()):
             out.extend(self._flush(g, now, muted))
@@ -253,6 +255,7 @@ class Grouper:
             if g.last_sent is not None:  # at most one message per group per group_interval_s
                 due_at = max(due_at, g.last_sent + timing.group_interval_s)
             if now < due_at:
+                self.next_due = min(self.next_due, due_at)
                 return []
         flapping = [t.alert for t in announce.values()]
         for i in announce:

@@ -264,8 +264,9 @@ class NotifySink:
 
     async def _schedule(self) -> None:
         while True:
+            wait_s = min(self.config.tick_s, max(0.0, self.grouper.next_due - self.clock()))
             try:
-                await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -18,6 +18,10 @@ def process(
     rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
     name: Optional[str] = typer.Option(None, "--name", help="Processor name: durable consumer and checkpoint key."),
     filter_: Optional[list[str]] = typer.Option(None, "--filter", help="Input subjects, e.g. 'sw.metrics.eu-1.>' (repeatable)."),
+    operators: Optional[str] = typer.Option(
+        None, "--operators", help="Comma-separated subset of rules,windows,liveness,network,byzantine,anomaly (default: all)."
+    ),
+    checkpoint_interval: Optional[str] = typer.Option(None, "--checkpoint-interval", help="How often state is checkpointed and inputs acked, e.g. 2s."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the checkpoint and start from the beginning of the stream."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
@@ -28,6 +32,8 @@ def process(
             "processor.rules": str(rules) if rules else None,
             "processor.name": name,
             "processor.filter": filter_ or None,
+            "processor.operators": operators,
+            "processor.checkpoint_interval": checkpoint_interval,
             "log_json": log_json or None,
         },
     )

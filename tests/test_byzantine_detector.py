@@ -1,0 +1,171 @@
+"""The Byzantine detector core: who it flags, when, why, and what it never does to honest nodes."""
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+
+from processors.byzantine import ClusterDetector, DetectorConfig, RoundResult
+from processors.byzantine.fleet import SyntheticFleet
+
+T0 = 1_763_800_000.0
+
+
+def run(det: ClusterDetector, fleet: SyntheticFleet, rounds: range) -> list[RoundResult]:
+    out = []
+    for r in rounds:
+        for rep in fleet.round(r):
+            det.add(rep.node, r, rep.update_norm, rep.loss, rep.sketch, T0 + 30 * r)
+        res = det.close(r)
+        if res is not None:
+            out.append(res)
+    return out
+
+
+def first_flags(results: list[RoundResult]) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for res in results:
+        for v in res.verdicts:
+            if v.flagged:
+                first.setdefault(v.node, v.round)
+    return first
+
+
+@pytest.mark.parametrize("attack", ["sign_flip", "scale", "noise", "freeride", "ipm", "alie", "replay"])
+def test_each_attack_family_is_caught_within_a_few_rounds_without_accusing_honest_nodes(attack: str) -> None:
+    fleet = SyntheticFleet(nodes=40, attackers=6, attack=attack, start=12, seed=5)
+    first = first_flags(run(ClusterDetector(), fleet, range(50)))
+    assert set(first) == fleet.attackers
+    latency = sorted(r - 12 for r in first.values())
+    assert latency[0] >= 0 and latency[len(latency) // 2] <= 5 and latency[-1] <= 12, latency
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_heterogeneous_noisy_honest_fleet_with_missed_rounds_is_never_accused(seed: int) -> None:
+    fleet = SyntheticFleet(nodes=60, attackers=0, seed=seed, noisy_fraction=0.3, bias=0.7, dropout=0.1)
+    results = run(ClusterDetector(), fleet, range(120))
+    assert first_flags(results) == {}
+    assert min(v.trust for res in results for v in res.verdicts) > 0.4
+
+
+def test_flagged_node_gets_the_statistic_distance_and_rounds_as_evidence() -> None:
+    fleet = SyntheticFleet(nodes=30, attackers=3, attack="sign_flip", start=8, seed=7)
+    results = run(ClusterDetector(), fleet, range(20))
+    v = next(v for res in results for v in res.verdicts if v.newly_flagged)
+    assert v.node in fleet.attackers
+    assert v.reason == "alignment"
+    assert v.detected_round == v.round >= 8
+    assert v.details["statistic"] == "alignment"
+    assert v.details["value"] < 0 < v.details["fleet_median"]
+    assert v.details["distance_sd"] < -3
+    assert v.details["rounds"] >= 2
+    assert v.evidence["alignment"] >= 1.0
+
+
+def test_trust_falls_at_once_and_recovers_slowly_after_the_alert_resolves() -> None:
+    cfg = DetectorConfig(resolve_after_rounds=6, trust_recovery_per_round=0.05)
+    fleet = SyntheticFleet(nodes=30, attackers=1, attack="sign_flip", start=10, seed=9, dropout=0.0)
+    det = ClusterDetector(cfg)
+    bad = next(iter(fleet.attackers))
+    run(det, fleet, range(10))
+    assert det.trust_of(bad) == pytest.approx(1.0, abs=0.1)
+    run(det, fleet, range(10, 16))
+    assert det.is_flagged(bad)
+    assert det.trust_of(bad) <= 0.4
+    fleet.attackers.clear()  # the node behaves again
+    trusts, resolved_at = [], None
+    for res in run(det, fleet, range(16, 70)):
+        v = next(v for v in res.verdicts if v.node == bad)
+        trusts.append(v.trust)
+        if v.resolved:
+            resolved_at = res.round
+    assert resolved_at is not None and not det.is_flagged(bad)
+    assert all(b - a <= 0.05 + 1e-9 for a, b in zip(trusts, trusts[1:]))
+    assert trusts[-1] > 0.9
+
+
+def test_missed_rounds_are_neither_evidence_nor_clean_rounds() -> None:
+    fleet = SyntheticFleet(nodes=30, attackers=1, attack="sign_flip", start=5, seed=11, dropout=0.0)
+    det = ClusterDetector(DetectorConfig(resolve_after_rounds=3))
+    bad = next(iter(fleet.attackers))
+    run(det, fleet, range(10))
+    assert det.is_flagged(bad)
+    fleet.attackers.clear()
+    for r in range(10, 30):  # the node is silent: its alert stays as it was
+        for rep in fleet.round(r):
+            if rep.node != bad:
+                det.add(rep.node, r, rep.update_norm, rep.loss, rep.sketch, T0 + 30 * r)
+        det.close(r)
+    assert det.is_flagged(bad)
+
+
+def test_snapshot_and_restore_through_json_continue_identically() -> None:
+    fleet_a = SyntheticFleet(nodes=25, attackers=3, attack="alie", start=6, seed=13)
+    fleet_b = SyntheticFleet(nodes=25, attackers=3, attack="alie", start=6, seed=13)
+    a, b = ClusterDetector(), ClusterDetector()
+    run(a, fleet_a, range(12))
+    run(b, fleet_b, range(12))
+    state = msgspec.json.decode(msgspec.json.encode(b.snapshot()))
+    c = ClusterDetector()
+    c.restore(state)
+    ra = run(a, fleet_a, range(12, 20))
+    rc = run(c, fleet_b, range(12, 20))
+    assert [(v.node, v.trust, v.flagged) for r in ra for v in r.verdicts] == [
+        (v.node, v.trust, v.flagged) for r in rc for v in r.verdicts
+    ]
+
+
+def test_node_capacity_is_bounded_and_refusals_are_counted() -> None:
+    det = ClusterDetector(DetectorConfig(max_nodes=10))
+    rng = np.random.default_rng(0)
+    for i in range(15):
+        assert det.add(f"n{i}", 0, 1.0, 1.0, rng.normal(size=8), T0) in ("ok", "full")
+    res = det.close(0)
+    assert res is not None and res.nodes == 10
+    assert det.nodes == 10
+    assert det.counts.get("refused", 0) == 5
+
+
+def test_nodes_silent_for_longer_than_the_eviction_horizon_are_forgotten() -> None:
+    det = ClusterDetector(DetectorConfig(evict_after_rounds=5, window_rounds=8, horizons=(3, 4, 8)))
+    fleet = SyntheticFleet(nodes=12, attackers=0, seed=2, dropout=0.0)
+    run(det, fleet, range(3))
+    gone = fleet.names[0]
+    evicted: list[str] = []
+    for r in range(3, 12):
+        for rep in fleet.round(r):
+            if rep.node != gone:
+                det.add(rep.node, r, rep.update_norm, rep.loss, rep.sketch, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        evicted += res.evicted
+    assert evicted == [gone]
+    assert det.trust_of(gone) is None
+
+
+def test_late_duplicate_and_malformed_reports_are_refused_and_counted() -> None:
+    det = ClusterDetector()
+    x = np.ones(8)
+    assert det.add("a", 3, 1.0, 1.0, x, T0) == "ok"
+    assert det.add("a", 3, 1.0, 1.0, x, T0) == "duplicate"
+    assert det.add("b", 3, 1.0, 1.0, np.ones(4), T0) == "invalid"
+    assert det.add("c", 3, 1.0, 1.0, np.array([1.0, np.nan] * 4), T0) == "invalid"
+    det.close(3)
+    assert det.add("a", 2, 1.0, 1.0, x, T0) == "late"
+    assert det.counts == {"duplicate": 1, "invalid": 2, "late": 1, "rounds_unjudged": 1}
+
+
+def test_rounds_with_too_few_reports_are_recorded_but_not_judged() -> None:
+    det = ClusterDetector()
+    det.add("a", 0, 1.0, 1.0, np.ones(8), T0)
+    res = det.close(0)
+    assert res is not None and not res.judged and res.verdicts == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_nodes": 0}, {"horizons": (1, 64)}, {"norm_ratio": 1.0}, {"align_fraction": 1.5}, {"min_nodes": 2}],
+)
+def test_config_rejects_values_that_cannot_work(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        DetectorConfig(**kwargs)  # type: ignore[arg-type]
