@@ -82,6 +82,9 @@ DEFAULT_TREND_DELTA = 5.0  # quality points
 DEFAULT_MAX_NODES = 10_000  # nodes over all clusters
 DEFAULT_MAX_PAIRS_PER_NODE = 256
 DEFAULT_REPORT_PAIRS = 32  # worst pairs per node listed in HealthScore.nodes
+DEFAULT_REPORT_PAIR_BUDGET = 2000  # pairs listed over the whole HealthScore (keeps it well under 1 MB)
+DEFAULT_REPORT_NODES = 1000  # nodes listed in HealthScore.nodes, worst first
+_STATUS_RANK = {"disconnected": 0, "degraded": 1, "connected": 2}
 DEFAULT_FORGET_AFTER_S = 86_400.0  # silent nodes are dropped from state after this long
 
 
@@ -170,6 +173,9 @@ class NetworkHealthOperator(Operator):
     ``emit_interval_s``: HealthScore period per cluster (msg id from cluster and period).
     ``stale_after_s``: silence after which a node no longer counts as a live peer.
     ``success_threshold``/``success_for_s``: the connection success alert.
+    ``report_pairs``/``report_pair_budget``: the worst pairs listed per node and in all,
+    so a large cluster's HealthScore stays small (the rest are counted in ``peers_omitted``);
+    ``report_nodes``: the worst nodes listed (the score still covers every node).
     """
 
     name = "network_health"
@@ -191,6 +197,8 @@ class NetworkHealthOperator(Operator):
         max_nodes: int = DEFAULT_MAX_NODES,
         max_pairs_per_node: int = DEFAULT_MAX_PAIRS_PER_NODE,
         report_pairs: int = DEFAULT_REPORT_PAIRS,
+        report_pair_budget: int = DEFAULT_REPORT_PAIR_BUDGET,
+        report_nodes: int = DEFAULT_REPORT_NODES,
         forget_after_s: float = DEFAULT_FORGET_AFTER_S,
     ) -> None:
         super().__init__()
@@ -220,6 +228,8 @@ class NetworkHealthOperator(Operator):
         self.max_nodes = int(max_nodes)
         self.max_pairs_per_node = int(max_pairs_per_node)
         self.report_pairs = int(report_pairs)
+        self.report_pair_budget = int(report_pair_budget)
+        self.report_nodes = int(report_nodes)
         self.forget_after_s = max(float(forget_after_s), self.stale_after_s)
         self.success_tracker = AlertTracker(
             SUCCESS_RULE, kind=AlertKind.NETWORK, severity=Severity.WARNING, for_s=success_for_s, max_keys=max_nodes
@@ -367,6 +377,7 @@ class NetworkHealthOperator(Operator):
                     inbound.setdefault(peer, []).append((src, pair))
 
         report: dict[str, Any] = {}
+        per_node_pairs = max(1, min(self.report_pairs, self.report_pair_budget // max(1, known)))
         for name, st in sorted(nodes.items()):
             if st.departed:
                 continue
@@ -405,11 +416,15 @@ class NetworkHealthOperator(Operator):
                 if v is not None and name in live:
                     entry[key] = round(v, 4)
             if outs:
-                worst = sorted(outs, key=lambda kv: kv[1].quality)[: self.report_pairs]
+                worst = sorted(outs, key=lambda kv: kv[1].quality)[:per_node_pairs]
                 entry["peers"] = {p: self._pair_report(pair) for p, pair in worst}
                 if len(outs) > len(worst):
                     entry["peers_omitted"] = len(outs) - len(worst)
             report[name] = entry
+        if len(report) > self.report_nodes:
+            # Keep the worst nodes: disconnected, then degraded, then lowest quality.
+            keep = sorted(report, key=lambda n: (_STATUS_RANK[report[n]["status"]], report[n].get("quality", 0.0), n))
+            report = {n: report[n] for n in sorted(keep[: self.report_nodes])}
 
         rates = [st.success_rate for st in live.values() if st.success_rate is not None]
         lats = [st.avg_latency_ms for st in live.values() if st.avg_latency_ms is not None]

@@ -306,6 +306,8 @@ class PeerProber:
         timeout = min(DEFAULT_TIMEOUT_S, interval_s) if timeout_s is None else timeout_s
         if not timeout > 0:
             raise ValueError(f"probe timeout_s must be > 0 seconds, got {timeout_s!r}")
+        if window < 1:
+            raise ValueError(f"probe window must hold >= 1 probe, got {window!r}")
         if not 16 <= payload_bytes <= 65536:
             raise ValueError(f"probe payload_bytes must be 16-65536, got {payload_bytes!r}")
         self.nc = nc
@@ -595,28 +597,37 @@ def _parser() -> argparse.ArgumentParser:
 async def _amain(args: argparse.Namespace) -> None:
     import nats
 
-    nc = await nats.connect(args.url, name=f"probes-{args.cluster}-{args.node}", max_reconnect_attempts=-1)
+    # Build first: bad names, targets or delays fail before any connection.
+    prober = PeerProber(
+        None,
+        args.cluster,
+        args.node,
+        static_peers=_split(args.peers),
+        tcp_targets=_split(args.tcp),
+        interval_s=args.interval_s,
+        timeout_s=args.timeout_s,
+        window=args.window,
+        heartbeat_s=args.heartbeat_s,
+        probe_delay_ms=args.probe_delay_ms,
+        discover=not args.no_discovery,
+    )
+    try:
+        nc = await nats.connect(args.url, name=f"probes-{args.cluster}-{args.node}", max_reconnect_attempts=-1)
+    except Exception as exc:
+        raise ConnectionError(f"cannot connect to NATS at {args.url!r}: {exc}") from None
+    if not args.core:
+        prober.js = nc.jetstream()
+        if prober.discovery is not None:
+            prober.discovery.js = prober.js
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_probes(
-            nc,
-            None if args.core else nc.jetstream(),
-            args.cluster,
-            args.node,
-            stop=stop,
-            static_peers=_split(args.peers),
-            tcp_targets=_split(args.tcp),
-            interval_s=args.interval_s,
-            timeout_s=args.timeout_s,
-            window=args.window,
-            heartbeat_s=args.heartbeat_s,
-            probe_delay_ms=args.probe_delay_ms,
-            discover=not args.no_discovery,
-        )
+        await prober.start(nc)
+        await prober.run(stop)
     finally:
+        await asyncio.shield(prober.stop(clean=True))
         await nc.drain()
 
 
@@ -625,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         asyncio.run(_amain(args))
-    except (ValueError, subjects.SubjectError) as exc:
+    except (ValueError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

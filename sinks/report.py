@@ -439,7 +439,8 @@ def svg_chart(
         x = ml + pw * f
         ts = x0 + (x1 - x0) * f
         label = time.strftime("%H:%M" if x1 - x0 <= 2 * 86400 else "%m-%d %H:%M", time.gmtime(ts))
-        parts.append(f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="middle" fill="#656d76">{label}</text>')
+        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
+        parts.append(f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="{anchor}" fill="#656d76">{label}</text>')
     parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#8c959f"/>')
     if band is not None:
         lo_s, hi_s = band
@@ -520,7 +521,7 @@ def render_html(report: Report, title: str = "swarmwatch report") -> str:
         mean, lo, hi = fl
         svg = svg_chart(
             f"{label} ({metric}) across {len({(c, n) for c, n, _ in report.series})} nodes", report.since, report.until,
-            [("fleet mean", mean), ("fleet max", hi)], band=(lo, hi), unit=unit, y_range=(0.0, 100.0) if unit == "%" else None,
+            [("fleet mean", mean), ("busiest node", hi)], band=(lo, hi), unit=unit, y_range=(0.0, 100.0) if unit == "%" else None,
         )
         plots.append(_img(svg, f"{label} over time"))
     for cluster, pts in sorted(report.health.items()):

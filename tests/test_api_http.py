@@ -291,3 +291,36 @@ async def test_state_is_backfilled_from_the_derived_stream_at_start(nats_server:
     finally:
         await server.stop()
         await conn.close()
+
+
+async def test_history_older_than_memory_comes_from_the_stored_files(nats_server: EmbeddedServer, nc: Any, tmp_path: Any) -> None:
+    from sinks.files import FileSink, FileSinkSettings
+
+    js = nc.jetstream()
+    await ensure_streams(js)
+    old_end = float(int(time.time()) // 10 * 10) - 7200
+    for k in range(3):  # two hours ago: stored in files, not backfilled into memory
+        await js.publish(subjects.agg(10, "c1", "n1"), encode(agg("n1", old_end + 10 * k, 100.0 + k)))
+    root = tmp_path / "store"
+    sink = FileSink(nc, root, "json", FileSinkSettings(flush_interval_s=0.2))
+    await sink.start()
+    await eventually(_async_true(lambda: bool(list(root.glob("json/agg/**/*.jsonl")))), 20)
+    await sink.stop()
+
+    conn = await nats.connect(nats_server.url)
+    server = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0, store_root=root)
+    await server.start()
+    try:
+        now_end = float(int(time.time()) // 10 * 10)
+        await nc.publish(subjects.agg(10, "c1", "n1"), encode(agg("n1", now_end, 7.0)))
+        await nc.flush()
+        await eventually(_async_true(lambda: server.state.get_node("c1", "n1") is not None))
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            recent = (await c.get("/api/nodes/c1/n1/history", params={"metric": "cpu.percent", "since": "10m"})).json()
+            assert recent["source"] == "memory" and [p[1] for p in recent["series"]["cpu.percent"]] == [7.0]
+            body = (await c.get("/api/nodes/c1/n1/history", params={"metric": "cpu.percent", "since": "3h"})).json()
+        assert body["source"] == "files+memory"
+        assert [p[1] for p in body["series"]["cpu.percent"]] == [100.0, 101.0, 102.0, 7.0]
+    finally:
+        await server.stop()
+        await conn.close()

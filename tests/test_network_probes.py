@@ -238,3 +238,29 @@ async def test_sidecar_wiring_probes_through_the_publisher_and_leaves_cleanly(na
     assert peer.answered >= 2
     await peer.stop()
     await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--node", "bad.name"], "'bad.name'"),
+        (["--node", "n1", "--tcp", "host-without-port"], "'host-without-port'"),
+        (["--node", "n1", "--probe-delay-ms", "-3"], "-3"),
+    ],
+)
+def test_probe_entry_point_refuses_bad_options_before_connecting(args: list[str], named: str) -> None:
+    import subprocess
+    import sys
+
+    from swarmwatch.server import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens: validation must come first
+    r = subprocess.run(
+        [sys.executable, "-m", "producers.probes", "--url", url, "--cluster", "c1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and named in r.stderr
+    assert "Traceback" not in r.stderr

@@ -252,3 +252,25 @@ def test_bandwidth_falls_back_to_the_sidecar_interface_counters() -> None:
     hs = health(op.on_tick(T0 + 1))
     assert hs.bandwidth_usage == pytest.approx(3.0)  # 375 kB/s = 3 Mbit/s
     assert hs.nodes["n1"]["bandwidth_mbps"] == pytest.approx(3.0)
+
+
+def test_large_cluster_report_lists_only_the_worst_pairs_within_budget() -> None:
+    op = NetworkHealthOperator(emit_interval_s=5, report_pairs=32, report_pair_budget=20)
+    nodes = [f"n{i}" for i in range(10)]
+    for i, n in enumerate(nodes):
+        peers = {p: (5.0 + j * 50, 1.0, 0.0, 0) for j, p in enumerate(nodes) if p != n}
+        op.on_metrics(probe_batch(n, T0, peers), T0)
+    hs = health(op.on_tick(T0 + 1))
+    listed = [hs.nodes[n]["peers"] for n in nodes]
+    assert all(len(p) == 2 for p in listed)  # 20 pairs over 10 nodes
+    assert all(hs.nodes[n]["peers_omitted"] == 7 for n in nodes)
+    # The worst (slowest) pairs are the ones listed.
+    assert max(q["quality"] for q in hs.nodes["n0"]["peers"].values()) < 100
+
+
+def test_report_lists_the_worst_nodes_when_over_the_cap() -> None:
+    op = NetworkHealthOperator(emit_interval_s=5, report_nodes=2)
+    three_nodes(op, T0, slow="n3")
+    hs = health(op.on_tick(T0 + 1))
+    assert hs.peer_count == 3
+    assert set(hs.nodes) == {"n1", "n3"}  # n3 degraded first, then a tie broken by name

@@ -26,12 +26,20 @@ def unmuted(_: Alert) -> str | None:
     return None
 
 
-def grouper(**timing: float) -> Grouper:
-    g = GroupingConfig()
-    if timing:
-        g = GroupingConfig(critical={"group_wait_s": 0, "group_interval_s": 10, "repeat_interval_s": 3600, **timing},
-                           warning={"group_wait_s": 2, "group_interval_s": 30, "repeat_interval_s": 14400, **timing})
+def grouper() -> Grouper:
+    """Critical: no group wait (pages at once), 10 s interval; warning: the defaults."""
+    g = GroupingConfig(critical={"group_wait_s": 0, "group_interval_s": 10, "repeat_interval_s": 3600})
     return Grouper(g, FlapConfig(firings=3, window_s=600, quiet_s=300))
+
+
+def test_default_critical_timing_gathers_a_burst_into_one_page_within_a_second() -> None:
+    g = Grouper(GroupingConfig(), FlapConfig())
+    for i in range(30):
+        g.observe(alert(f"n{i}"), CH, T0 + i * 0.005)  # one rule evaluation over 30 nodes, 5 ms apart
+    assert g.due(T0 + 0.2, unmuted) == []
+    assert g.next_due == T0 + 0.5
+    notes = g.due(T0 + 0.5, unmuted)
+    assert len(notes) == 2 and all(len(n.firing) == 30 for n in notes)
 
 
 def confirm(g: Grouper, notes: list[Notification]) -> None:

@@ -84,7 +84,7 @@ class DetectorConfig:
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
-    cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    cluster_sd: float = 5.0  # pairwise cosine of persistent deviations, in sd of independent vectors
     persist_rounds: int = 3  # consecutive rounds a drift/collusion finding must hold
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
@@ -154,10 +154,10 @@ def _shared_direction(
     med_p, sd_p = pair_cos_spread(U[ref])
     tau = min(0.95, max(med_p + k_sd * sd_p, k_sd / math.sqrt(K)))
     partners, best = partners_above(U, tau, among)
-    total = U[ref].sum(axis=0)  # unit rows: every node counts once, whatever its size
-    others, _ = unit_rows(total[None, :] - np.where(ref[:, None], U, 0.0))
+    total = V[ref].sum(axis=0)  # the direction the group pushes a mean aggregate
+    others, _ = unit_rows(total[None, :] - np.where(ref[:, None], V, 0.0))
     gc = (U * others).sum(axis=1)
-    med_g, sd_g = robust_center_scale(gc[ref], 0.5 / math.sqrt(K))
+    med_g, sd_g = robust_center_scale(gc[ref], 1.0 / math.sqrt(K))
     gz = (gc - med_g) / sd_g
     ev = np.maximum(np.maximum(best, 0.0) / tau, gz / k_sd)
     n = V.shape[0]

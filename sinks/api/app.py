@@ -22,16 +22,47 @@ from fastapi.staticfiles import StaticFiles
 
 from sinks.api.exposition import CONTENT_TYPE, DEFAULT_STATS, render
 from sinks.api.live import STREAM_TYPES, Hub, TooManyClients
-from sinks.api.state import POINT_FIELDS, STATUSES, FleetState
+from sinks.api.state import POINT_FIELDS, STATUSES, FleetState, series_key
 from sinks.api.timerange import TimeRangeError, parse_range
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_PAGE = 10_000
+MAX_POINTS = 5_000  # per series in one history answer; longer ones are thinned evenly
 _STATUS_RANK = {s: i for i, s in enumerate(reversed(STATUSES))}  # unresponsive first
 
 
 def _json(obj: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code, media_type="application/json")
+
+
+def _thin(points: list[list[float]], limit: int) -> list[list[float]]:
+    if len(points) <= limit:
+        return points
+    step = len(points) / limit
+    return [points[int(i * step)] for i in range(limit - 1)] + [points[-1]]
+
+
+def stored_history(
+    root: str | Path, cluster: str, node: str, metrics: Sequence[str], since: float, until: float
+) -> dict[str, list[list[float]]]:
+    """History points of one node from the file sinks' stored aggregates (finest window only)."""
+    from sinks.reader import read_records
+
+    rows = read_records(root, "agg", since=since, until=until, cluster=cluster, node=node)
+    rows = [r for r in rows if r["metric"] in metrics or series_key(r["metric"], r.get("labels")) in metrics]
+    if not rows:
+        return {}
+    finest = min(float(r["window_s"]) for r in rows)
+    out: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if float(r["window_s"]) != finest or not since <= r["end"] <= until:
+            continue
+        out.setdefault(series_key(r["metric"], r.get("labels")), []).append(
+            [r["end"], r["mean"], r["min"], r["max"], r["p95"], r["last"], float(r["count"])]
+        )
+    for pts in out.values():
+        pts.sort(key=lambda p: p[0])
+    return out
 
 
 def _token_of(headers: Any, query: Any) -> str | None:
@@ -48,8 +79,13 @@ def create_app(
     *,
     metric_stats: Sequence[str] = DEFAULT_STATS,
     nats_connected: Callable[[], bool] | None = None,
+    store_root: str | Path | None = None,
 ) -> FastAPI:
-    """The HTTP service over ``state``; ``hub`` feeds /ws (a private one is made if None)."""
+    """The HTTP service over ``state``; ``hub`` feeds /ws (a private one is made if None).
+
+    ``store_root``: the file sinks' directory; history older than the in-memory
+    ring is read from its stored aggregates.
+    """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string, or None for no authentication")
     hub = hub or Hub(state)
@@ -144,7 +180,7 @@ def create_app(
         return _json(state.node_detail(st))
 
     @app.get("/api/nodes/{cluster}/{node}/history", summary="Aggregate history of metrics of one node over a time range", tags=["nodes"])
-    def node_history(
+    async def node_history(
         request: Request,
         cluster: str,
         node: str,
@@ -157,6 +193,16 @@ def create_app(
         if st is None:
             raise HTTPException(404, f"node {node!r} in cluster {cluster!r} is not known")
         s, u = times(since, until)
+        series = state.history(st, metric, s, u)
+        source = "memory"
+        if store_root is not None:
+            oldest = min((pts[0][0] for pts in series.values() if pts), default=math.inf)
+            if s < oldest - (st.window_s or 0.0):
+                stored = await asyncio.to_thread(stored_history, store_root, cluster, node, metric, s, min(u, oldest - 1e-6))
+                if stored:
+                    source = "files+memory"
+                    for key, pts in stored.items():
+                        series[key] = pts + series.get(key, [])
         return _json(
             {
                 "cluster": cluster,
@@ -165,7 +211,8 @@ def create_app(
                 "since": s,
                 "until": u,
                 "fields": list(POINT_FIELDS),
-                "series": state.history(st, metric, s, u),
+                "source": source,
+                "series": {k: _thin(v, MAX_POINTS) for k, v in series.items()},
             }
         )
 

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Generator, Sequence
+from pathlib import Path
 
 import uvicorn
 from nats.aio.client import Client as NATS
@@ -63,7 +64,8 @@ class ApiServer:
     """The HTTP API, WebSocket, dashboard and /metrics over a live NATS connection.
 
     ``nc`` may be None to serve a ``state`` fed by someone else (tests, reports).
-    ``port=0`` picks a free port; ``url`` tells which once started.
+    ``port=0`` picks a free port; ``url`` tells which once started. ``store_root``
+    (the file sinks' directory) serves history older than the in-memory ring.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ApiServer:
         backfill_s: float = DEFAULT_BACKFILL_S,
         alert_backfill_s: float = DEFAULT_ALERT_BACKFILL_S,
         metric_stats: Sequence[str] = DEFAULT_STATS,
+        store_root: str | Path | None = None,
         log_level: str = "warning",
     ) -> None:
         check_bind(host, token)
@@ -95,6 +98,7 @@ class ApiServer:
             self.hub,
             metric_stats=metric_stats,
             nats_connected=None if nc is None else (lambda: bool(nc.is_connected)),
+            store_root=store_root,
         )
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets-sansio")
         self._server = _InProcessServer(config)

@@ -109,6 +109,9 @@ class Group:
     last_sent: float | None = None
     active: bool = False  # some firing alert of the group was paged and is not resolved
     interval_s: float = 0.0  # group_interval_s in force at the last message
+    repeat_base: float = 0.0  # the repeat interval counts from here (the last message, or the last all-muted check)
+    dirty: bool = True  # something changed since the group was last evaluated
+    wake_at: float = float("inf")  # when the group must be evaluated again even if nothing changes
 
 
 @dataclass(slots=True)
@@ -131,6 +134,9 @@ class Grouper:
         self.tombstones: dict[str, float] = {}  # id -> time done; a late duplicate of these is ignored
         self._flaps: dict[Identity, _Flap] = {}
         self.next_due = float("inf")  # earliest time a waiting group falls due (set by ``due``)
+        self._maybe_done: set[str] = set()
+        self._emptied: set[GroupKey] = set()
+        self.removed_groups: list[GroupKey] = []  # groups dropped by the last ``collect_done``
         self.duplicates = 0
 
     # --- inputs ---------------------------------------------------------------
@@ -157,6 +163,8 @@ class Grouper:
             return None
         t.alert = alert
         t.changed_at = now
+        self.groups[t.group].dirty = True
+        self._maybe_done.add(t.id)
         return t
 
     def restore(self, t: Tracked, labels: dict[str, str] | None = None) -> None:
@@ -170,13 +178,17 @@ class Grouper:
         g = self.groups.get(key)
         if g is not None:
             g.last_sent, g.active = last_sent, active
+            g.repeat_base = last_sent or 0.0
+            g.dirty = True
 
     def _add(self, t: Tracked, labels: dict[str, str]) -> None:
         g = self.groups.get(t.group)
         if g is None:
             g = self.groups[t.group] = Group(t.group, labels, t.channels)
         g.members[t.id] = t
+        g.dirty = True
         self.alerts[t.id] = t
+        self._maybe_done.add(t.id)
 
     def _count_firing(self, alert: Alert, now: float) -> None:
         f = self._flaps.setdefault(identity(alert), _Flap())
@@ -188,13 +200,23 @@ class Grouper:
             f.flapping, f.announced, f.since = True, False, now
 
     # --- outputs --------------------------------------------------------------
-    def due(self, now: float, muted: Muted) -> list[Notification]:
-        """Notifications to send now; marks them as handed over (``notified``)."""
-        self._end_flapping(now)
-        self.next_due = float("inf")
+    def due(self, now: float, muted: Muted, *, full: bool = True) -> list[Notification]:
+        """Notifications to send now; marks them as handed over (``notified``).
+
+        ``full=False`` evaluates only groups that changed or whose timer is up;
+        a full pass (say once a second, and whenever silences or inhibiting
+        alerts change) also notices mutes lifted and flapping ended.
+        """
+        if full:
+            self._end_flapping(now)
+        nxt = float("inf")
         out: list[Notification] = []
         for g in list(self.groups.values()):
-            out.extend(self._flush(g, now, muted))
+            if full or g.dirty or g.wake_at <= now:
+                g.dirty = False
+                out.extend(self._flush(g, now, muted))
+            nxt = min(nxt, g.wake_at)
+        self.next_due = nxt
         return out
 
     def _held(self, t: Tracked) -> bool:
@@ -237,14 +259,19 @@ class Grouper:
         repeat = False
         if not pending and not announce:
             timing = self.grouping.timing(self._max_severity(g.members.values()))
-            if not (g.active and g.last_sent is not None and now - g.last_sent >= timing.repeat_interval_s):
+            if not g.active:
+                g.wake_at = float("inf")
+                return []
+            if now < g.repeat_base + timing.repeat_interval_s:
+                g.wake_at = g.repeat_base + timing.repeat_interval_s
                 return []
             for ch in g.channels:
                 fir = [t for t in g.members.values() if t.firing and t.notified.get(ch) == FIRING and not self._held(t) and not is_muted(t)]
                 if fir:
                     per_channel[ch] = (fir, [])
             if not per_channel:
-                g.last_sent = now  # everything still firing is muted or held: check again after a full interval
+                g.repeat_base = now  # everything still firing is muted or held: check again after a full interval
+                g.wake_at = now + timing.repeat_interval_s
                 return []
             repeat = True
         else:
@@ -255,7 +282,7 @@ class Grouper:
             if g.last_sent is not None:  # at most one message per group per group_interval_s
                 due_at = max(due_at, g.last_sent + timing.group_interval_s)
             if now < due_at:
-                self.next_due = min(self.next_due, due_at)
+                g.wake_at = due_at
                 return []
         flapping = [t.alert for t in announce.values()]
         for i in announce:
@@ -270,9 +297,10 @@ class Grouper:
             for t in res:
                 t.notified[ch] = RESOLVED
             out.append(Notification(ch, g.key, g.labels, [t.alert for t in fir], [t.alert for t in res], flapping, repeat, now))
-        g.last_sent = now
+        g.last_sent = g.repeat_base = now
         g.interval_s = timing.group_interval_s
         g.active = any(t.firing and t.paged_firing() for t in g.members.values())
+        g.wake_at = now + timing.repeat_interval_s if g.active else float("inf")
         return out
 
     @staticmethod
@@ -287,11 +315,13 @@ class Grouper:
             if t is not None and t.recorded.get(channel) != status:
                 t.recorded[channel] = status
                 changed.append(t)
+                self._maybe_done.add(aid)
         return changed
 
     def collect_done(self, now: float) -> list[Tracked]:
         """Remove finished episodes (tombstoned so a late duplicate pages nothing); return them."""
-        done = [t for t in self.alerts.values() if t.is_done()]
+        candidates, self._maybe_done = self._maybe_done, set()
+        done = [t for aid in candidates if (t := self.alerts.get(aid)) is not None and t.is_done()]
         for t in done:
             del self.alerts[t.id]
             self.tombstones[t.id] = now
@@ -299,11 +329,18 @@ class Grouper:
             if g is not None:
                 g.members.pop(t.id, None)
                 g.active = any(m.firing and m.paged_firing() for m in g.members.values())
-        for key in [k for k, g in self.groups.items() if not g.members]:
-            g = self.groups[key]
-            # an empty group is kept while its last message is recent, so a re-fire honours group_interval_s
-            if g.last_sent is None or now - g.last_sent >= g.interval_s:
+                if not g.members:
+                    self._emptied.add(g.key)
+        self.removed_groups = []
+        for key in list(self._emptied):
+            g = self.groups.get(key)
+            if g is None or g.members:
+                self._emptied.discard(key)
+            elif g.last_sent is None or now - g.last_sent >= g.interval_s:
+                # an empty group was kept while its last message was recent, so a re-fire honoured group_interval_s
                 del self.groups[key]
+                self._emptied.discard(key)
+                self.removed_groups.append(key)
         return done
 
     def prune_tombstones(self, older_than: float) -> list[str]:

@@ -80,6 +80,7 @@ class Inhibitor:
     def __init__(self, rules: Iterable[InhibitRule]) -> None:
         self.rules = list(rules)
         self._sources: list[dict[str, dict[str, str]]] = [{} for _ in self.rules]  # per rule: id -> labels
+        self.version = 0  # bumped whenever the set of inhibiting alerts changes
 
     def observe(self, alert: Alert) -> None:
         """Feed every alert (firing or resolved) the sink sees."""
@@ -88,12 +89,14 @@ class Inhibitor:
             return
         labels = alert_labels(alert)
         for rule, sources in zip(self.rules, self._sources):
-            if matches(rule.source_match, labels):
+            if matches(rule.source_match, labels) and alert.id not in sources:
                 sources[alert.id] = labels
+                self.version += 1
 
     def forget(self, alert_id: str) -> None:
         for sources in self._sources:
-            sources.pop(alert_id, None)
+            if sources.pop(alert_id, None) is not None:
+                self.version += 1
 
     def inhibited_by(self, alert: Alert) -> str | None:
         """Id of a firing source alert that inhibits ``alert``, or None."""

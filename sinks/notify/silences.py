@@ -182,6 +182,7 @@ class SilenceCache:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
         self.silences: dict[str, Silence] = {}
+        self.version = 0  # bumped on every change, so the sink re-evaluates mutes at once
         self._task: asyncio.Task[None] | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
         self._loaded = asyncio.Event()
@@ -208,6 +209,7 @@ class SilenceCache:
             if entry is None:
                 self._loaded.set()
                 continue
+            self.version += 1
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 self.silences.pop(entry.key, None)
                 continue

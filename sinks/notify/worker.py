@@ -54,6 +54,7 @@ ALERT_SUBJECTS = ("sw.alerts.>",)
 DLQ_STAGE = "notify"
 TOMBSTONE_TTL_S = 7 * 86_400.0
 PRUNE_EVERY_S = 600.0
+FULL_SCAN_S = 1.0  # every group is re-evaluated this often (mutes lifted, flapping ended)
 
 
 class _Record(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -104,6 +105,8 @@ class NotifySink:
         self._persist_lock = asyncio.Lock()
         self._last_prune = 0.0
         self._mute_noted: dict[str, str] = {}  # alert id -> why it is muted (logged once)
+        self._last_full = 0.0
+        self._versions = (-1, -1)
         self.counts: dict[str, int] = {
             "alerts_in": 0,
             "log_only": 0,
@@ -282,7 +285,11 @@ class NotifySink:
         """Store and ack new input, send what is due, retire finished episodes."""
         await self._persist()
         now = self.clock()
-        notes = self.grouper.due(now, self._muted)
+        versions = (self.silences.version if self.silences is not None else 0, self.inhibitor.version)
+        full = versions != self._versions or now - self._last_full >= FULL_SCAN_S
+        if full:
+            self._versions, self._last_full = versions, now
+        notes = self.grouper.due(now, self._muted, full=full)
         touched: set[tuple[str, ...]] = set()
         for n in notes:
             self._enqueue(n)
@@ -294,6 +301,10 @@ class NotifySink:
             self._mute_noted.pop(t.id, None)
         if done:
             await asyncio.gather(*(self._put(t, done=now) for t in done))
+        for key in self.grouper.removed_groups:
+            assert self.state is not None
+            with contextlib.suppress(Exception):
+                await self.state.delete(_group_kv_key(key))
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             for aid in self.grouper.prune_tombstones(now - TOMBSTONE_TTL_S):

@@ -19,6 +19,7 @@ def api(
     token: Optional[str] = typer.Option(None, envvar="SWARMWATCH_API_TOKEN", help="Access token for /api, /ws and /metrics."),
     backfill: str = typer.Option("1h", help="Aggregates, trust and health to load from DERIVED at start (0 for none)."),
     alert_backfill: str = typer.Option("24h", help="Alerts to load from DERIVED at start (0 for none)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="The file sinks' directory: history older than memory is read from it."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
@@ -34,6 +35,8 @@ def api(
         alert_backfill_s = 0.0 if alert_backfill.strip() in ("0", "") else parse_duration(alert_backfill)
     except TimeRangeError as exc:
         fail(str(exc))
+    if store is not None and not store.is_dir():
+        fail(f"--store {str(store)!r} is not a directory")
     if not 0 <= port <= 65535:
         fail(f"--port {port} is out of range 0-65535")
     try:
@@ -53,7 +56,9 @@ def api(
             nc = await connect(nats, cfg.nats, name="swarmwatch-api")
         except Exception as exc:
             fail(f"cannot connect to NATS at {nats!r}: {exc}")
-        server = ApiServer(nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s)
+        server = ApiServer(
+            nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s, store_root=store
+        )
         try:
             await server.start()
         except OSError as exc:
