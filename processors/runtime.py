@@ -15,6 +15,7 @@ import gc
 import logging
 import math
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class RuntimeStats:
     rewinds: int = 0
     gaps: int = 0
     duplicates: int = 0
+    other_partitions: int = 0
     last_seq: int = 0
     lag_s: float = 0.0
     by_operator: dict[str, int] = field(default_factory=dict)
@@ -73,8 +75,11 @@ class _Checkpoint(msgspec.Struct):
 class Runtime:
     """Runs ``operators`` over a stream. ``name`` names the durable consumer and the checkpoint.
 
-    Several runtimes with different names and ``filter_subjects`` (e.g. one per
-    cluster, ``sw.metrics.eu-1.>``) share the work across processes.
+    Several runtimes share the work across processes either by ``filter_subjects``
+    (e.g. one per cluster, ``sw.metrics.eu-1.>``) or by ``partition=(i, n)``:
+    instance i of n processes the nodes whose crc32("cluster.node") % n == i and
+    skips the rest (each instance still reads the stream, which is cheap next to
+    decoding and processing). Each instance needs its own ``name``.
     """
 
     def __init__(
@@ -91,8 +96,12 @@ class Runtime:
         publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
         replay_margin_s: float = DEFAULT_REPLAY_MARGIN_S,
         fresh: bool = False,
+        partition: tuple[int, int] = (0, 1),
     ) -> None:
         subjects.check_token(name, "processor name")
+        index, count = partition
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"partition {index}/{count} is invalid; expected I/N with 0 <= I < N, e.g. 0/4")
         names = [op.name for op in operators]
         if len(set(names)) != len(names):
             raise ValueError(f"operator names must be unique, got {names}")
@@ -108,6 +117,8 @@ class Runtime:
         self.publish_timeout_s = publish_timeout_s
         self.replay_margin_s = replay_margin_s
         self.fresh = fresh
+        self.partition = (index, count)
+        self._part_cache: dict[str, bool] = {}
         self.stats = RuntimeStats()
         self._metric_ops = [op for op in self.operators if op.wants_metrics]
         self._event_ops = [op for op in self.operators if op.event_kinds is None or op.event_kinds]
@@ -195,6 +206,10 @@ class Runtime:
         self.stats.received += 1
         replay = seq <= self._replay_until
         subject = msg.subject
+        if self.partition[1] > 1 and not self._mine(subject):
+            self.stats.other_partitions += 1
+            self._advance(msg, seq)
+            return
         try:
             if subject.startswith("sw.metrics."):
                 item: MetricBatch | Event = decode(msg.data, MetricBatch)
@@ -241,6 +256,17 @@ class Runtime:
             self.stats.processed += 1
             self.stats.lag_s = max(0.0, now - stored_ns / 1e9)
         self._advance(msg, seq)
+
+    def _mine(self, subject: str) -> bool:
+        """Whether this instance's partition owns the subject's node (stable crc32 of cluster.node)."""
+        owned = self._part_cache.get(subject)
+        if owned is None:
+            tok = subject.split(".")
+            key = f"{tok[2]}.{tok[3]}" if len(tok) >= 4 else subject
+            owned = zlib.crc32(key.encode()) % self.partition[1] == self.partition[0]
+            if len(self._part_cache) < 1_000_000:
+                self._part_cache[subject] = owned
+        return owned
 
     def _advance(self, msg: Msg, seq: int) -> None:
         self._last_msg = msg

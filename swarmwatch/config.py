@@ -78,6 +78,15 @@ class ProcessorConfig(_Section):
     expected_peers: int | None = None  # per cluster; None: the nodes seen
     checkpoint_interval_s: float = Field(2.0, alias="checkpoint_interval")
     filter: list[str] | None = None  # subjects, e.g. ["sw.metrics.eu-1.>", "sw.events.eu-1.>"]
+    partition: str = "0/1"  # "i/n": this instance takes the nodes with crc32(cluster.node) % n == i
+
+    @field_validator("partition")
+    @classmethod
+    def _part(cls, v: str) -> str:
+        m = re.match(r"^(\d+)/(\d+)$", str(v).strip())
+        if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+            raise ValueError(f"partition {v!r} is invalid; expected I/N with 0 <= I < N, e.g. 0/4")
+        return f"{int(m.group(1))}/{int(m.group(2))}"
 
     @field_validator("windows_s", mode="before")
     @classmethod

@@ -58,6 +58,7 @@ def make_runtime(nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: b
         filter_subjects=p.filter or subjects.TELEMETRY_SUBJECTS,
         checkpoint_interval_s=p.checkpoint_interval_s,
         fresh=fresh,
+        partition=(int(p.partition.split("/")[0]), int(p.partition.split("/")[1])),
     )
 
 

@@ -160,6 +160,13 @@ async def test_dashboard_lists_the_nodes_and_shows_a_live_alert(nats_server: Emb
         # charts of the selected node are drawn with uPlot
         assert await browser.wait_for("document.querySelectorAll('#charts .uplot').length >= 3")
         await browser.wait_for("document.getElementById('conn').classList.contains('live')")
+        selected = await browser.eval("document.getElementById('node-title').textContent")
+        points = await browser.eval("document.querySelectorAll('#charts .uplot').length")
+        assert selected == "node-00" and points
+        # a new aggregate of the selected node moves its charts, live
+        await nc.publish(subjects.agg(10, "lab", "node-00"), encode(_agg("node-00", end + 10, 77.0)))
+        await nc.flush()
+        assert await browser.wait_for("document.querySelector('#charts [data-group=cpu] h3 .muted').textContent === '77%'", 10)
 
         alert = Alert(
             id="cpu-critical-lab-node-07", status=AlertStatus.FIRING, severity=Severity.CRITICAL, kind=AlertKind.THRESHOLD,

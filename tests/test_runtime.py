@@ -238,3 +238,37 @@ async def test_small_pull_batches_still_deliver_everything_in_order(nc: nats.NAT
     await wait_for(lambda: len(seen) >= 50)
     await rt.stop()
     assert seen == [t0 + i for i in range(50)]
+
+
+async def test_partitioned_instances_split_the_nodes_between_them(nc: nats.NATS) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def recorder(tag: str) -> Operator:
+        @operator(f"rec_{tag}")
+        def rec(b: MetricBatch, now: float) -> Iterable[Emit]:
+            seen[tag].append(b.node)
+            return ()
+
+        return rec
+
+    a = Runtime(nc, [recorder("a")], name="part-a", partition=(0, 2))
+    b = Runtime(nc, [recorder("b")], name="part-b", partition=(1, 2))
+    await a.start()
+    await b.start()
+    t0 = time.time() - 50
+    for n in range(20):
+        await publish_series(js, [1.0, 2.0], t0, node=f"n{n}")
+    await wait_for(lambda: len(seen["a"]) + len(seen["b"]) >= 40)
+    await a.stop()
+    await b.stop()
+    assert sorted(seen["a"] + seen["b"]) == sorted([f"n{n}" for n in range(20)] * 2)
+    assert not set(seen["a"]) & set(seen["b"])  # every node belongs to exactly one instance
+    assert seen["a"] and seen["b"]
+    assert a.stats.other_partitions == len(seen["b"])
+
+
+def test_a_bad_partition_is_refused() -> None:
+    with pytest.raises(ValueError, match="partition 2/2 is invalid"):
+        Runtime(None, [], partition=(2, 2))  # type: ignore[arg-type]

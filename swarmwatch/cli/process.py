@@ -22,6 +22,7 @@ def process(
         None, "--operators", help="Comma-separated subset of rules,windows,liveness,network,byzantine,anomaly (default: all)."
     ),
     checkpoint_interval: Optional[str] = typer.Option(None, "--checkpoint-interval", help="How often state is checkpointed and inputs acked, e.g. 2s."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="I/N: take the nodes with crc32(cluster.node) % N == I (each instance needs its own --name)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the checkpoint and start from the beginning of the stream."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
@@ -33,6 +34,7 @@ def process(
             "processor.name": name,
             "processor.filter": filter_ or None,
             "processor.operators": operators,
+            "processor.partition": partition,
             "processor.checkpoint_interval": checkpoint_interval,
             "log_json": log_json or None,
         },
