@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -121,6 +122,28 @@ async def seed(nc: nats.NATS, fleet: list[SimNode], minutes: float, now: float) 
     return count
 
 
+async def ws_alert_latency(nc: nats.NATS, url: str, node: SimNode, n: int = 200) -> dict[str, float]:
+    """Publish ``n`` alerts on NATS and time their arrival on the WebSocket: median and p99 in ms."""
+    from websockets.asyncio.client import connect
+
+    lat: list[float] = []
+    async with connect(url.replace("http", "ws", 1) + "/ws", max_size=None) as ws:
+        await ws.recv()  # hello
+        await ws.send(json.dumps({"subscribe": {"types": ["alert"]}}))
+        await ws.recv()  # subscribed
+        for i in range(n):
+            a = make_alert(node, f"bench_{i}", Severity.INFO, AlertKind.CUSTOM, time.time(), "latency probe")
+            t0 = time.perf_counter()
+            await nc.publish(subjects.alerts("info", node.cluster, node.node, a.rule), encode(a))
+            await nc.flush()
+            while json.loads(await ws.recv())["type"] != "alert":
+                pass
+            lat.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.005)
+    lat.sort()
+    return {"median": round(statistics.median(lat), 2), "p99": round(lat[int(0.99 * (n - 1))], 2)}
+
+
 def _time(client: httpx.Client, path: str, n: int = 5) -> tuple[float, int]:
     ts, size = [], 0
     for _ in range(n):
@@ -163,6 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 out["history_ms"], _ = _time(c, f"/api/nodes/{fleet[0].cluster}/{fleet[0].node}/history?since=1h&{q}")
 
         await asyncio.to_thread(measure)
+        out["ws_alert_latency_ms"] = await ws_alert_latency(nc, api.url, fleet[0])
         for k in ("api_nodes_ms", "metrics_ms", "node_detail_ms", "history_ms"):
             out[k] = round(float(out[k]), 1)  # type: ignore[arg-type]
         if args.serve_s > 0:
@@ -184,6 +208,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="history stored before the API starts")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--serve-s", type=float, default=0.0, help="keep serving this long after measuring")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C: the nats-server child stops too
     print(json.dumps(asyncio.run(run(p.parse_args()))))
 
 

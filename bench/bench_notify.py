@@ -116,7 +116,7 @@ async def run(n_alerts: int, interval_s: float, burst: int, critical_wait_s: flo
         burst_res = {
             "alerts": burst,
             "messages": len(burst_msgs),
-            "alerts_in_first_message": json.loads(burst_msgs[0][1])["title"] if burst_msgs else None,
+            "first_message_title": json.loads(burst_msgs[0][1])["title"] if burst_msgs else None,
             "first_message_ms": round((burst_msgs[0][0] - t0) * 1000, 2) if burst_msgs else None,
             "all_delivered_ms": round((burst_msgs[-1][0] - t0) * 1000, 2) if burst_msgs else None,
         }

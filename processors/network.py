@@ -15,7 +15,7 @@ Connection quality (0-100) of one pair ``src -> peer``::
 
 where ``ramp(x, good, bad)`` is 100 at or below ``good``, 0 at or above ``bad``
 and linear between. A pair with no successful probe in its window has quality 0.
-Trend: the mean of the newer half of the last ``trend_points`` qualities minus
+Trend: the mean of the newer half of the last 10 qualities minus
 the mean of the older half; above +``trend_delta`` is ``improving``, below
 -``trend_delta`` is ``degrading``, otherwise ``stable``.
 
@@ -39,8 +39,9 @@ is given, the nodes known and not departed (a clean ``peer.leave`` lowers it, a
 crash does not). ``connection_success_rate``, ``avg_latency`` (ms) and
 ``bandwidth_usage`` (Mbit/s per node) are means over the live nodes' ``net.*``
 figures (bandwidth is ``net.bandwidth_mbps``, or else the sidecar's
-``net.bytes_sent_per_s + net.bytes_recv_per_s`` in Mbit/s). A component without inputs (no latency yet, no ``capacity_mbps``
-configured) is left out and the remaining weights are rescaled to sum to 1.
+``net.bytes_sent_per_s + net.bytes_recv_per_s`` in Mbit/s). A component without
+inputs (no latency yet, no ``capacity_mbps`` configured) is left out and the
+remaining weights are rescaled to sum to 1.
 
 A node whose ``net.connection_success_rate`` is below 0.8 raises
 ``connection_success_low`` (kind ``network``, warning); it resolves when the

@@ -195,9 +195,21 @@ class Report:
 class ReportBuilder:
     """Feed rows (the file sinks' flat dicts) or wire messages, then ``build()``."""
 
-    def __init__(self, since: float, until: float, *, metrics: Sequence[str] = (), cluster: str | None = None, max_series: int = MAX_SERIES) -> None:
+    def __init__(
+        self,
+        since: float,
+        until: float,
+        *,
+        metrics: Sequence[str] = (),
+        cluster: str | None = None,
+        window_s: float | None = None,
+        max_series: int = MAX_SERIES,
+    ) -> None:
         if not until > since:
             raise ReportError(f"the range is empty: since {since!r} is not before until {until!r}")
+        if window_s is not None and window_s <= 0:
+            raise ReportError(f"window {window_s!r} must be a positive number of seconds")
+        self.window_s = window_s
         self.report = Report(since, until)
         self.metrics = tuple(metrics)
         self.cluster = cluster
@@ -221,6 +233,8 @@ class ReportBuilder:
             return
         node_key = (row["cluster"], row["node"])
         w = float(row["window_s"])
+        if self.window_s is not None and w != self.window_s:
+            return
         finest = self._finest.get(node_key)
         if finest is None or w < finest:
             if finest is not None:  # a finer window: forget what the coarser one added
@@ -292,13 +306,15 @@ class ReportBuilder:
         return r
 
 
-def report_from_files(root: str, since: float, until: float, *, cluster: str | None = None, metrics: Sequence[str] = ()) -> Report:
+def report_from_files(
+    root: str, since: float, until: float, *, cluster: str | None = None, metrics: Sequence[str] = (), window_s: float | None = None
+) -> Report:
     """Build from the file sinks' directory (``<root>/<json|parquet>/<kind>/...``)."""
     from sinks.reader import available_format, iter_records
 
     if not any(available_format(root, k) for k in ("agg", "alerts", "health")):
         raise ReportError(f"no stored aggregates, alerts or health under {root!r}; expected <root>/json/agg or <root>/parquet/agg")
-    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster)
+    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster, window_s=window_s)
     # agg rows are partitioned by window start; a window ending in range may start before it
     for row in iter_records(root, "agg", since=since - 86_400.0, until=until, cluster=cluster):
         b.add_agg_row(row)
@@ -310,14 +326,26 @@ def report_from_files(root: str, since: float, until: float, *, cluster: str | N
     return b.build()
 
 
-async def report_from_stream(nc: Any, since: float, until: float, *, cluster: str | None = None, metrics: Sequence[str] = (), stream: str = "DERIVED") -> Report:
+async def report_from_stream(
+    nc: Any,
+    since: float,
+    until: float,
+    *,
+    cluster: str | None = None,
+    metrics: Sequence[str] = (),
+    window_s: float | None = None,
+    stream: str = "DERIVED",
+) -> Report:
     """Build from the DERIVED stream, read once through an ephemeral consumer."""
+    from schemas.subjects import window_token
     from sinks.api.backfill import replay
 
-    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster)
+    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster, window_s=window_s)
     c = cluster or "*"
-    subs = [f"sw.agg.*.{c}.*", f"sw.alerts.*.{c}.*.*", f"sw.health.{c}"]
-    await replay(nc, subs, since - 3_600.0, b.add_message, until_s=until, stream=stream)
+    w = "*" if window_s is None else window_token(window_s)
+    subs = [f"sw.agg.{w}.{c}.*", f"sw.alerts.*.{c}.*.*", f"sw.health.{c}"]
+    # messages are stored after their window ends; a short margin covers clock skew between hosts
+    await replay(nc, subs, since - 120.0, b.add_message, until_s=until, stream=stream)
     b.report.source = f"stream {stream}"
     return b.build()
 
@@ -535,18 +563,24 @@ def render_html(report: Report, title: str = "swarmwatch report") -> str:
         plots.append(_img(svg_chart(f"Cluster health: {cluster}", report.since, report.until, [("overall health", ys)], y_range=(0.0, 100.0)), f"health of {cluster}"))
 
     key_names = [m for m, _, _ in KEY_METRICS]
+    by_metric: dict[tuple[str, str, str], list[SeriesSummary]] = {}
+    for (c, n, _), s in report.series.items():
+        by_metric.setdefault((c, n, s.metric), []).append(s)
+    fired: dict[tuple[str, str], int] = {}
+    for a in report.alerts:
+        if a["status"] == "firing":
+            fired[(a["cluster"], a["node"])] = fired.get((a["cluster"], a["node"]), 0) + 1
     node_rows = []
     for c, n in nodes:
         cells = []
         for m in key_names:
-            ss = [s for (cc, nn, _), s in report.series.items() if cc == c and nn == n and s.metric == m]
+            ss = by_metric.get((c, n, m))
             if not ss:
                 cells.append("<td>–</td>")
                 continue
             s = max(ss, key=lambda s: s.max)
             cells.append(f'<td title="min {_fmt_v(s.min, s.unit)} · p95 {_fmt_v(s.p95, s.unit)} · max {_fmt_v(s.max, s.unit)}">{e(_fmt_v(s.mean, s.unit))}<small> / {e(_fmt_v(s.max, s.unit))}</small></td>')
-        n_alerts = sum(1 for a in report.alerts if a["cluster"] == c and a["node"] == n and a["status"] == "firing")
-        node_rows.append(f"<tr><td>{e(c)}</td><td>{e(n)}</td>{''.join(cells)}<td>{n_alerts}</td></tr>")
+        node_rows.append(f"<tr><td>{e(c)}</td><td>{e(n)}</td>{''.join(cells)}<td>{fired.get((c, n), 0)}</td></tr>")
     key_head = "".join(f"<th>{e(label)}<br><small>mean / max</small></th>" for _, label, _ in KEY_METRICS)
     alert_rows = "".join(
         f"<tr class='{e(a['severity'])}'><td>{e(_fmt_t(a['ts']))}</td><td>{e(a['status'])}</td><td>{e(a['severity'])}</td><td>{e(a['rule'])}</td>"
@@ -616,9 +650,10 @@ def build_report(
     health: Iterable[HealthScore] = (),
     metrics: Sequence[str] = (),
     cluster: str | None = None,
+    window_s: float | None = None,
 ) -> Report:
     """A report from messages in memory (tests, embedding)."""
-    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster)
+    b = ReportBuilder(since, until, metrics=metrics, cluster=cluster, window_s=window_s)
     for a in aggregates:
         b.add_agg(a)
     for al in alerts:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from swarmwatch.cli.common import install_stop_signals
+from processors.rules import ConfigError
 from swarmwatch.config import Config
 from swarmwatch.connect import connect
 from swarmwatch.logs import setup_logging
@@ -48,10 +49,12 @@ class Stack:
         install_stop_signals(self.stop_event)
         try:
             await self.start()
-        except ServerError as exc:
+        except (ServerError, OSError) as exc:
             self.console.print(f"[red]error:[/] {exc}")
             await self.shutdown()
             return 2
+        except ConfigError:
+            raise
         except Exception:
             await self.shutdown()
             raise
@@ -63,8 +66,32 @@ class Stack:
         self.console.print("[green]stopped cleanly[/]")
         return 0
 
+    def validate(self) -> None:
+        """Read every file the configuration names before anything starts (ConfigError names the problem)."""
+        from processors.rules import load_rules
+
+        load_rules(self.cfg.processor.rules)
+        sc = self.cfg.sinks
+        if sc.api:
+            from sinks.api.server import check_bind
+
+            try:
+                check_bind(sc.api_host, sc.api_token)
+            except ValueError as exc:
+                raise ConfigError(f"sinks.api_host: {exc}") from None
+        self._notify_cfg = None
+        if self.cfg.sinks.notify:
+            from sinks.notify import ConfigError as NotifyConfigError
+            from sinks.notify import load_config as load_notify_config
+
+            try:
+                self._notify_cfg = load_notify_config(self.cfg.sinks.notify)
+            except NotifyConfigError as exc:
+                raise ConfigError(str(exc)) from None
+
     async def start(self) -> None:
         cfg = self.cfg
+        self.validate()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.nats.url:
             self.server = EmbeddedServer(self.data_dir / "nats", port=cfg.nats.port)
@@ -105,6 +132,20 @@ class Stack:
                     await fs.stop()
 
             self._stoppers.append(("file sinks", stop_files))
+        if sc.notify:
+            from sinks.notify import NotifySink
+
+            notify_sink = NotifySink(nc, self._notify_cfg)
+            await notify_sink.start()
+            self.notify_sink = notify_sink
+            self._stoppers.append(("notifications", notify_sink.stop))
+        if sc.api:
+            from sinks.api import ApiServer
+
+            api = ApiServer(nc, host=sc.api_host, port=sc.api_port, token=sc.api_token, store_root=self.store_dir)
+            await api.start()
+            self.api = api
+            self._stoppers.append(("api", api.stop))
 
     async def _start_producer(self) -> None:
         from producers.sidecar import run_producer
@@ -157,5 +198,11 @@ class Stack:
             fmts = " and ".join(f for f, on in (("JSON lines", sc.json_), ("Parquet", sc.parquet)) if on)
             c.print(f"  files       {self.store_dir} ({fmts}, by date and cluster)")
         c.print(f"  alerts      swarmwatch alerts --nats {self.url}")
+        if cfg.sinks.api and getattr(self, "api", None) is not None:
+            c.print(f"  dashboard   {self.api.url}  (API docs {self.api.url}/docs, Prometheus {self.api.url}/metrics)")
+        if cfg.sinks.notify:
+            c.print(f"  notify      {cfg.sinks.notify} (critical: all channels, warning: primary, info: log)")
+        else:
+            c.print("  notify      none configured (pass --notify notify.yaml; see docs/notify.md)")
         c.print(f"              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
         c.print("  stop        Ctrl-C (checkpoints, flushes and acks before exiting)")

@@ -254,6 +254,13 @@ def test_binding_beyond_loopback_without_a_token_is_refused() -> None:
     ApiServer(None, host="localhost", port=0)
 
 
+async def test_the_listening_socket_is_tcp_so_asyncio_disables_nagle_on_connections(api: ApiServer) -> None:
+    import socket
+
+    [sock] = [s for srv in api._server.servers for s in srv.sockets]
+    assert sock.proto == socket.IPPROTO_TCP  # with proto 0, keep-alive answers waited ~40 ms on delayed ACKs
+
+
 async def test_a_taken_port_is_a_clear_error(api: ApiServer) -> None:
     other = ApiServer(None, port=api.bound_port or 0)
     with pytest.raises(OSError, match=str(api.bound_port)):

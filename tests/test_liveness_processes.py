@@ -96,14 +96,18 @@ async def pipeline(nats_server: EmbeddedServer) -> AsyncIterator[Seen]:
         await nc.close()
 
 
-async def until(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
+async def until(cond: Callable[[], Any], timeout_s: float, what: str, seen: Seen | None = None) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         got = cond()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            state = ""
+            if seen is not None:
+                state = f"; alerts {[(a.rule, a.node, a.status.value) for _, a in seen.alerts]}"
+                state += f"; last health {seen.health[-1].nodes if seen.health else None}"
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{state}")
         await asyncio.sleep(0.05)
 
 
@@ -148,11 +152,7 @@ async def test_killed_producer_raises_node_unresponsive_within_deadline_plus_5s(
 
     # The survivors' probes to n3 fail: their connection success drops under 80 %
     # and the health score shows n3 disconnected and one peer short.
-    try:
-        await until(lambda: seen.firing(SUCCESS_RULE, "n1"), 20, "connection_success_low on n1")
-    except AssertionError:
-        print("DEBUG", [(a.rule, a.node, a.status.value) for _, a in seen.alerts], seen.health[-1].nodes)
-        raise
+    await until(lambda: seen.firing(SUCCESS_RULE, "n1"), 20, "connection_success_low on n1", seen)
     hs = await until(
         lambda: next(
             (h for h in reversed(seen.health) if h.nodes.get("n3", {}).get("status") == DISCONNECTED and h.peer_count == 2),

@@ -92,12 +92,3 @@ def test_cli_silence_refuses_bad_input_without_traceback(nats_server: EmbeddedSe
     assert res.exit_code == 2 and "duration 'forever'" in res.output
     res = runner.invoke(app, ["silence", "expire", "abc123", "--nats", nats_server.url])
     assert res.exit_code == 2 and "no silence with id 'abc123'" in res.output
-
-
-def test_cli_sink_notify_refuses_a_bad_config(tmp_path: Any) -> None:
-    cfg = tmp_path / "n.yaml"
-    cfg.write_text("notify:\n  channels:\n    - name: x\n      url: nosuch://secret-token-1234/\n")
-    res = CliRunner().invoke(app, ["sink", "notify", "--config", str(cfg), "--nats", "nats://127.0.0.1:1"])
-    assert res.exit_code == 2
-    assert "notify.channels[0].url" in res.output and "secret-token-1234" not in res.output
-

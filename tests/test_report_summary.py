@@ -155,3 +155,11 @@ def test_report_command_names_bad_input() -> None:
     assert r.exit_code == 2 and "pdf" in r.output
     r = CliRunner().invoke(app, ["report", "--data", "/nonexistent/store"])
     assert r.exit_code == 2 and "/nonexistent/store" in r.output
+
+
+def test_a_window_can_be_chosen_and_other_windows_are_left_out() -> None:
+    aggs = [win("n1", T0 + 10, 10.0), win("n1", T0 + 60, 40.0, window_s=60.0)]
+    [row] = build_report(T0, T0 + 100, aggregates=aggs, window_s=60.0).rows()
+    assert row["window_s"] == 60.0 and row["mean"] == 40.0
+    r = CliRunner().invoke(app, ["report", "--window", "90x", "--data", "."])
+    assert r.exit_code == 2 and "90x" in r.output

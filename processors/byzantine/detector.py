@@ -49,8 +49,8 @@ from processors.byzantine.robust import (
     unit_rows,
 )
 
-FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency", "distance")
-_ALIGN, _NORM, _SIM, _LOSS, _FIT, _DIST = range(len(FEATURES))
+FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness")
+_ALIGN, _NORM, _SIM, _LOSS, _FIT, _DIST, _STALE = range(len(FEATURES))
 STATISTICS: tuple[str, ...] = (
     "alignment",
     "norm_high",
@@ -59,11 +59,13 @@ STATISTICS: tuple[str, ...] = (
     "loss",
     "norm_consistency",
     "too_close",
+    "stale",
     "drift",
     "collusion",
 )
-_NW = 7  # statistics tested over windows (the first seven of STATISTICS)
-_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT, _DIST)
+_NW = 8  # statistics tested over windows (the first eight of STATISTICS)
+_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT, _DIST, _STALE)
+_STALE_LAGS = 4  # past consensus directions kept to recognise stale updates
 _S_DRIFT, _S_COLLUSION = _NW, _NW + 1
 _EPS = 1e-12
 _MAX_COS = 1.0 - 1e-9
@@ -78,14 +80,14 @@ class DetectorConfig:
     horizons: tuple[int, ...] = (3, 4, 8, 16, 32)  # window lengths tested, in rounds
     confidence_z: float = 3.5  # standard errors a window mean must clear its margin by
     align_fraction: float = 0.4  # honest nodes align with the consensus at least this fraction of the typical node
-    norm_ratio: float = 3.0  # update norms persistently beyond x3 (or below /3) the median are suspect
+    norm_ratio: float = 2.5  # update norms persistently beyond x3 (or below /3) the median are suspect
     loss_ratio: float = 3.0  # losses persistently x3 the fleet median are suspect
     norm_consistency_ratio: float = 2.0  # reported norm vs sketch norm off by this factor against the fleet
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
     cluster_sd: float = 5.0  # pairwise cosine of persistent deviations, in sd of independent vectors
-    persist_rounds: int = 3  # consecutive rounds a drift/collusion finding must hold
+    persist_rounds: int = 2  # consecutive rounds a drift/collusion finding must hold
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
     trust_recovery_per_round: float = 0.05  # how fast trust may climb back
@@ -198,6 +200,7 @@ class ClusterDetector:
         self._scale = np.full((W, F), np.nan)
         self._col_round = np.full(W, -1, dtype=np.int64)
         self._prev_units: np.ndarray | None = None
+        self._past_consensus: list[tuple[int, np.ndarray]] = []  # (round, unit direction), newest last
         self._alloc(0)
         del W, F
 
@@ -229,6 +232,7 @@ class ClusterDetector:
         self._trust = grow(g("_trust"), (cap,), 1.0, np.float64)
         self._drift_run = grow(g("_drift_run"), (cap,), 0, np.int64)
         self._clu_run = grow(g("_clu_run"), (cap,), 0, np.int64)
+        self._dup_rate = grow(g("_dup_rate"), (cap,), 0.0, np.float64)
         self._reason = grow(g("_reason"), (cap,), -1, np.int64)
         self._names.extend([None] * (cap - old))
         self._free.extend(range(cap - 1, old - 1, -1))
@@ -249,6 +253,7 @@ class ClusterDetector:
         self._trust[s] = 1.0
         self._drift_run[s] = 0
         self._clu_run[s] = 0
+        self._dup_rate[s] = 0.0
         self._reason[s] = -1
 
     def _slot_for(self, node: str) -> int | None:
@@ -382,25 +387,44 @@ class ClusterDetector:
             trusted = np.ones(n, dtype=bool)
 
         units, sk_norm = unit_rows(X)
-        m = np.median(X[trusted], axis=0)
-        m_unit = m / max(float(np.linalg.norm(m)), _EPS)
-
-        # --- per-round features
         feats = np.full((n, len(FEATURES)), np.nan)
-        cos_m = units @ m_unit
-        feats[:, _ALIGN] = cos_m
-        _, sd_align = robust_center_scale(cos_m[trusted], 1e-3)
 
-        lognorm = np.log(np.maximum(norms, _EPS))
-        med, sd_norm = robust_center_scale(lognorm[trusted], 0.01)
-        feats[:, _NORM] = lognorm - med
-
-        sim = max_offdiag_cos(units)
+        # similarity first: near-copies of each other (or of last round) are not independent
+        # opinions, so they are left out of the consensus
+        sim_now, partner = max_offdiag_cos(units)
+        sim = sim_now
         if self._prev_units is not None and self._prev_units.shape[1] == K:
             sim = np.maximum(sim, (units @ self._prev_units.T).max(axis=1))
         sim_t = np.arctanh(np.clip(sim, -_MAX_COS, _MAX_COS))
         med_s, sd_s = robust_center_scale(sim_t[trusted], 0.02)
         feats[:, _SIM] = (sim_t - med_s) / sd_s
+        # a copy has two ends: when a node's closest match this round is a node that has been
+        # a near-copy more habitually, the hit is that node's, not this one's (the copied victim)
+        dup = feats[:, _SIM] > cfg.similarity_sd
+        rate = self._dup_rate[idx]
+        victim = dup & (sim_now >= sim) & (partner >= 0) & (rate[np.maximum(partner, 0)] > rate + 0.25)
+        a_dup = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
+        self._dup_rate[idx] = (1 - a_dup) * rate + a_dup * dup
+        voters = trusted & (feats[:, _SIM] <= cfg.similarity_sd)
+        if voters.sum() < max(cfg.min_nodes, (int(trusted.sum()) + 1) // 2):
+            voters = trusted
+
+        m = np.median(X[voters], axis=0)
+        m_unit = m / max(float(np.linalg.norm(m)), _EPS)
+        cos_m = units @ m_unit
+        feats[:, _ALIGN] = cos_m
+        _, sd_align = robust_center_scale(cos_m[voters], 1e-3)
+        # staleness: how much better an earlier round's consensus fits than this round's,
+        # in robust sd of that gap across the round (honest updates fit the current one best)
+        past = [u for r, u in self._past_consensus if r >= rnd - _STALE_LAGS and u.shape[0] == K]
+        if past:
+            gap = (units @ np.stack(past).T).max(axis=1) - cos_m
+            _, sd_gap = robust_center_scale(gap[voters], 1e-3)
+            feats[:, _STALE] = gap / sd_gap
+
+        lognorm = np.log(np.maximum(norms, _EPS))
+        med, sd_norm = robust_center_scale(lognorm[trusted], 0.01)
+        feats[:, _NORM] = lognorm - med
 
         logloss = np.log(losses)  # NaN where missing
         med_l, sd_loss = robust_center_scale(logloss[trusted], 0.01)
@@ -417,23 +441,30 @@ class ClusterDetector:
 
         # per-round scores: standard deviations beyond each test's margin, clipped so one
         # extreme round cannot carry a window alone
-        M = float(np.median(cos_m[trusted]))
+        M = float(np.median(cos_m[voters]))
         sc = np.full((n, _NW), np.nan)
-        if M > 0:
+        # judge alignment only when the round has a clear consensus direction
+        if M > cfg.confidence_z * sd_align / math.sqrt(max(1, int(voters.sum()))):
             sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align
         logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
         sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm
         sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm
-        sc[:, 3] = feats[:, _SIM] - cfg.similarity_sd
+        sc[:, 3] = np.where(victim, 0.0, feats[:, _SIM]) - cfg.similarity_sd
         sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
         sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit
         sc[:, 6] = (-feats[:, _DIST] - logR) / sd_dist
+        sc[:, 7] = feats[:, _STALE] - 1.5
+        # clip: one extreme round cannot carry a window alone; a similarity hit counts little
+        # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
         np.clip(sc, -clip, clip, out=sc)
+        np.minimum(sc[:, 3], 0.6 * cfg.confidence_z, out=sc[:, 3])
         self._vals[idx, col, :] = feats.astype(np.float32)
         self._scores[idx, col, :] = sc.astype(np.float32)
-        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit, sd_dist)
+        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit, sd_dist, 1.0)
         self._prev_units = np.vstack([units, m_unit[None, :]])
+        self._past_consensus = [(r, u) for r, u in self._past_consensus if r >= rnd - _STALE_LAGS + 1]
+        self._past_consensus.append((rnd, m_unit))
 
         # --- window tests over several horizons: sum of scores / sqrt(rounds) > confidence_z
         ev = np.zeros((n, len(STATISTICS)))
@@ -504,6 +535,7 @@ class ClusterDetector:
         suspicion = ev.max(axis=1)
         top = ev.argmax(axis=1)
         out: list[NodeVerdict] = []
+        explain_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, float]] = {}
         for i in range(n):
             s = int(idx[i])
             newly = resolved = False
@@ -533,7 +565,7 @@ class ClusterDetector:
             details: dict[str, Any] = {}
             if flagged or suspicious[i]:
                 details = self._explain(int(top[i]), i, best_h=best_h, trusted=trusted,
-                                        drift_ratio=drift_ratio, clu_info=clu_info, idx=idx)
+                                        drift_ratio=drift_ratio, clu_info=clu_info, idx=idx, cache=explain_cache)
             out.append(
                 NodeVerdict(
                     node=names[i],
@@ -563,6 +595,7 @@ class ClusterDetector:
         drift_ratio: np.ndarray,
         clu_info: dict[str, np.ndarray],
         idx: np.ndarray,
+        cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, float]],
     ) -> dict[str, Any]:
         """Which statistic, how far from the honest majority, over how many rounds."""
         stat = STATISTICS[j]
@@ -591,21 +624,25 @@ class ClusterDetector:
             }
         f = _STAT_FEATURE[j]
         w = int(best_h[i, j]) or self.config.horizons[0]
-        W = self.config.window_rounds
-        rnd = int(self._last_round[s])
-        cols = [(rnd - k) % W for k in range(w) if self._col_round[(rnd - k) % W] == rnd - k]
-        vals = self._vals[idx][:, cols, f].astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            mu = np.nanmean(np.where(np.isfinite(vals), vals, np.nan), axis=1) if cols else np.zeros(len(idx))
-        ok = trusted & np.isfinite(mu)
-        fleet = float(np.median(mu[ok])) if ok.any() else 0.0
-        sd = float(np.nanmean(self._scale[cols, f])) if cols else 1.0
+        key = (f, w)
+        if key not in cache:
+            W = self.config.window_rounds
+            rnd = int(self._last_round[s])
+            cols = [(rnd - k) % W for k in range(w) if self._col_round[(rnd - k) % W] == rnd - k]
+            vals = self._vals[idx][:, cols, f].astype(np.float64)
+            cnt = np.isfinite(vals).sum(axis=1)
+            mu = np.where(np.isfinite(vals), vals, 0.0).sum(axis=1) / np.maximum(cnt, 1)
+            ok = trusted & (cnt > 0)
+            fleet = float(np.median(mu[ok])) if ok.any() else 0.0
+            sd = float(np.nanmean(self._scale[cols, f])) if cols else 1.0
+            cache[key] = (mu, cnt, fleet, sd or 1.0)
+        mu, cnt, fleet, sd = cache[key]
         return {
             "statistic": stat,
             "value": round(float(mu[i]), 4),
             "fleet_median": round(fleet, 4),
-            "distance_sd": round((float(mu[i]) - fleet) / (sd or 1.0), 2),
-            "rounds": int(np.isfinite(vals[i]).sum()),
+            "distance_sd": round((float(mu[i]) - fleet) / sd, 2),
+            "rounds": int(cnt[i]),
             "horizon_rounds": w,
         }
 
@@ -651,9 +688,11 @@ class ClusterDetector:
             "drift_run": _enc(self._drift_run[li]),
             "clu_run": _enc(self._clu_run[li]),
             "reason": _enc(self._reason[li]),
+            "dup_rate": _enc(self._dup_rate[li]),
             "scale": _enc(self._scale),
             "col_round": _enc(self._col_round),
             "prev_units": None if self._prev_units is None else _enc(self._prev_units),
+            "past_consensus": [[r, _enc(u)] for r, u in self._past_consensus],
             "pending": {
                 str(r): {nd: [v[0], v[1] if math.isfinite(v[1]) else None, v[2].tolist(), v[3]] for nd, v in b.items()}
                 for r, b in self.pending.items()
@@ -676,11 +715,12 @@ class ClusterDetector:
             self._slot[name] = s
             self._names[s] = name
         k = len(names)
-        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason"):
+        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
             getattr(self, "_" + key)[:k] = _dec(state[key])
         self._scale = _dec(state["scale"])
         self._col_round = _dec(state["col_round"])
         self._prev_units = None if state.get("prev_units") is None else _dec(state["prev_units"])
+        self._past_consensus = [(int(r), _dec(u)) for r, u in state.get("past_consensus", [])]
         self.pending = {
             int(r): {nd: (float(v[0]), math.nan if v[1] is None else float(v[1]), np.asarray(v[2], dtype=np.float64), float(v[3])) for nd, v in b.items()}
             for r, b in state.get("pending", {}).items()

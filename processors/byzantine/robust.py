@@ -28,18 +28,21 @@ def unit_rows(x: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray
     return x / np.maximum(n, eps)[:, None], n
 
 
-def max_offdiag_cos(u: np.ndarray, block: int = 1024) -> np.ndarray:
-    """For unit rows ``u``: each row's largest cosine with any other row (blockwise, bounded memory)."""
+def max_offdiag_cos(u: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For unit rows ``u``: each row's largest cosine with any other row and which row that is
+    (blockwise, bounded memory)."""
     n = u.shape[0]
     out = np.full(n, -1.0)
+    arg = np.full(n, -1, dtype=np.int64)
     if n < 2:
-        return out
+        return out, arg
     for s in range(0, n, block):
         g = u[s : s + block] @ u.T
         rows = np.arange(g.shape[0])
         g[rows, rows + s] = -np.inf
-        out[s : s + block] = g.max(axis=1)
-    return out
+        arg[s : s + block] = g.argmax(axis=1)
+        out[s : s + block] = g[rows, arg[s : s + block]]
+    return out, arg
 
 
 def partners_above(
@@ -68,10 +71,19 @@ def partners_above(
 
 
 def pair_cos_spread(u: np.ndarray, sample: int = 256) -> tuple[float, float]:
-    """Median and robust sd of the off-diagonal cosines among (at most ``sample``) unit rows."""
+    """Median and robust sd of the off-diagonal cosines among (at most ``sample``) unit rows.
+
+    Rows whose closest match is in the top quarter are left out first, so a colluding group
+    (up to a quarter of the rows) cannot inflate the spread that should expose it.
+    """
     m = min(sample, u.shape[0])
-    if m < 3:
+    if m < 4:
         return 0.0, 1.0
     g = u[:m] @ u[:m].T
-    iu = np.triu_indices(m, 1)
-    return robust_center_scale(g[iu], 1e-6)
+    np.fill_diagonal(g, -np.inf)
+    best = g.max(axis=1)
+    keep = best <= np.percentile(best, 75)
+    if keep.sum() >= 3:
+        g = g[np.ix_(keep, keep)]
+    v = g[np.triu_indices(g.shape[0], 1)]
+    return robust_center_scale(v, 1e-6)

@@ -4,6 +4,10 @@
 token, /api/*, /ws and /metrics need it (``Authorization: Bearer <token>``, or
 ``?token=`` where a header cannot be set: browsers' WebSockets, links); the
 dashboard's static files, /health and the OpenAPI docs stay open.
+
+Every handler is ``async``: it reads FleetState on the event-loop thread that
+also applies live messages to it, so no lock is needed and no thread sees a
+half-applied message.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -94,6 +99,8 @@ def create_app(
         title="swarmwatch",
         version="0.1.0",
         description="Fleet state from swarmwatch: nodes, metric history, alerts, cluster health, live WebSocket, Prometheus /metrics.",
+        docs_url=None,  # served below from vendored Swagger UI files: the docs work offline, like the dashboard
+        redoc_url=None,
     )
     app.state.fleet = state
     app.state.hub = hub
@@ -119,7 +126,7 @@ def create_app(
             raise HTTPException(status_code=400, detail=str(exc)) from None
 
     @app.get("/health", summary="Liveness of the service", tags=["service"])
-    def health() -> Response:
+    async def health() -> Response:
         connected = None if nats_connected is None else bool(nats_connected())
         ok = connected is not False
         body = {
@@ -133,17 +140,17 @@ def create_app(
         return _json(body, 200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus text exposition", tags=["service"])
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         require(request)
         return Response(render(state, metric_stats), media_type=CONTENT_TYPE)
 
     @app.get("/api/fleet", summary="Fleet overview: node counts by status, clusters, health", tags=["fleet"])
-    def fleet(request: Request) -> Response:
+    async def fleet(request: Request) -> Response:
         require(request)
         return _json(state.fleet_counts())
 
     @app.get("/api/nodes", summary="Nodes with status, health, trust and key values", tags=["nodes"])
-    def nodes(
+    async def nodes(
         request: Request,
         cluster: str | None = None,
         status: str | None = Query(None, description="ok, warning, critical or unresponsive"),
@@ -172,7 +179,7 @@ def create_app(
         return _json({"total": len(rows), "offset": offset, "items": rows[offset : offset + limit], "fleet": state.fleet_counts()})
 
     @app.get("/api/nodes/{cluster}/{node}", summary="One node: latest values, aggregates, status, trust, health, alerts", tags=["nodes"])
-    def node_detail(request: Request, cluster: str, node: str) -> Response:
+    async def node_detail(request: Request, cluster: str, node: str) -> Response:
         require(request)
         st = state.get_node(cluster, node)
         if st is None:
@@ -217,7 +224,7 @@ def create_app(
         )
 
     @app.get("/api/alerts", summary="Active alerts, recent alert events, or both", tags=["alerts"])
-    def alerts(
+    async def alerts(
         request: Request,
         active: bool | None = Query(None, description="true: firing now; false: recent events (firing and resolved); absent: both"),
         cluster: str | None = None,
@@ -236,7 +243,7 @@ def create_app(
         return _json({"total": len(items), "items": items[:limit]})
 
     @app.get("/api/clusters", summary="Clusters with their latest health", tags=["clusters"])
-    def clusters(request: Request) -> Response:
+    async def clusters(request: Request) -> Response:
         require(request)
         out = []
         for c in sorted({c for c, _ in state.nodes} | set(state.clusters)):
@@ -245,7 +252,7 @@ def create_app(
         return _json(out)
 
     @app.get("/api/clusters/{cluster}/health", summary="Cluster health: latest score and history over a time range", tags=["clusters"])
-    def cluster_health(request: Request, cluster: str, since: str | None = None, until: str | None = None) -> Response:
+    async def cluster_health(request: Request, cluster: str, since: str | None = None, until: str | None = None) -> Response:
         require(request)
         s, u = times(since, until)
         hv = state.health_view(cluster, s, u)
@@ -316,8 +323,18 @@ def create_app(
             except (asyncio.CancelledError, WebSocketDisconnect, RuntimeError, ConnectionError):
                 pass
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title="swarmwatch API",
+            swagger_js_url="static/vendor/swagger/swagger-ui-bundle.js",
+            swagger_css_url="static/vendor/swagger/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

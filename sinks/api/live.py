@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,7 +54,6 @@ class WsClient:
     node: str | None = None
     dropped: int = 0
     sent: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def wants(self, type_: str, cluster: str | None, node: str | None) -> bool:
         if type_ not in self.types:

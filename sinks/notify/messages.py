@@ -1,4 +1,4 @@
-"""The text of a notification: title, body and Apprise notify type."""
+"""The text of a notification: title, body and Apprise notify type (plain ASCII, SMS-friendly)."""
 from __future__ import annotations
 
 import time
@@ -33,7 +33,7 @@ def _line(a: Alert) -> str:
     else:
         parts.append(f"since {_clock(a.started_at)}")
     parts.append(f"id={a.id}")
-    return " · ".join(parts)
+    return " | ".join(parts)
 
 
 def _section(name: str, alerts: list[Alert], max_lines: int) -> list[str]:

@@ -219,7 +219,8 @@ class NotifySink:
             await self._dead_letter(msg.subject, str(exc), msg.data)
             self._to_ack.append(msg)
             return
-        self.inhibitor.observe(alert)
+        if alert.id not in self.grouper.tombstones:  # a replay of a finished episode inhibits nothing
+            self.inhibitor.observe(alert)
         channels = tuple(c for c in self.router.channels_for(alert) if c in self.channels)
         if not channels:
             self.counts["log_only"] += 1
@@ -239,12 +240,18 @@ class NotifySink:
     async def _persist(self) -> None:
         """Store changed records, then ack the messages they came from (in that order)."""
         async with self._persist_lock:
-            recs, self._to_persist = list(self._to_persist.values()), {}
+            pending, self._to_persist = self._to_persist, {}
             acks, self._to_ack = self._to_ack, []
-            if recs:
-                await asyncio.gather(*(self._put(t) for t in recs))
-            for m in acks:
-                await self.nc.publish(m.reply, b"+ACK")
+            try:
+                if pending:
+                    await asyncio.gather(*(self._put(t) for t in pending.values()))
+                for m in acks:
+                    await self.nc.publish(m.reply, b"+ACK")
+            except Exception:
+                # not stored (e.g. disconnected): keep both for the next tick; nothing is acked unstored
+                self._to_persist = {**pending, **self._to_persist}
+                self._to_ack = acks + self._to_ack
+                raise
 
     async def _put(self, t: Tracked, done: float = 0.0) -> None:
         assert self.state is not None

@@ -304,14 +304,22 @@
       scales: { x: { time: true }, y: max ? { range: [0, max] } : { range: (u, lo, hi) => [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1] } },
       axes: [
         { stroke: '#8b949e', grid: { stroke: 'rgba(139,148,158,.12)' }, ticks: { stroke: 'rgba(139,148,158,.2)' } },
-        { stroke: '#8b949e', grid: { stroke: 'rgba(139,148,158,.12)' }, ticks: { stroke: 'rgba(139,148,158,.2)' }, size: 58, values: (u, vs) => vs.map((v) => fmt(v, unit)) },
+        { stroke: '#8b949e', grid: { stroke: 'rgba(139,148,158,.12)' }, ticks: { stroke: 'rgba(139,148,158,.2)' }, size: unit === 'B/s' ? 76 : 58, values: (u, vs) => vs.map((v) => fmt(v, unit).replace(/\.0(?=\D|$)/, '')) },
       ],
       series: [{ value: (u, v) => (v == null ? '–' : new Date(v * 1000).toLocaleTimeString()) }].concat(names.map((n, i) => ({
         label: n, stroke: PALETTE[i % PALETTE.length], width: 1.6, points: { show: false },
         fill: names.length === 1 ? PALETTE[0] + '22' : undefined, value: (u, v) => fmt(v, unit), spanGaps: true,
       }))),
     };
+    opts.hooks = {
+      ready: [showLast],
+      setLegend: [(u) => { if (u.legend.idx == null) showLast(u); }],
+    };
     return new uPlot(opts, data, el);
+  }
+  function showLast(plot) { // the legend shows the newest values until the cursor says otherwise
+    const n = plot.data && plot.data[0] ? plot.data[0].length : 0;
+    if (n) plot.setLegend({ idx: n - 1 }, false);
   }
 
   function align(seriesMap, names) {
@@ -372,6 +380,7 @@
       c.names.forEach((n, i) => d[i + 1].push(m.series[n] ? m.series[n].mean : null));
       while (d[0].length && d[0][0] < cutoff) for (const arr of d) arr.shift();
       c.plot.setData(d);
+      showLast(c.plot);
       const first = m.series[c.names[0]];
       if (first) c.box.querySelector('h3 .muted').textContent = fmt(first.mean, c.g.unit);
     }
@@ -425,6 +434,7 @@
     d[0].push(h.ts); d[1].push(h.overall_health);
     if (d[0].length > 2000) { d[0].shift(); d[1].shift(); }
     S.healthPlot.setData(d);
+    showLast(S.healthPlot);
     $('health-note').textContent = `${h.cluster} · now ${Math.round(h.overall_health)} · ${h.peer_count}/${h.expected_peers || '?'} peers`;
   }
 

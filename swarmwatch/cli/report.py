@@ -1,19 +1,45 @@
 """``swarmwatch report``: summary statistics per node and metric over a time range, with plots."""
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, fail, run_async
+from swarmwatch.cli.common import config_or_exit, fail
+from swarmwatch.config import Config
+
+if TYPE_CHECKING:
+    from sinks.report import Report
 
 
 async def _quiet(exc: Exception) -> None:
     """Connection errors are reported once, by the command."""
+
+
+async def _from_stream(
+    url: str, cfg: Config, since: float, until: float, cluster: str | None, metrics: tuple[str, ...], window_s: float | None
+) -> Report:
+    """Connect once (no endless reconnects: this is a one-shot command) and read DERIVED."""
+    import nats as nats_client
+
+    from sinks.report import report_from_stream
+    from swarmwatch.connect import connect_options
+
+    opts = connect_options(cfg.nats, name="swarmwatch-report")
+    opts.update(allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=_quiet)
+    try:
+        nc = await nats_client.connect(servers=[u.strip() for u in url.split(",") if u.strip()], **opts)
+    except Exception as exc:
+        fail(f"cannot connect to NATS at {url!r}: {exc}")
+    try:
+        return await report_from_stream(nc, since, until, cluster=cluster, metrics=metrics, window_s=window_s)
+    finally:
+        await nc.close()
 
 
 @app.command("report")
@@ -26,12 +52,13 @@ def report(
     nats: Optional[str] = typer.Option(None, "--nats", help="Read the DERIVED stream at this NATS URL (default when --data is absent)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Only this cluster."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only metrics with this name or prefix (repeatable)."),
+    window: Optional[str] = typer.Option(None, "--window", "-w", help="Use only aggregates of this window (10s, 1m); default each node's finest."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
 ) -> None:
     """Summarise stored aggregates per node and metric (mean, min, max, p95, last, trend) between --since and --until."""
     from schemas import check_token
     from sinks.api.timerange import TimeRangeError, parse_range
-    from sinks.report import REPORT_FORMATS, ReportError, render, report_from_files, report_from_stream
+    from sinks.report import REPORT_FORMATS, ReportError, render, report_from_files
 
     if fmt not in REPORT_FORMATS:
         fail(f"--format {fmt!r} is unknown; expected one of {', '.join(REPORT_FORMATS)}")
@@ -48,39 +75,27 @@ def report(
         fail("give either --data (stored files) or --nats (the DERIVED stream), not both")
     cfg = config_or_exit(config, {})
     metrics = tuple(metric or ())
+    window_s = None
+    if window is not None:
+        from sinks.api.timerange import parse_duration
+
+        try:
+            window_s = parse_duration(window)
+        except TimeRangeError as exc:
+            fail(f"--window: {exc}")
+        if window_s != int(window_s) or window_s <= 0:
+            fail(f"--window {window!r} must be a whole number of seconds, e.g. 10s or 1m")
 
     try:
         if data is not None:
             if not data.is_dir():
                 fail(f"--data {str(data)!r} is not a directory")
-            rep = report_from_files(str(data), t0, t1, cluster=cluster, metrics=metrics)
+            rep = report_from_files(str(data), t0, t1, cluster=cluster, metrics=metrics, window_s=window_s)
         else:
             url = nats or cfg.nats.url or f"nats://127.0.0.1:{cfg.nats.port}"
-
-            async def main() -> int:
-                nonlocal rep_holder
-                import nats as nats_client
-
-                from swarmwatch.connect import connect_options
-
-                opts = connect_options(cfg.nats, name="swarmwatch-report")
-                opts.update(allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=_quiet)
-                try:
-                    nc = await nats_client.connect(servers=[u.strip() for u in url.split(",") if u.strip()], **opts)
-                except Exception as exc:
-                    fail(f"cannot connect to NATS at {url!r}: {exc}")
-                try:
-                    rep_holder = await report_from_stream(nc, t0, t1, cluster=cluster, metrics=metrics)
-                finally:
-                    await nc.close()
-                return 0
-
-            rep_holder = None
-            run_async(main)
-            rep = rep_holder
+            rep = asyncio.run(_from_stream(url, cfg, t0, t1, cluster, metrics, window_s))
     except ReportError as exc:
         fail(str(exc))
-    assert rep is not None
     text = render(rep, fmt)
     if output is None:
         sys.stdout.write(text)

@@ -22,6 +22,8 @@ def up(
     rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
     notify: Optional[Path] = typer.Option(None, "--notify", help="Notification config (channels, routes)."),
     api_port: Optional[int] = typer.Option(None, "--api-port", help="HTTP API / dashboard port (default 8686)."),
+    api_host: Optional[str] = typer.Option(None, "--api-host", help="Bind address of the API (default 127.0.0.1; others need a token)."),
+    api_token: Optional[str] = typer.Option(None, "--api-token", envvar="SWARMWATCH_API_TOKEN", help="Access token for the API (or env SWARMWATCH_API_TOKEN)."),
     no_api: bool = typer.Option(False, "--no-api", help="Do not serve the API and dashboard."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
@@ -38,6 +40,8 @@ def up(
             "processor.rules": str(rules) if rules else None,
             "sinks.notify": str(notify) if notify else None,
             "sinks.api_port": api_port,
+            "sinks.api_host": api_host,
+            "sinks.api_token": api_token,
             "sinks.api": False if no_api else None,
             "log_json": log_json or None,
         },
