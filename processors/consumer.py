@@ -168,6 +168,9 @@ class JetStreamPuller:
         body = orjson.dumps({"batch": self.batch, "expires": int(self.expires_s * 1e9)})
         self._requested += self.batch
         await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}", body, reply=self._inbox)
+        # The client sends from a flusher task that would otherwise wait until this subscription's
+        # backlog is handled; yield once so the next request reaches the server before it is needed.
+        await asyncio.sleep(0)
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_delivery = time.monotonic()

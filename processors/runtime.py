@@ -39,7 +39,6 @@ DEFAULT_SELF_METRICS_INTERVAL_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 10.0
 DEFAULT_REPLAY_MARGIN_S = 30.0  # store time may trail event time by this much
 CHECKPOINT_VERSION = 1
-GC_GEN0_THRESHOLD = 50_000
 
 
 @dataclass(slots=True)
@@ -144,12 +143,6 @@ class Runtime:
         self._store = await self._object_store()
         self._initial = {op.name: op.snapshot() for op in self.operators}
         await self._restore_and_position()
-        # Long-lived window state makes full GC passes slow; collect young objects rarely
-        # and exclude what exists at start from collection, to keep alert latency tails short.
-        gc.collect()
-        gc.freeze()
-        if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
-            gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
         await self._puller.start()
         self._started = True
         self._tasks = [

@@ -182,6 +182,7 @@ class _Rows:
 @dataclass(slots=True)
 class _Node:
     max_ts: float = 0.0
+    next_due: float = math.inf  # earliest window end among open windows: below it closing has nothing to do
     last_arrival: float = 0.0
     late_pending: int = 0
     shape: _Shape | None = None
@@ -265,6 +266,8 @@ class TumblingWindows(Operator):
         rows = nd.open.get(start)
         if rows is None:
             rows = nd.open[start] = _Rows()
+            if start + base < nd.next_due:
+                nd.next_due = start + base
         elif rows.rows >= DEFAULT_MAX_ROWS_PER_WINDOW:
             st.dropped += len(samples)
             st.inc("window_full")
@@ -274,7 +277,8 @@ class TumblingWindows(Operator):
             st.dropped += shape.refused
         if ts > nd.max_ts:
             nd.max_ts = ts
-            return self._close(key, nd, ts - self.lateness, "watermark")
+            if ts - self.lateness >= nd.next_due:
+                return self._close(key, nd, ts - self.lateness, "watermark")
         return ()
 
     def _shape(self, nd: _Node, samples: list[Sample], names: list[str], labels: list[dict[str, str] | None]) -> _Shape:
@@ -347,6 +351,10 @@ class TumblingWindows(Operator):
                     nd.closed[w] = max(nd.closed.get(w, 0.0), wstart + w)
                 elif include_partial_large:
                     out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
+        ends = [s + base for s in nd.open]
+        for w, accs in nd.acc.items():
+            ends.extend(ws + w for ws in accs)
+        nd.next_due = min(ends, default=math.inf)
         return out
 
     def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, bucket: _Bucket, why: str) -> Emit:

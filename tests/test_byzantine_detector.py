@@ -169,3 +169,13 @@ def test_rounds_with_too_few_reports_are_recorded_but_not_judged() -> None:
 def test_config_rejects_values_that_cannot_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         DetectorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_training_run_that_restarts_its_round_numbers_starts_afresh() -> None:
+    det = ClusterDetector(DetectorConfig(evict_after_rounds=10))
+    fleet = SyntheticFleet(nodes=12, attackers=0, seed=4, dropout=0.0)
+    run(det, fleet, range(30))
+    assert det.add(fleet.names[0], 25, 1.0, 1.0, np.ones(64), T0) == "late"
+    results = run(det, fleet, range(0, 3))
+    assert [r.round for r in results] == [0, 1, 2]
+    assert det.counts["restarts"] == 1

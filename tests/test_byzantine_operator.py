@@ -149,3 +149,12 @@ def test_snapshot_restores_alert_state_so_a_restart_does_not_refire() -> None:
     later = feed(op2, fleet, range(12, 20))
     assert [a for a in alerts(later) if a.status is AlertStatus.FIRING] == []
     assert op2.trust_of("swarm", next(iter(fleet.attackers))) <= 0.4
+
+
+def test_a_restarted_training_run_is_judged_again_from_round_zero() -> None:
+    op = ByzantineOperator(DetectorConfig(evict_after_rounds=5), round_timeout_s=5.0)
+    feed(op, SyntheticFleet(nodes=10, seed=10, dropout=0.0), range(20))
+    again = [e for e in feed(op, SyntheticFleet(nodes=10, seed=11, dropout=0.0), range(3)) if isinstance(e.message, TrustScore)]
+    assert sorted({e.message.round for e in again}) == [0, 1]
+    assert op.stats.extra["restarts"] == 1
+    assert [e.message.round for e in op.on_tick(now=T0 + 10_000) if isinstance(e.message, TrustScore)][:1] == [2]

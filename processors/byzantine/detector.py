@@ -289,10 +289,21 @@ class ClusterDetector:
     # ------------------------------------------------------------------ input
 
     def add(self, node: str, rnd: int, update_norm: float, loss: float, sketch: np.ndarray, ts: float) -> str:
-        """Buffer one report. Returns ``ok``, ``late``, ``duplicate``, ``invalid`` or ``full``."""
+        """Buffer one report. Returns ``ok``, ``late``, ``duplicate``, ``invalid`` or ``full``.
+
+        A round far older than the last judged one (more than ``evict_after_rounds``)
+        means the training run restarted its numbering: the cluster's state is reset.
+        """
         if self.last_closed is not None and rnd <= self.last_closed:
-            self._count("late")
-            return "late"
+            if rnd + self.config.evict_after_rounds < self.last_closed:
+                # far behind what was judged: the training run restarted its round numbers
+                counts = dict(self.counts)
+                self.__init__(self.config)  # type: ignore[misc]
+                self.counts = counts
+                self._count("restarts")
+            else:
+                self._count("late")
+                return "late"
         x = np.asarray(sketch, dtype=np.float64).ravel()
         if x.size == 0 or not np.all(np.isfinite(x)) or not math.isfinite(update_norm) or update_norm < 0:
             self._count("invalid")
@@ -394,7 +405,8 @@ class ClusterDetector:
         sim_now, partner = max_offdiag_cos(units)
         sim = sim_now
         if self._prev_units is not None and self._prev_units.shape[1] == K:
-            sim = np.maximum(sim, (units @ self._prev_units.T).max(axis=1))
+            prev = self._prev_units.astype(np.float32)
+            sim = np.maximum(sim, (units.astype(np.float32) @ prev.T).max(axis=1).astype(np.float64))
         sim_t = np.arctanh(np.clip(sim, -_MAX_COS, _MAX_COS))
         med_s, sd_s = robust_center_scale(sim_t[trusted], 0.02)
         feats[:, _SIM] = (sim_t - med_s) / sd_s
@@ -445,7 +457,7 @@ class ClusterDetector:
         sc = np.full((n, _NW), np.nan)
         # judge alignment only when the round has a clear consensus direction
         if M > cfg.confidence_z * sd_align / math.sqrt(max(1, int(voters.sum()))):
-            sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align
+            sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align - 0.25  # and by a quarter sd a round
         logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
         sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm
         sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm
@@ -453,7 +465,7 @@ class ClusterDetector:
         sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
         sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit
         sc[:, 6] = (-feats[:, _DIST] - logR) / sd_dist
-        sc[:, 7] = feats[:, _STALE] - 1.5
+        sc[:, 7] = feats[:, _STALE] - 1.0
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
@@ -541,8 +553,8 @@ class ClusterDetector:
             newly = resolved = False
             if suspicious[i]:
                 self._clean[s] = 0
-                self._reason[s] = int(top[i])
                 if not self._firing[s]:
+                    self._reason[s] = int(top[i])  # what the detection began with
                     self._firing[s] = True
                     self._since[s] = rnd
                     newly = True

@@ -119,7 +119,11 @@ class ByzantineOperator(Operator):
                 return ()
             det = self.detectors[event.cluster] = ClusterDetector(self.config)
             self._arrival[event.cluster] = {}
+        restarts = det.counts.get("restarts", 0)
         status = det.add(event.node, rnd, norm, loss, sketch, event.ts)
+        if det.counts.get("restarts", 0) != restarts:
+            self._arrival[event.cluster] = {}
+            self.stats.inc("restarts")
         if status != "ok":
             if status == "late":
                 self.stats.late += 1

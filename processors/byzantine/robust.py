@@ -36,6 +36,7 @@ def max_offdiag_cos(u: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.nd
     arg = np.full(n, -1, dtype=np.int64)
     if n < 2:
         return out, arg
+    u = u.astype(np.float32)  # cosines need no more; halves the n x n work
     for s in range(0, n, block):
         g = u[s : s + block] @ u.T
         rows = np.arange(g.shape[0])
@@ -58,6 +59,7 @@ def partners_above(
         return count, best
     pos = np.full(n, -1, dtype=np.int64)
     pos[cols] = np.arange(cols.size)
+    u = u.astype(np.float32)
     ref = u[cols]
     for s in range(0, n, block):
         g = u[s : s + block] @ ref.T

@@ -1,0 +1,268 @@
+"""The shipped NATS configs: the server accepts them, and auth.conf gives each role what it needs and no more."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from processors import Runtime
+from schemas import MetricBatch, Sample, encode, subjects
+from swarmwatch.config import Config, NatsConfig
+from swarmwatch.connect import connect_options
+from swarmwatch.pipeline import build_operators
+from swarmwatch.streams import DERIVED, TELEMETRY, ensure_streams
+from test_deploy_support import (
+    NATS_DIR,
+    PASSWORDS,
+    USERS,
+    ServerProcess,
+    free_ports,
+    make_dev_certs,
+    nats_server_binary,
+    render_file,
+    server_env,
+)
+
+SHIPPED = sorted(p.relative_to(NATS_DIR) for p in NATS_DIR.rglob("*.conf"))
+VIOLATION = "permissions violation"  # nats-py lower-cases the server's -ERR text
+
+
+def _check(conf: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True, env=env, timeout=30)
+
+
+@pytest.mark.parametrize("rel", SHIPPED, ids=str)
+def test_every_shipped_nats_config_passes_the_servers_config_check(rel: Path, tmp_path: Path) -> None:
+    certs = make_dev_certs(tmp_path / "certs")
+    out = tmp_path / "nats"
+    for src in NATS_DIR.rglob("*.conf"):  # includes resolve relative to the including file
+        render_file(src, out / src.parent.relative_to(NATS_DIR), certs=certs)
+    res = _check(out / rel, server_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "is valid" in res.stdout + res.stderr
+
+
+def test_shipped_configs_cover_single_cluster_auth_and_tls() -> None:
+    assert {str(p) for p in SHIPPED} >= {"single.conf", "auth.conf", "tls.conf", "cluster/n1.conf", "cluster/n2.conf", "cluster/n3.conf"}
+
+
+def test_auth_config_refuses_to_start_without_its_password_variables(tmp_path: Path) -> None:
+    env = {k: v for k, v in server_env().items() if k != "SW_PROCESSOR_PASSWORD"}
+    res = _check(NATS_DIR / "auth.conf", env)
+    assert res.returncode != 0
+    assert "SW_PROCESSOR_PASSWORD" in res.stdout + res.stderr
+
+
+def test_cluster_nodes_differ_only_in_their_server_name() -> None:
+    texts = {n: (NATS_DIR / "cluster" / f"{n}.conf").read_text() for n in ("n1", "n2", "n3")}
+    norm = {n: t.replace(f"server_name: {n}", "server_name: NODE").replace(f"node {n} ", "node NODE ").replace(f"cluster/{n}.conf", "cluster/NODE.conf") for n, t in texts.items()}
+    assert norm["n1"] == norm["n2"] == norm["n3"]
+    for n, t in texts.items():
+        assert f"server_name: {n}" in t
+
+
+# ------------------------------------------------------------------ a server with auth.conf
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[str]:
+    """deploy/nats/single.conf on a random port with `include ./auth.conf` added, as docs/deploy.md says."""
+    port = free_ports(1)[0]
+    conf = render_file(NATS_DIR / "single.conf", tmp_path, client_port=port)
+    render_file(NATS_DIR / "auth.conf", tmp_path)
+    conf.write_text(conf.read_text() + "\ninclude ./auth.conf\n")
+    srv = ServerProcess(conf, port).start()
+    try:
+        srv.wait_listening()
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+
+
+class Client:
+    """A connection as one role that records the errors the server sends it."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.errors: list[str] = []
+        self.nc: NATS | None = None
+
+    async def connect(self, url: str) -> NATS:
+        user, password = USERS[self.role]
+
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        opts = connect_options(NatsConfig(user=user, password=password), name=f"test-{self.role}")
+        opts.update(error_cb=on_error, max_reconnect_attempts=2)
+        self.nc = await nats.connect(url, **opts)
+        return self.nc
+
+    def violations(self) -> list[str]:
+        return [e.lower() for e in self.errors if VIOLATION in e.lower()]
+
+    async def wait_violation(self, fragment: str, timeout_s: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for e in self.violations():
+                if fragment.lower() in e:
+                    return e
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no permission violation mentioning {fragment!r}; errors: {self.errors}")
+
+
+@pytest.fixture
+async def roles(auth_server: str) -> AsyncIterator[dict[str, Client]]:
+    clients = {role: Client(role) for role in USERS}
+    for c in clients.values():
+        await c.connect(auth_server)
+    assert clients["admin"].nc is not None
+    await ensure_streams(clients["admin"].nc.jetstream())
+    try:
+        yield clients
+    finally:
+        for c in clients.values():
+            if c.nc is not None:
+                await c.nc.close()
+
+
+def _batch(node: str, mem: float, cluster: str = "default") -> bytes:
+    return encode(MetricBatch(cluster=cluster, node=node, ts=time.time(), samples=[Sample("mem.percent", mem, unit="%")]))
+
+
+async def test_producer_can_publish_its_clusters_metrics_to_jetstream(roles: dict[str, Client]) -> None:
+    nc = roles["producer"].nc
+    assert nc is not None
+    ack = await nc.jetstream().publish(subjects.metrics("default", "node-1"), _batch("node-1", 40.0), timeout=5)
+    assert ack.stream == TELEMETRY and ack.seq == 1
+    ev = await nc.jetstream().publish("sw.events.default.node-1.peer.join", b"{}", timeout=5)
+    assert ev.stream == TELEMETRY
+    assert roles["producer"].violations() == []
+
+
+async def test_producer_cannot_publish_alerts_another_clusters_metrics_or_use_the_jetstream_api(roles: dict[str, Client]) -> None:
+    prod = roles["producer"]
+    nc = prod.nc
+    assert nc is not None
+    await nc.publish("sw.alerts.critical.default.node-1.cpu_usage_critical", b"{}")
+    await nc.flush()
+    await prod.wait_violation("sw.alerts.critical.default.node-1.cpu_usage_critical")
+    await nc.publish(subjects.metrics("other", "node-1"), _batch("node-1", 40.0, cluster="other"))
+    await nc.flush()
+    await prod.wait_violation("sw.metrics.other.node-1")
+    await nc.publish(f"$JS.API.STREAM.DELETE.{TELEMETRY}", b"")
+    await nc.flush()
+    await prod.wait_violation("$JS.API.STREAM.DELETE")
+    # nothing of it reached the streams
+    admin = roles["admin"].nc
+    assert admin is not None
+    assert (await admin.jetstream().stream_info(DERIVED)).state.messages == 0
+    assert (await admin.jetstream().stream_info(TELEMETRY)).state.messages == 0
+
+
+async def test_producer_cannot_read_other_nodes_metrics_or_alerts(roles: dict[str, Client]) -> None:
+    prod = roles["producer"]
+    assert prod.nc is not None
+    await prod.nc.subscribe("sw.metrics.>")
+    await prod.nc.flush()
+    await prod.wait_violation("sw.metrics.>")
+    await prod.nc.subscribe("sw.alerts.>")
+    await prod.nc.flush()
+    await prod.wait_violation("sw.alerts.>")
+
+
+async def test_sinks_user_cannot_publish_alerts_or_delete_streams(roles: dict[str, Client]) -> None:
+    sinks = roles["sinks"]
+    assert sinks.nc is not None
+    await sinks.nc.publish("sw.alerts.warning.default.node-1.fake", b"{}")
+    await sinks.nc.publish(f"$JS.API.STREAM.DELETE.{DERIVED}", b"")
+    await sinks.nc.flush()
+    await sinks.wait_violation("sw.alerts.warning.default.node-1.fake")
+    await sinks.wait_violation(f"$JS.API.STREAM.DELETE.{DERIVED}")
+
+
+async def test_processor_user_cannot_publish_telemetry_or_purge_streams(roles: dict[str, Client]) -> None:
+    proc = roles["processor"]
+    assert proc.nc is not None
+    await proc.nc.publish(subjects.metrics("default", "node-1"), _batch("node-1", 99.0))
+    await proc.nc.publish(f"$JS.API.STREAM.PURGE.{TELEMETRY}", b"")
+    await proc.nc.flush()
+    await proc.wait_violation("sw.metrics.default.node-1")
+    await proc.wait_violation(f"$JS.API.STREAM.PURGE.{TELEMETRY}")
+
+
+async def test_a_client_without_credentials_is_refused(auth_server: str) -> None:
+    with pytest.raises(Exception) as info:
+        await nats.connect(auth_server, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=3)
+    assert "uthorization" in str(info.value)
+
+
+async def test_each_role_runs_its_real_code_with_no_permission_violation(
+    auth_server: str, roles: dict[str, Client], tmp_path: Path
+) -> None:
+    """Producer sidecar and peer probes, every operator of the processor, file and notification sinks."""
+    from producers.probes import PeerProber
+    from producers.sidecar import run_producer
+    from sinks import FileSinkSettings, start_file_sinks
+    from sinks.api import ApiServer
+    from sinks.notify import NotifyConfig, NotifySink
+
+    prod, proc, sink = roles["producer"], roles["processor"], roles["sinks"]
+    assert prod.nc is not None and proc.nc is not None and sink.nc is not None
+    user, password = USERS["producer"]
+
+    runtime = Runtime(proc.nc, build_operators(Config()), name="processor", checkpoint_interval_s=0.3)
+    await runtime.start()
+    file_sinks = await start_file_sinks(sink.nc, tmp_path / "store", ["json"], FileSinkSettings(flush_interval_s=0.3))
+    notify = NotifySink(sink.nc, NotifyConfig())
+    await notify.start()
+    probers = [PeerProber(prod.nc, "default", f"node-{i}", js=prod.nc.jetstream(), interval_s=0.2, timeout_s=1.0) for i in (1, 2)]
+    try:
+        for p in probers:
+            await p.start()
+        counters = await run_producer(
+            auth_server,
+            "default",
+            "node-1",
+            0.2,
+            gpu=False,
+            max_batches=3,
+            connect_options={"user": user, "password": password},
+        )
+        assert counters["sent"] >= 3
+        await prod.nc.jetstream().publish(subjects.metrics("default", "node-2"), _batch("node-2", 97.0), timeout=5)
+        deadline = time.monotonic() + 20
+        results: list[object] = []
+        while time.monotonic() < deadline:
+            results = [r for _peer, r in await probers[0].probe_once() if getattr(r, "ok", False)]
+            if results and notify.counts["alerts_in"] > 0 and runtime.stats.checkpoints > 0 and list((tmp_path / "store").rglob("*.jsonl*")):
+                break
+            await asyncio.sleep(0.3)
+        assert results, "node-1 got no probe answer from node-2"
+        assert runtime.stats.processed >= 4 and runtime.stats.checkpoints > 0
+        assert notify.counts["alerts_in"] > 0
+        assert list((tmp_path / "store").rglob("*.jsonl*"))
+        # a restarted processor reads its checkpoint back from the sw_state object store
+        await runtime.stop()
+        runtime = Runtime(proc.nc, build_operators(Config()), name="processor", checkpoint_interval_s=0.3)
+        await runtime.start()
+        assert runtime._ckpt_seq > 0
+        # the API backfills from DERIVED and follows the live subjects
+        api = ApiServer(sink.nc, host="127.0.0.1", port=0)
+        await api.start()
+        await api.stop()
+    finally:
+        for p in probers:
+            await p.stop()
+        await notify.stop()
+        for fs in file_sinks:
+            await fs.stop()
+        await runtime.stop()
+    for role in ("producer", "processor", "sinks"):
+        assert roles[role].violations() == [], (role, roles[role].errors)
