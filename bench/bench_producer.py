@@ -69,7 +69,7 @@ def import_profile() -> dict[str, object]:
     """The two phases of ``swarmwatch produce``: the CLI (checks options, then exec) and the sidecar it becomes."""
     return {
         "cli_phase": _profile("import swarmwatch.cli"),
-        "sidecar_process": _profile("import producers.sidecar"),
+        "sidecar_process": _profile("import producers, producers.sidecar"),
     }
 
 

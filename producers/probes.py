@@ -36,6 +36,7 @@ import math
 import signal
 import sys
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -266,6 +267,24 @@ class _NetCounter:
         return (total - last[1]) * 8 / 1e6 / (now - last[0])
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the sidecar probes its peers (see :class:`PeerProber`).
+
+    ``peers``: static peer node names (discovery adds the rest); ``tcp_targets``:
+    ``host:port`` to time TCP connects to; ``interval_s``: seconds between rounds;
+    ``max_peers``: peers probed per round; ``discover``: announce and find peers via
+    peer.join/heartbeat/leave events; ``delay_ms``: delay this node's probe answers (tests).
+    """
+
+    peers: tuple[str, ...] = ()
+    tcp_targets: tuple[str, ...] = ()
+    interval_s: float = 5.0
+    max_peers: int = 32
+    discover: bool = True
+    delay_ms: float = 0.0
+
+
 class PeerProber:
     """Probes a node's peers and TCP targets and turns the results into samples.
 
@@ -388,8 +407,14 @@ class PeerProber:
         self._started = False
 
     def targets(self) -> list[tuple[str, str]]:
-        """(name, via) of everything probed this round, peers first; bounded by ``max_peers``."""
-        out = [(p, "nats") for p in self.table.active()]
+        """(name, via) of everything probed this round, peers first; bounded by ``max_peers``.
+
+        Past ``max_peers``, each node keeps a stable pseudo-random subset of its peers
+        (ordered by crc32 of the node and peer names), so in a large cluster every peer
+        is still probed by about ``max_peers`` others and no node by all of them.
+        """
+        active = sorted(self.table.active(), key=lambda p: zlib.crc32(f"{self.node}|{p}".encode()))
+        out = [(p, "nats") for p in active]
         out += [(name, "tcp") for name, _, _ in self.tcp_targets]
         if len(out) > self.max_peers:
             self.refused_targets += len(out) - self.max_peers

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from producers.collectors import SystemCollector
 from producers.gpu import GpuCollector
 from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval
 from producers.process import ProcessWatcher
+from producers.probes import ProbeSettings
 from producers.publisher import Publisher
 from producers.samples import SampleBuffer
 from producers.sdk import REGISTRY, Registry
@@ -33,6 +34,8 @@ log = logging.getLogger("swarmwatch.producer")
 
 SampleSource = Callable[[], Iterable[Sample]]
 """An extra sample source polled every tick, e.g. ``PeerProber.samples``."""
+SidecarTask = Callable[[Publisher, asyncio.Event], Awaitable[None]]
+"""A coroutine run beside the loop with the publisher and the stop event, e.g. ``PeerProber.run_with_publisher``."""
 
 class Producer:
     """One node's sidecar: collectors, SDK registry, publisher and its own counters."""
@@ -63,6 +66,7 @@ class Producer:
         self.invalid = 0  # samples dropped as NaN/inf/absurd
         self.truncated = 0  # samples beyond MAX_SAMPLES_PER_BATCH
         self.ticks_skipped = 0
+        self.tick_errors = 0  # snapshots that raised (a bug, logged)
         self.collect_ms = 0.0
         self._self_proc: Any = None
         self._self_cpu: tuple[float, float] | None = None
@@ -113,6 +117,7 @@ class Producer:
         out.add(SELF_PREFIX + "collector_errors", self.system.errors + self.gpu.errors)
         out.add(SELF_PREFIX + "counter_resets", self.system.rates.resets)
         out.add(SELF_PREFIX + "ticks_skipped", self.ticks_skipped)
+        out.add(SELF_PREFIX + "tick_errors", self.tick_errors)
         out.add(SELF_PREFIX + "collect_ms", self.collect_ms, "ms")
         out.add(SELF_PREFIX + "gpu_available", 1.0 if self.gpu.available else 0.0)
         try:
@@ -152,6 +157,9 @@ async def run_producer(
     per_core: bool = True,
     registry: Registry | None = REGISTRY,
     extra_sources: Iterable[SampleSource] = (),
+    tasks: Iterable[SidecarTask] = (),
+    probes: ProbeSettings | None = None,
+    publisher: Publisher | None = None,
     connect_options: dict[str, Any] | None = None,
     ack_timeout_s: float = 5.0,
     stop: asyncio.Event | None = None,
@@ -162,31 +170,50 @@ async def run_producer(
 
     Never fails because the broker is away: batches spool and replay on
     reconnect. Bad names or options raise ValueError before anything starts.
-    Returns the final publisher counters.
+    ``publisher`` (not started) replaces the one built from ``nats_url`` and the
+    spool options, so other parts (peer probes, discovery) can publish through
+    it; each of ``tasks`` runs as ``task(publisher, stop)`` until ``stop``,
+    which is set on return. Returns the final publisher counters.
     """
     interval = parse_interval(interval_s)
     check_token(cluster, "cluster")
     check_token(node, "node")
     if watch_pid is not None and watch_pid <= 0:
         raise ValueError(f"watch pid {watch_pid!r} must be a positive process id")
-    spool = Spool(spool_memory_bytes, spool_dir, spool_disk_bytes)
-    publisher = Publisher(
-        nats_url,
-        spool=spool,
-        name=f"swarmwatch-producer-{cluster}-{node}",
-        ack_timeout_s=ack_timeout_s,
-        connect_options=connect_options,
-    )
+    if publisher is None:
+        publisher = Publisher(
+            nats_url,
+            spool=Spool(spool_memory_bytes, spool_dir, spool_disk_bytes),
+            name=f"swarmwatch-producer-{cluster}-{node}",
+            ack_timeout_s=ack_timeout_s,
+            connect_options=connect_options,
+        )
+    if probes is not None:  # peer probes and discovery ride on the same connection and batches
+        from producers.probes import PeerProber
+
+        prober = PeerProber(
+            None, cluster, node, publish=False, publish_fn=publisher.publish,
+            static_peers=probes.peers, tcp_targets=probes.tcp_targets, interval_s=probes.interval_s,
+            max_peers=probes.max_peers, discover=probes.discover, probe_delay_ms=probes.delay_ms,
+        )
+        extra_sources = [*extra_sources, prober.samples]
+        tasks = [*tasks, prober.run_with_publisher]
     producer = Producer(publisher, cluster, node, watch_pid=watch_pid, gpu=gpu, per_core=per_core, registry=registry,
                         extra_sources=extra_sources)
     stop = stop or asyncio.Event()
     await publisher.start()
-    await publisher.wait_connected(min(interval, 1.0))  # spare the first batch a trip through the spool
+    side: list[asyncio.Task[None]] = []
     made = 0
-    next_s = time.monotonic()
     try:
+        side = [asyncio.create_task(t(publisher, stop), name=f"swarmwatch-sidecar-{i}") for i, t in enumerate(tasks)]
+        await publisher.wait_connected(min(interval, 1.0))  # spare the first batch a trip through the spool
+        next_s = time.monotonic()
         while not stop.is_set():
-            await producer.tick()
+            try:
+                await producer.tick()
+            except Exception:  # noqa: BLE001 - a bug in one snapshot must not end the sidecar
+                producer.tick_errors += 1
+                log.exception("snapshot %d failed; carrying on", producer.seq)
             made += 1
             if max_batches is not None and made >= max_batches:
                 break
@@ -201,6 +228,17 @@ async def run_producer(
             except asyncio.TimeoutError:
                 pass
     finally:
+        stop.set()
+        if side:
+            _, late = await asyncio.wait(side, timeout=close_timeout_s)
+            for t in late:
+                t.cancel()
+            for t in side:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a side task's failure is logged, not raised
+                    if not t.cancelled() and t.exception() is not None:
+                        log.warning("sidecar task %s failed: %r", t.get_name(), t.exception())
         await publisher.close(close_timeout_s)
         producer.gpu.close()
     result = publisher.counters()
@@ -259,7 +297,8 @@ class BackgroundProducer:
 
 # --- lean entry point -------------------------------------------------------------------------
 # ``swarmwatch produce`` validates its options and then replaces itself (exec) with this entry
-# point, so the running sidecar holds only what it needs, whatever else the CLI imports.
+# point (``python -m producers``), so the running sidecar holds only what it needs, whatever
+# else the CLI imports.
 # Secrets travel in the environment (readable only by the same user), never on the command line.
 
 ENV_SECRETS = {
@@ -277,7 +316,7 @@ def _arg_parser() -> Any:
     import argparse
 
     ap = argparse.ArgumentParser(
-        prog="python -m producers.sidecar",
+        prog="python -m producers",
         description="swarmwatch producer sidecar (lean entry point of `swarmwatch produce`). "
         "Auth/TLS come from the environment: " + ", ".join(ENV_SECRETS),
     )
@@ -291,7 +330,39 @@ def _arg_parser() -> Any:
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--no-per-core", action="store_true")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-probes", action="store_true", help="do not probe peers")
+    ap.add_argument("--peers", default="", help="static peer node names, comma separated")
+    ap.add_argument("--tcp-probe", action="append", default=[], help="host:port to time TCP connects to (repeatable)")
+    ap.add_argument("--probe-interval", default="5s")
+    ap.add_argument("--max-peers", type=int, default=32)
+    ap.add_argument("--no-discovery", action="store_true")
+    ap.add_argument("--probe-delay-ms", type=float, default=0.0, help=argparse_suppress())
     return ap
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def probe_settings(no_probes: bool, peers: str, tcp: list[str], interval: str, max_peers: int,
+                   no_discovery: bool, delay_ms: float) -> Any:
+    """ProbeSettings from command-line values (None when probes are off); ValueError names a bad one."""
+    if no_probes:
+        return None
+    from producers.probes import ProbeSettings, parse_target
+
+    for t in tcp:
+        parse_target(t)
+    if max_peers < 1:
+        raise ValueError(f"--max-peers {max_peers!r} must be >= 1")
+    if delay_ms < 0:
+        raise ValueError(f"--probe-delay-ms {delay_ms!r} must be >= 0")
+    names = tuple(p.strip() for p in peers.split(",") if p.strip())
+    for n in names:
+        check_token(n, "peer")
+    return ProbeSettings(names, tuple(tcp), parse_interval(interval), max_peers, not no_discovery, delay_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.spool_max_mb < 0:
             raise ValueError(f"--spool-max-mb {args.spool_max_mb!r} must be >= 0")
         opts = connect_options(**{k: os.environ.get(env) or None for env, k in ENV_SECRETS.items()})
+        probes = probe_settings(args.no_probes, args.peers, args.tcp_probe, args.probe_interval, args.max_peers,
+                                args.no_discovery, args.probe_delay_ms)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -332,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             gpu=not args.no_gpu,
             per_core=not args.no_per_core,
             connect_options=opts,
+            probes=probes,
             stop=stop,
         )
 

@@ -148,6 +148,7 @@ class Stack:
             self._stoppers.append(("api", api.stop))
 
     async def _start_producer(self) -> None:
+        from producers.probes import ProbeSettings
         from producers.sidecar import run_producer
 
         cfg = self.cfg
@@ -161,6 +162,7 @@ class Stack:
                 watch_pid=cfg.producer.watch_pid,
                 gpu=cfg.producer.gpu,
                 spool_dir=self.data_dir / "spool",
+                probes=ProbeSettings(),
                 stop=stop,
             ),
             name="producer",

@@ -31,7 +31,7 @@ def first_flags(results: list[RoundResult]) -> dict[str, int]:
     return first
 
 
-@pytest.mark.parametrize("attack", ["sign_flip", "scale", "noise", "freeride", "ipm", "alie", "replay"])
+@pytest.mark.parametrize("attack", ["sign_flip", "scale", "noise", "freeride", "ipm", "alie", "replay", "copy"])
 def test_each_attack_family_is_caught_within_a_few_rounds_without_accusing_honest_nodes(attack: str) -> None:
     fleet = SyntheticFleet(nodes=40, attackers=6, attack=attack, start=12, seed=5)
     first = first_flags(run(ClusterDetector(), fleet, range(50)))
@@ -40,12 +40,36 @@ def test_each_attack_family_is_caught_within_a_few_rounds_without_accusing_hones
     assert latency[0] >= 0 and latency[len(latency) // 2] <= 5 and latency[-1] <= 12, latency
 
 
+def test_a_slow_coordinated_drift_is_caught_within_twenty_five_rounds() -> None:
+    fleet = SyntheticFleet(nodes=60, attackers=10, attack="drift", start=20, seed=6)
+    first = first_flags(run(ClusterDetector(), fleet, range(80)))
+    assert set(first) == fleet.attackers
+    latency = sorted(r - 20 for r in first.values())
+    assert latency[0] >= 0 and latency[len(latency) // 2] <= 25, latency
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_heterogeneous_noisy_honest_fleet_with_missed_rounds_is_never_accused(seed: int) -> None:
     fleet = SyntheticFleet(nodes=60, attackers=0, seed=seed, noisy_fraction=0.3, bias=0.7, dropout=0.1)
     results = run(ClusterDetector(), fleet, range(120))
     assert first_flags(results) == {}
     assert min(v.trust for res in results for v in res.verdicts) > 0.4
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_nodes_that_join_late_are_not_accused_while_their_history_is_short(seed: int) -> None:
+    fleet = SyntheticFleet(nodes=40, attackers=0, seed=seed, noisy_fraction=0.4)
+    joins = {name: 30 + (7 * i) % 20 for i, name in enumerate(fleet.names[-12:])}
+    det = ClusterDetector()
+    flagged: set[str] = set()
+    for r in range(80):
+        for rep in fleet.round(r):
+            if r >= joins.get(rep.node, 0):
+                det.add(rep.node, r, rep.update_norm, rep.loss, rep.sketch, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        flagged |= {v.node for v in res.verdicts if v.flagged}
+    assert flagged == set()
 
 
 def test_flagged_node_gets_the_statistic_distance_and_rounds_as_evidence() -> None:

@@ -58,10 +58,10 @@ def test_gpu_module_prints_one_json_snapshot() -> None:
 
 
 def test_sidecar_path_imports_nothing_heavy_and_nvml_only_when_probing() -> None:
-    # What `swarmwatch produce` exec's into: python -m producers.sidecar.
+    # What `swarmwatch produce` exec's into (python -m producers): the package and the sidecar.
     code = (
         "import sys\n"
-        "import producers.sidecar\n"
+        "import producers, producers.sidecar\n"
         "heavy = {'pydantic', 'numpy', 'pyarrow', 'fastapi', 'uvicorn', 'typer', 'rich', 'yaml', 'pynvml'}\n"
         "loaded = heavy & {m.split('.')[0] for m in sys.modules}\n"
         "assert not loaded, loaded\n"

@@ -258,3 +258,25 @@ async def test_app_embeds_the_producer_in_a_thread_and_its_sdk_metrics_ride_in_t
         result = await asyncio.to_thread(bg.stop, 20.0)
     assert bg.error is None
     assert result is not None and result["failed"] == 0
+
+
+async def test_side_tasks_share_the_producers_publisher_and_stop_with_it(nats_server: EmbeddedServer) -> None:
+    await _make_stream(nats_server.url)
+    publisher = Publisher(nats_server.url)
+    seen: list[str] = []
+
+    async def side(pub: Publisher, stop: asyncio.Event) -> None:
+        assert pub is publisher
+        await pub.wait_connected(10)
+        await pub.publish("sw.events.c1.n1.peer.join", b"{}", "n1:join")
+        seen.append("published")
+        await stop.wait()
+        seen.append("stopped")
+
+    result = await asyncio.wait_for(
+        run_producer(nats_server.url, "c1", "n1", "100ms", publisher=publisher, tasks=[side], gpu=False,
+                     registry=None, max_batches=3),
+        30,
+    )
+    assert seen == ["published", "stopped"]
+    assert result["sent"] == 4  # three batches and the side task's message

@@ -10,9 +10,11 @@ from processors.byzantine.detector import (
     NodeVerdict,
     RoundResult,
 )
+from processors.byzantine.fleet import ATTACKS, Report, SyntheticFleet
 from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, PayloadError, parse_update
 
 __all__ = [
+    "ATTACKS",
     "FEATURES",
     "STATISTICS",
     "TRAINING_UPDATE",
@@ -23,7 +25,9 @@ __all__ = [
     "DetectorConfig",
     "NodeVerdict",
     "PayloadError",
+    "Report",
     "RoundResult",
+    "SyntheticFleet",
     "backtest_file",
     "parse_update",
     "read_events",

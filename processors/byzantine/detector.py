@@ -1,31 +1,36 @@
 """Byzantine-node detector for one training cluster: per-round statistics, evidence across rounds.
 
-Each closed round gives, for every node that reported, a handful of scale-free
-statistics measured against the round's *robust consensus* (coordinate-wise
-median of the trusted nodes' sketches) and the fleet's median/MAD:
+Each closed round gives, for every node that reported, scale-free statistics
+measured against the round's *robust consensus* (coordinate-wise median of the
+sketches of nodes that are neither flagged nor near-copies of another) and the
+fleet's median/MAD:
 
-* ``alignment``  cosine of the node's sketch with the consensus; Byzantine updates
-  that point away (sign flip, inner-product manipulation) or nowhere (noise,
-  free-riding) align far less than honest ones, however noisy those are.
-* ``norm``       log of the update norm over the round's median norm (scaled-up,
-  noise or near-zero updates).
-* ``similarity`` the largest cosine with any other node's sketch this round or any
-  sketch of the previous round, as a robust z (collusion, replayed or stale work).
-* ``loss``       log of the reported loss over the round's median (not learning).
-* ``norm_consistency``  reported norm over sketch norm, against the fleet (lying
-  about the update).
+* ``alignment``  cosine with the consensus, against a fraction of the typical
+  node's: updates that point away (sign flip, inner-product manipulation) or
+  nowhere (noise, free-riding) align far less than honest ones, however noisy.
+* ``norm_high`` / ``norm_low``  update norm over the round's median.
+* ``similarity`` largest cosine with another sketch of this round or the
+  previous one, as a robust z (collusion, replayed work). A copied victim is
+  not blamed: the hit goes to the end of the pair that copies habitually.
+* ``loss``       reported loss over the round's median (not learning, lying).
+* ``norm_consistency``  reported norm over sketch norm, against the fleet.
+* ``too_close``  distance to the consensus far below the fleet's (sending the
+  aggregate back, ALIE with few colluders).
+* ``stale``      fits an earlier round's consensus better than this round's.
 
-These go into a ring buffer of the last ``window_rounds`` rounds per node and are
-tested over several horizons (2 .. window_rounds rounds) with a one-sided test
-whose standard error comes from the fleet's per-round robust spread, so blunt
-attacks are caught in two rounds and small consistent ones cumulatively.
+Per-round scores (standard deviations past each test's margin, clipped) go into
+a ring buffer of ``window_rounds`` rounds per node and are tested over several
+horizons: blunt attacks are caught in two or three rounds, small consistent
+ones cumulatively, and one odd round of an honest node never suffices.
 
 Two more tests work on each node's exponentially weighted mean deviation from
-the consensus (the part of its updates that persists across rounds):
+the consensus (the part of its updates that persists across rounds) and on its
+trend (fast minus slow average, where a node's steady non-IID bias cancels):
 
 * ``drift``      that persistent deviation is several times the fleet's typical one.
-* ``collusion``  it points the same way as another node's, far beyond what
-  independent honest nodes show (ALIE, coordinated drift, replay rings).
+* ``collusion``  it points the same way as another node's, or as the sum of
+  all others', far beyond independent nodes (ALIE with jitter, coordinated
+  drift, replay rings).
 
 A node is flagged when any test passes its threshold; its alert resolves after
 ``resolve_after_rounds`` clean rounds. Trust falls at once with suspicion and
@@ -45,7 +50,6 @@ from processors.byzantine.robust import (
     pair_cos_spread,
     partners_above,
     robust_center_scale,
-    robust_z,
     unit_rows,
 )
 
@@ -87,6 +91,7 @@ class DetectorConfig:
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
     cluster_sd: float = 5.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    min_hit_rounds: int = 4  # rounds past the confidence level (within window_rounds) that flag alone
     persist_rounds: int = 2  # consecutive rounds a drift/collusion finding must hold
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
@@ -106,6 +111,8 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be > 1, got {getattr(self, name)!r}")
         if not 0.0 < self.align_fraction < 1.0:
             raise ValueError(f"align_fraction must be in (0, 1), got {self.align_fraction!r}")
+        if self.min_hit_rounds < 2:
+            raise ValueError(f"min_hit_rounds must be >= 2, got {self.min_hit_rounds}")
         if self.min_nodes < 3:
             raise ValueError(f"min_nodes must be >= 3, got {self.min_nodes}")
 
@@ -169,6 +176,7 @@ def _shared_direction(
         "partners": partners.astype(np.float64),
         "group_cos": gc,
         "group_z": gz,
+        "pair_z": (best - med_p) / max((tau - med_p) / k_sd, 1e-9),
     }
 
 
@@ -425,7 +433,9 @@ class ClusterDetector:
         m_unit = m / max(float(np.linalg.norm(m)), _EPS)
         cos_m = units @ m_unit
         feats[:, _ALIGN] = cos_m
-        _, sd_align = robust_center_scale(cos_m[voters], 1e-3)
+        # spread from the upper half only: nodes that point away crowd the lower half
+        med_a, q75_a = np.percentile(cos_m[voters], [50, 75])
+        sd_align = max(float(q75_a - med_a) / 0.6745, 1e-3)
         # staleness: how much better an earlier round's consensus fits than this round's,
         # in robust sd of that gap across the round (honest updates fit the current one best)
         past = [u for r, u in self._past_consensus if r >= rnd - _STALE_LAGS and u.shape[0] == K]
@@ -470,7 +480,7 @@ class ClusterDetector:
         # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
         np.clip(sc, -clip, clip, out=sc)
-        np.minimum(sc[:, 3], 0.6 * cfg.confidence_z, out=sc[:, 3])
+        np.minimum(sc[:, 3], 0.5 * cfg.confidence_z, out=sc[:, 3])
         self._vals[idx, col, :] = feats.astype(np.float32)
         self._scores[idx, col, :] = sc.astype(np.float32)
         self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit, sd_dist, 1.0)
@@ -496,6 +506,14 @@ class ClusterDetector:
             ev[:, :_NW] = np.where(better, T, ev[:, :_NW])
             best_h[:, :_NW] = np.where(better, w, best_h[:, :_NW])
         ev[~np.isfinite(ev)] = 0.0
+        # intermittent attackers: rounds far past the margin counted over the whole buffer, so
+        # good rounds in between cannot cancel them (similarity excepted: copied victims)
+        hits = (np.where(fin, U, -np.inf) > z).sum(axis=1).astype(np.float64)
+        hits[:, 3] = 0.0
+        by_count = hits / cfg.min_hit_rounds
+        better = by_count > ev[:, :_NW]
+        ev[:, :_NW] = np.where(better, by_count, ev[:, :_NW])
+        best_h[:, :_NW] = np.where(better, W, best_h[:, :_NW])
 
         # --- persistent deviation: drift and collusion
         dev_scale = float(np.median(dist[trusted]))
@@ -517,7 +535,11 @@ class ClusterDetector:
             D = self._dev_sum[ie] / self._dev_w[ie][:, None]
             Dc = D - np.median(D[ref], axis=0)
             Dn = np.linalg.norm(Dc, axis=1)
-            drift_ratio[elig] = Dn / max(float(np.median(Dn[ref])), _EPS)
+            # a newcomer's average still carries much of its noise: judge its size only once
+            # the average has settled (three half-lives)
+            settled = self._dev_n[ie] >= 3 * cfg.drift_half_life_rounds
+            ref_s = ref & settled if (ref & settled).sum() >= cfg.min_nodes else ref
+            drift_ratio[elig] = np.where(settled, Dn / max(float(np.median(Dn[ref_s])), _EPS), 0.0)
             # the same tests on the trend (fast minus slow average): a node's own steady bias cancels
             Tr = D - self._slow_sum[ie] / self._slow_w[ie][:, None]
             Tr = Tr - np.median(Tr[ref], axis=0)
@@ -629,7 +651,7 @@ class ClusterDetector:
                 "threshold": round(get("tau"), 4),
                 "partners": int(get("partners")) if math.isfinite(get("partners")) else 0,
                 "group_cos": round(get("group_cos"), 4),
-                "distance_sd": round(get("group_z"), 2),
+                "distance_sd": round(max(get("pair_z"), get("group_z")), 2),
                 "of": "trend" if get("source") == 1.0 else "level",
                 "rounds": int(self._clu_run[s]),
                 "meaning": "persistent deviation shared with other nodes, far beyond independent nodes",
@@ -687,9 +709,9 @@ class ClusterDetector:
             "nodes": [self._names[s] for s in live],
             "vals": _enc(self._vals[li]),
             "scores": _enc(self._scores[li]),
-            "dev_sum": _enc(self._dev_sum[li]),
+            "dev_sum": _enc(self._dev_sum[li].astype(np.float32)),
             "dev_w": _enc(self._dev_w[li]),
-            "slow_sum": _enc(self._slow_sum[li]),
+            "slow_sum": _enc(self._slow_sum[li].astype(np.float32)),
             "slow_w": _enc(self._slow_w[li]),
             "dev_n": _enc(self._dev_n[li]),
             "last_round": _enc(self._last_round[li]),
@@ -706,7 +728,7 @@ class ClusterDetector:
             "prev_units": None if self._prev_units is None else _enc(self._prev_units),
             "past_consensus": [[r, _enc(u)] for r, u in self._past_consensus],
             "pending": {
-                str(r): {nd: [v[0], v[1] if math.isfinite(v[1]) else None, v[2].tolist(), v[3]] for nd, v in b.items()}
+                str(r): {nd: [v[0], v[1] if math.isfinite(v[1]) else None, _enc(v[2]), v[3]] for nd, v in b.items()}
                 for r, b in self.pending.items()
             },
         }
@@ -734,6 +756,6 @@ class ClusterDetector:
         self._prev_units = None if state.get("prev_units") is None else _dec(state["prev_units"])
         self._past_consensus = [(int(r), _dec(u)) for r, u in state.get("past_consensus", [])]
         self.pending = {
-            int(r): {nd: (float(v[0]), math.nan if v[1] is None else float(v[1]), np.asarray(v[2], dtype=np.float64), float(v[3])) for nd, v in b.items()}
+            int(r): {nd: (float(v[0]), math.nan if v[1] is None else float(v[1]), _dec(v[2]), float(v[3])) for nd, v in b.items()}
             for r, b in state.get("pending", {}).items()
         }

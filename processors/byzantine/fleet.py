@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ATTACKS: tuple[str, ...] = ("sign_flip", "scale", "noise", "freeride", "ipm", "alie", "replay")
+ATTACKS: tuple[str, ...] = ("sign_flip", "scale", "noise", "freeride", "ipm", "alie", "replay", "copy", "drift")
 
 
 @dataclass(slots=True)
@@ -57,12 +57,17 @@ class SyntheticFleet:
         self.sigma = np.ones(nodes)
         self.sigma[noisy] = 1.8
         self._prev: dict[str, np.ndarray] = {}
+        self._current: dict[str, np.ndarray] = {}
+        self._round = 0
+        d = self.rng.normal(0.0, 1.0, dim)
+        self._drift_dir = d / np.linalg.norm(d)
 
     def honest(self) -> list[str]:
         return [n for n in self.names if n not in self.attackers]
 
     def round(self, r: int) -> list[Report]:
         """The reports of round ``r`` (nodes that missed the round are absent)."""
+        self._round = r
         lr = 1.0 / math.sqrt(1.0 + r / 10.0)
         g = self.rng.normal(0.0, 0.6, self.dim) + 0.4
         ups = {
@@ -70,6 +75,7 @@ class SyntheticFleet:
             for i, name in enumerate(self.names)
         }
         honest = np.stack([u for n, u in ups.items() if n not in self.attackers])
+        self._current = ups
         loss = 2.3 * math.exp(-r / 60.0) + 0.2
         out = []
         for name, u in ups.items():
@@ -99,6 +105,12 @@ class SyntheticFleet:
             return -0.5 * honest.mean(axis=0)
         if a == "alie":
             return honest.mean(axis=0) - 0.5 * honest.std(axis=0)
+        if a == "drift":  # a bias growing over 50 rounds along one direction shared by the attackers
+            grow = min(1.0, (self._round - self.start) / 50.0)
+            return u + grow * 3.0 * lr * math.sqrt(self.dim) * self._drift_dir
+        if a == "copy":  # pass off a random honest node's update of this round as its own
+            victims = self.honest()
+            return self._current[victims[int(self.rng.integers(len(victims)))]].copy()
         # replay: resend another (honest) node's update from the previous round
         src = self._prev.get(self.names[-1])
         return src.copy() if src is not None else u

@@ -16,12 +16,6 @@ def robust_center_scale(x: np.ndarray, floor: float) -> tuple[float, float]:
     return med, max(sd, floor)
 
 
-def robust_z(x: np.ndarray, floor: float) -> tuple[np.ndarray, float, float]:
-    """``(x - median) / robust_sd`` with the median and sd used."""
-    med, sd = robust_center_scale(x, floor)
-    return (x - med) / sd, med, sd
-
-
 def unit_rows(x: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
     """Rows scaled to unit length (zero rows stay zero) and the row norms."""
     n = np.linalg.norm(x, axis=1)

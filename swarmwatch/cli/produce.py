@@ -2,7 +2,7 @@
 
 Registering the command imports nothing heavy. Running it checks the options
 (clear one-line errors), then replaces this process (``exec``) with the lean
-entry point ``python -m producers.sidecar``, so the long-running sidecar does
+entry point ``python -m producers``, so the long-running sidecar does
 not carry whatever the rest of the CLI imported. Secrets (token, password,
 credentials and TLS paths) pass through the environment, never the command
 line, where any user could read them.
@@ -35,6 +35,13 @@ def produce(
     tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate (mutual TLS)."),
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key (mutual TLS)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    no_probes: bool = typer.Option(False, "--no-probes", help="Do not probe peers (latency, jitter, loss)."),
+    peers: str = typer.Option("", "--peers", help="Static peer node names, comma separated (discovery finds the rest)."),
+    tcp_probe: Optional[list[str]] = typer.Option(None, "--tcp-probe", help="host:port to time TCP connects to (repeatable)."),
+    probe_interval: str = typer.Option("5s", "--probe-interval", help="Seconds between probe rounds."),
+    max_peers: int = typer.Option(32, "--max-peers", help="Peers probed per round (a stable subset in big clusters)."),
+    no_discovery: bool = typer.Option(False, "--no-discovery", help="Do not announce on or listen to peer.join/heartbeat/leave."),
+    probe_delay_ms: float = typer.Option(0.0, "--probe-delay-ms", hidden=True, help="Delay probe answers (testing)."),
     in_process: bool = typer.Option(False, "--in-process", help="Run inside this CLI process instead of exec'ing the lean sidecar entry point."),
 ) -> None:
     """Publish this node's CPU, memory, disk, network, GPU and watched-process metrics to NATS."""
@@ -57,6 +64,9 @@ def produce(
             raise ValueError(f"--spool-max-mb {spool_max_mb!r} must be >= 0")
         connect_options(creds=creds, token=token, user=user, password=password,
                         tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        from producers.sidecar import probe_settings
+
+        probe_settings(no_probes, peers, tcp_probe or [], probe_interval, max_peers, no_discovery, probe_delay_ms)
     except ValueError as exc:
         _fail(str(exc))
     argv = ["--nats", nats_url, "--cluster", cluster, "--node", node_name, "--interval", interval,
@@ -69,6 +79,15 @@ def produce(
         argv.append("--no-gpu")
     if no_per_core:
         argv.append("--no-per-core")
+    if no_probes:
+        argv.append("--no-probes")
+    argv += ["--peers", peers, "--probe-interval", probe_interval, "--max-peers", str(max_peers)]
+    for t in tcp_probe or []:
+        argv += ["--tcp-probe", t]
+    if no_discovery:
+        argv.append("--no-discovery")
+    if probe_delay_ms:
+        argv += ["--probe-delay-ms", str(probe_delay_ms)]
     secrets = {"SWARMWATCH_NATS_CREDS": creds, "SWARMWATCH_NATS_TOKEN": token, "SWARMWATCH_NATS_USER": user,
                "SWARMWATCH_NATS_PASSWORD": password, "SWARMWATCH_TLS_CA": tls_ca, "SWARMWATCH_TLS_CERT": tls_cert,
                "SWARMWATCH_TLS_KEY": tls_key}
@@ -81,7 +100,7 @@ def produce(
         from producers.sidecar import main as sidecar_main
 
         raise typer.Exit(sidecar_main(argv))
-    os.execve(sys.executable, [sys.executable, "-m", "producers.sidecar", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "producers", *argv], env)
 
 
 def _fail(message: str) -> NoReturn:
