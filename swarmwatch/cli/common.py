@@ -6,12 +6,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from processors.rules import ConfigError
-from swarmwatch.config import Config, load_config
+if TYPE_CHECKING:
+    from swarmwatch.config import Config
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -21,6 +21,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def config_or_exit(path: Path | None, overrides: dict[str, Any]) -> Config:
+    from processors.rules import ConfigError
+    from swarmwatch.config import load_config
+
     try:
         return load_config(path, overrides)
     except ConfigError as exc:
@@ -39,6 +42,8 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
     """Run ``main`` in a fresh event loop; its int result is the exit code."""
+    from processors.rules import ConfigError
+
     try:
         code = asyncio.run(main())
     except ConfigError as exc:

@@ -11,7 +11,6 @@ import typer
 
 from swarmwatch.cli import app
 from swarmwatch.cli.common import config_or_exit, fail
-from swarmwatch.config import Config
 
 if TYPE_CHECKING:
     from sinks.report import Report
