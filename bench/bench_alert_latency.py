@@ -49,6 +49,11 @@ async def main() -> None:
     ap.add_argument("--duration", type=float, default=40.0, help="seconds of probing under load")
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--probe-every", type=float, default=0.25)
+    ap.add_argument("--operators", default="rules,windows,liveness,network",
+                    help="processor operators (anomaly and byzantine run as their own consumers in production)")
+    ap.add_argument("--spread", action="store_true", help="nodes publish spread over the second instead of all at once")
+    ap.add_argument("--companion", default="",
+                    help="operators for a second processor process running beside it, e.g. windows,network")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, EmbeddedServer(Path(d) / "nats", port=0) as srv:
         nc = await nats.connect(srv.url)
@@ -58,12 +63,20 @@ async def main() -> None:
         rules.write_text(RULES)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmwatch", "process", "--nats", srv.url, "--rules", str(rules), "--name", "bench"],
+            [sys.executable, "-m", "swarmwatch", "process", "--nats", srv.url, "--rules", str(rules), "--name", "bench",
+             "--operators", args.operators],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        companion = None
+        if args.companion:
+            companion = subprocess.Popen(
+                [sys.executable, "-m", "swarmwatch", "process", "--nats", srv.url, "--name", "bench-companion",
+                 "--operators", args.companion],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         load = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--url", srv.url, "--nodes", str(args.nodes),
-             "--interval", "1s", "--duration", str(args.duration + args.warmup + 5)],
+             "--interval", "1s", "--duration", str(args.duration + args.warmup + 5)] + (["--spread"] if args.spread else []),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         sent: dict[float, float] = {}  # probe sample ts -> wall time just before publish
@@ -93,8 +106,10 @@ async def main() -> None:
             await asyncio.sleep(args.probe_every)
         await asyncio.sleep(2.0)
         load_out = load.communicate(timeout=60)[0]
-        proc.send_signal(2)
-        proc.wait(timeout=30)
+        for p in (proc, companion):
+            if p is not None:
+                p.send_signal(2)
+                p.wait(timeout=30)
         info = await js.stream_info("TELEMETRY")
         await nc.close()
     try:
@@ -105,6 +120,9 @@ async def main() -> None:
         "bench": "alert_latency",
         "machine": f"{platform.machine()} cores={os.cpu_count()}",
         "nodes": args.nodes,
+        "operators": args.operators,
+        "companion_operators": args.companion or None,
+        "publishing": "spread over each second" if args.spread else "all nodes at the start of each second",
         "interval_s": 1.0,
         "crossings": len(sent),
         "alerts_received": len(lat),

@@ -38,6 +38,7 @@ from schemas.subjects import check_token, metrics as metrics_subject  # noqa: E4
 CORES = 8
 DEFAULT_MAX_INFLIGHT = 4000
 ACK_TIMEOUT_S = 10.0
+SPREAD_SLOTS = 50  # with spread, nodes publish in this many evenly spaced groups per interval
 
 # (name, unit, labels, low, high): the simulated snapshot, 40 samples per node
 _SHAPE: list[tuple[str, str | None, dict[str, str] | None, float, float]] = (
@@ -118,6 +119,7 @@ async def run_loadgen(
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ensure_stream: bool = False,
     connect_options: dict[str, Any] | None = None,
+    spread: bool = False,
 ) -> dict[str, Any]:
     """Publish ``nodes`` snapshots every ``interval_s`` for ``duration_s``; returns counts and the achieved rate.
 
@@ -158,6 +160,8 @@ async def run_loadgen(
         else:
             sent += 1
 
+    slots = SPREAD_SLOTS if spread else 1
+    groups = [sims[i::slots] for i in range(slots)]
     start = time.monotonic()
     end = start + duration_s
     tick = 0
@@ -173,19 +177,24 @@ async def run_loadgen(
             else:
                 behind = now - due
             tick += 1
-            for sim in sims:
-                attempted += 1
-                try:
-                    fut = await js.publish_async(
-                        sim.subject, sim.next_payload(tick), wait_stall=ACK_TIMEOUT_S,
-                        headers={"Nats-Msg-Id": f"{sim.node}:{run_id}:{tick}"},
-                    )
-                except Exception as exc:  # noqa: BLE001 - counted, the run goes on
-                    failed += 1
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                pending.add(fut)
-                fut.add_done_callback(done)
+            for slot, group in enumerate(groups):
+                if spread and slot:  # independent nodes: their ticks fall all over the interval
+                    wait = due + slot * interval_s / len(groups) - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                for sim in group:
+                    attempted += 1
+                    try:
+                        fut = await js.publish_async(
+                            sim.subject, sim.next_payload(tick), wait_stall=ACK_TIMEOUT_S,
+                            headers={"Nats-Msg-Id": f"{sim.node}:{run_id}:{tick}"},
+                        )
+                    except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                        failed += 1
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                        continue
+                    pending.add(fut)
+                    fut.add_done_callback(done)
         publish_end = time.monotonic()
         if pending:
             _, late = await asyncio.wait(set(pending), timeout=ACK_TIMEOUT_S)
@@ -250,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-inflight", type=int, default=DEFAULT_MAX_INFLIGHT)
     ap.add_argument("--ensure-stream", action="store_true", help="create the TELEMETRY stream if missing")
     ap.add_argument("--embedded", action="store_true", help="start a throw-away local nats-server (ignores --url)")
+    ap.add_argument("--spread", action="store_true", help="spread the nodes' publishes over the interval instead of all at once")
     a = ap.parse_args(argv)
 
     async def go(url: str) -> dict[str, Any]:
         return await run_loadgen(url, a.nodes, a.interval, a.duration, cluster=a.cluster, hot_nodes=a.hot_nodes,
-                                 seed=a.seed, max_inflight=a.max_inflight, ensure_stream=a.ensure_stream or a.embedded)
+                                 seed=a.seed, max_inflight=a.max_inflight, ensure_stream=a.ensure_stream or a.embedded,
+                                 spread=a.spread)
 
     try:
         if a.embedded:

@@ -138,6 +138,14 @@ async def _wait_alerts(nc: NATS, expected: set[tuple[str, str]], timeout_s: floa
         await asyncio.sleep(0.5)
 
 
+async def _consumer_state(nc: NATS, name: str) -> str:
+    try:
+        info = await nc.jetstream().consumer_info(TELEMETRY, name)
+    except Exception as exc:
+        return f"{name}: {exc!r}"
+    return f"{name}: delivered={info.delivered} ack_floor={info.ack_floor} pending={info.num_pending} waiting={info.num_waiting} leader={info.cluster}"
+
+
 def _firing_counts(alerts: list[Alert]) -> Counter[tuple[str, str]]:
     return Counter((a.rule, a.node) for a in alerts if a.status == AlertStatus.FIRING)
 
@@ -191,7 +199,10 @@ async def test_partitioned_processors_on_a_replicated_cluster_alert_once_and_sur
         expected |= {(r, n) for n in HOT_AFTER for r in HOT_RULES}
         alerts = await _wait_alerts(admin, expected, timeout_s=45.0)
         counts = _firing_counts(alerts)
-        assert set(counts) == expected
+        assert set(counts) == expected, (
+            f"missing after losing {leader}: {sorted(expected - set(counts))}; runtimes: {[rt.stats for rt in runtimes]}; "
+            f"consumers: {[await _consumer_state(admin, rt.name) for rt in runtimes]}"
+        )
         assert all(c == 1 for c in counts.values()), counts
         new_leader = (await admin.jetstream().stream_info(TELEMETRY)).cluster.leader
         assert new_leader not in (None, leader)

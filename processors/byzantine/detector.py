@@ -49,6 +49,7 @@ from processors.byzantine.robust import (
     max_offdiag_cos,
     pair_cos_spread,
     partners_above,
+    half_spread,
     robust_center_scale,
     unit_rows,
 )
@@ -441,15 +442,20 @@ class ClusterDetector:
         past = [u for r, u in self._past_consensus if r >= rnd - _STALE_LAGS and u.shape[0] == K]
         if past:
             gap = (units @ np.stack(past).T).max(axis=1) - cos_m
-            _, sd_gap = robust_center_scale(gap[voters], 1e-3)
+            sd_gap = half_spread(gap[voters], "lower", 1e-3)  # stale nodes crowd the upper half
             feats[:, _STALE] = gap / sd_gap
 
         lognorm = np.log(np.maximum(norms, _EPS))
-        med, sd_norm = robust_center_scale(lognorm[trusted], 0.01)
+        med, _ = robust_center_scale(lognorm[trusted], 0.01)
+        # each one-sided test takes its spread from the other half, which its outliers cannot reach
+        sd_norm_hi = half_spread(lognorm[trusted], "lower", 0.01)
+        sd_norm_lo = half_spread(lognorm[trusted], "upper", 0.01)
+        sd_norm = max(sd_norm_hi, sd_norm_lo)
         feats[:, _NORM] = lognorm - med
 
         logloss = np.log(losses)  # NaN where missing
-        med_l, sd_loss = robust_center_scale(logloss[trusted], 0.01)
+        med_l, _ = robust_center_scale(logloss[trusted], 0.01)
+        sd_loss = half_spread(logloss[trusted], "lower", 0.01)
         feats[:, _LOSS] = logloss - med_l
 
         fit = lognorm - np.log(np.maximum(sk_norm, _EPS))
@@ -458,7 +464,8 @@ class ClusterDetector:
 
         dist = np.linalg.norm(X - m, axis=1)
         logdist = np.log(np.maximum(dist, _EPS))
-        med_d, sd_dist = robust_center_scale(logdist[trusted], 0.01)
+        med_d, _ = robust_center_scale(logdist[trusted], 0.01)
+        sd_dist = half_spread(logdist[trusted], "upper", 0.01)
         feats[:, _DIST] = logdist - med_d
 
         # per-round scores: standard deviations beyond each test's margin, clipped so one
@@ -469,8 +476,8 @@ class ClusterDetector:
         if M > cfg.confidence_z * sd_align / math.sqrt(max(1, int(voters.sum()))):
             sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align - 0.25  # and by a quarter sd a round
         logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
-        sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm
-        sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm
+        sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm_hi
+        sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm_lo
         sc[:, 3] = np.where(victim, 0.0, feats[:, _SIM]) - cfg.similarity_sd
         sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
         sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit

@@ -16,6 +16,17 @@ def robust_center_scale(x: np.ndarray, floor: float) -> tuple[float, float]:
     return med, max(sd, floor)
 
 
+def half_spread(x: np.ndarray, side: str, floor: float) -> float:
+    """Robust sd from one half of the finite values of ``x``: ``"lower"`` (median - q25) or
+    ``"upper"`` (q75 - median), scaled to a normal sd. Outliers on the other side cannot inflate it."""
+    v = x[np.isfinite(x)]
+    if v.size < 2:
+        return floor
+    q25, med, q75 = np.percentile(v, [25, 50, 75])
+    d = (med - q25) if side == "lower" else (q75 - med)
+    return max(float(d) / 0.6745, floor)
+
+
 def unit_rows(x: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
     """Rows scaled to unit length (zero rows stay zero) and the row norms."""
     n = np.linalg.norm(x, axis=1)
