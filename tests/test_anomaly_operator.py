@@ -7,7 +7,7 @@ import pytest
 
 from schemas import Alert, AlertKind, AlertStatus, MetricBatch, Sample, Severity
 
-from processors.anomaly import ERROR_SPIKE_RULE, AnomalyOperator, MetricFamily
+from processors.anomaly import ERROR_SPIKE_RULE, LIVE_THRESHOLD, AnomalyOperator, MetricFamily
 
 T0 = 1_700_006_400.0
 
@@ -37,11 +37,30 @@ def test_anomaly_on_one_node_fires_one_alert_with_score_baseline_and_window() ->
     assert len(firing) == 1
     a = firing[0]
     assert (a.kind, a.rule, a.node, a.metric, a.severity) == (AlertKind.ANOMALY, "anomaly", "n2", "rpc.latency_ms", Severity.WARNING)
-    assert a.value == 400.0 and a.threshold == 0.5 and a.started_at == T0 + 3000
-    assert a.details["score"] >= 0.5
+    assert a.value == 400.0 and a.threshold == LIVE_THRESHOLD and a.started_at == T0 + 3000
+    assert a.details["score"] >= LIVE_THRESHOLD
     assert 30 < a.details["baseline"]["level"] < 50 and a.details["baseline"]["high"] < 60
     assert a.details["window"]["end"] == a.started_at and a.details["window"]["values"][-1] == 400.0
     assert len(a.details["window"]["values"]) == 10
+
+
+def test_a_fleet_node_of_pure_noise_stays_nearly_silent_live() -> None:
+    """40 Gaussian series at 1 Hz for an hour: at most a couple of alerts, yet a real spike is caught."""
+    import random
+
+    from schemas import MetricBatch, Sample
+
+    op = AnomalyOperator()
+    rng = random.Random(3)
+    fired: list[tuple[int, str | None]] = []
+    for t in range(3600):
+        vals = [50 + rng.gauss(0, 5) for _ in range(40)]
+        if t == 3000:
+            vals[7] = 120.0
+        batch = MetricBatch("c1", "n1", T0 + t, [Sample(f"m.{i}", v) for i, v in enumerate(vals)])
+        fired += [(t, e.message.metric) for e in op.on_metrics(batch, T0 + t) if e.message.status is AlertStatus.FIRING]
+    assert (3000, "m.7") in fired
+    assert len(fired) <= 3
 
 
 def test_anomaly_alert_resolves_with_the_same_id_after_the_episode() -> None:

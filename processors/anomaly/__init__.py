@@ -9,6 +9,7 @@ from processors.anomaly.operator import (
     ANOMALY_RULE,
     DEFAULT_FAMILIES,
     ERROR_SPIKE_RULE,
+    LIVE_THRESHOLD,
     AnomalyOperator,
     MetricFamily,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DETECTORS",
     "ERROR_SPIKE_RULE",
+    "LIVE_THRESHOLD",
     "AnomalyDetector",
     "AnomalyOperator",
     "BacktestError",
