@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from processors.alerting import AlertTracker, alert_id
 from processors.anomaly import AnomalyOperator, MetricFamily
-from processors.byzantine.operator import ByzantineOperator
+from processors.byzantine import ByzantineOperator, DetectorConfig
 from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
 from processors.operator import Emit, FunctionOperator, Operator, OperatorStats, operator
 from processors.rules import ConfigError, Rule, ThresholdRules, default_rules, load_rules, parse_duration
@@ -20,6 +20,7 @@ __all__ = [
     "MetricFamily",
     "NetworkHealthOperator",
     "ConfigError",
+    "DetectorConfig",
     "Emit",
     "FunctionOperator",
     "JetStreamPuller",

@@ -13,13 +13,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producers.collectors import SystemCollector
 from producers.gpu import GpuCollector
 from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval
 from producers.process import ProcessWatcher
-from producers.probes import ProbeSettings
 from producers.publisher import Publisher
 from producers.samples import SampleBuffer
 from producers.sdk import REGISTRY, Registry
@@ -27,6 +26,9 @@ from producers.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, Spool
 from schemas.codec import encode
 from schemas.models import MAX_SAMPLES_PER_BATCH, MetricBatch, Sample
 from schemas.subjects import check_token, metrics as metrics_subject
+
+if TYPE_CHECKING:
+    from producers.probes import ProbeSettings
 
 SELF_PREFIX = "swarmwatch.producer."
 

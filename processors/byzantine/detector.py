@@ -442,7 +442,7 @@ class ClusterDetector:
         past = [u for r, u in self._past_consensus if r >= rnd - _STALE_LAGS and u.shape[0] == K]
         if past:
             gap = (units @ np.stack(past).T).max(axis=1) - cos_m
-            sd_gap = half_spread(gap[voters], "lower", 1e-3)  # stale nodes crowd the upper half
+            _, sd_gap = robust_center_scale(gap[voters], 1e-3)
             feats[:, _STALE] = gap / sd_gap
 
         lognorm = np.log(np.maximum(norms, _EPS))

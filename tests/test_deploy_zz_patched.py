@@ -213,7 +213,7 @@ async def test_partitioned_processors_on_a_replicated_cluster_alert_once_and_sur
         assert sum(rt.stats.processed for rt in runtimes) == len(NODES)
 
         # lose the server that leads TELEMETRY (SIGKILL: no lame-duck hand-over)
-        leader = (await admin.jetstream().stream_info(TELEMETRY)).cluster.leader
+        leader = (await admin.jetstream().stream_info(DERIVED)).cluster.leader
         assert leader in procs
         procs[leader].kill()
         checkpoints_before = [rt.stats.checkpoints for rt in runtimes]
@@ -227,7 +227,7 @@ async def test_partitioned_processors_on_a_replicated_cluster_alert_once_and_sur
             f"consumers: {[await _consumer_state(admin, rt.name) for rt in runtimes]}"
         )
         assert all(c == 1 for c in counts.values()), counts
-        new_leader = (await admin.jetstream().stream_info(TELEMETRY)).cluster.leader
+        new_leader = (await admin.jetstream().stream_info(DERIVED)).cluster.leader
         assert new_leader not in (None, leader)
         # checkpoints (and so acks) go on without the lost server
         deadline = time.monotonic() + 20
