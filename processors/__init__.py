@@ -6,7 +6,8 @@ from processors.anomaly import AnomalyOperator, MetricFamily
 from processors.byzantine import ByzantineOperator, DetectorConfig
 from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
 from processors.operator import Emit, FunctionOperator, Operator, OperatorStats, operator
-from processors.rules import ConfigError, Rule, ThresholdRules, default_rules, load_rules, parse_duration
+from processors.configfile import ConfigError, parse_duration
+from processors.rules import Rule, ThresholdRules, default_rules, load_rules
 from processors.runtime import Runtime, RuntimeStats
 from processors.liveness import LivenessOperator
 from processors.network import NetworkHealthOperator

@@ -11,40 +11,20 @@ from __future__ import annotations
 
 import fnmatch
 import operator as _op
-import re
-import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas import AlertKind, MetricBatch, Severity, subjects
 
 from processors.alerting import AlertTracker
+from processors.configfile import ConfigError, format_validation_error, parse_duration, read_config_file
 from processors.operator import Emit, Operator
 from processors.windows import layout, series_key
 
 _OPS: dict[str, Callable[[float, float], bool]] = {">": _op.gt, ">=": _op.ge, "<": _op.lt, "<=": _op.le}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file, the key and the expected form."""
-
-
-def parse_duration(value: float | int | str) -> float:
-    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"duration {value!r} must be >= 0")
-        return float(value)
-    m = _DURATION_RE.match(str(value))
-    if not m:
-        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 500ms, 2m, 1h or a number of seconds")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 class Rule(BaseModel):
@@ -115,28 +95,12 @@ def default_rules() -> list[Rule]:
     return out
 
 
-def _format_errors(path: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        got = err.get("input")
-        lines.append(f"{path}: {loc}: {err['msg']} (got {got!r})")
-    return "\n".join(lines)
-
-
 def load_rules(path: str | Path | None) -> list[Rule]:
     """Rules from a YAML or TOML file (or the defaults when ``path`` is None). Raises ConfigError."""
     if path is None:
         return default_rules()
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read rules file: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+    raw = read_config_file(p, "rules")
     if raw is None:
         raw = {}
     if isinstance(raw, list):
@@ -146,7 +110,7 @@ def load_rules(path: str | Path | None) -> list[Rule]:
     try:
         rs = RuleSet.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(str(p), exc)) from None
+        raise ConfigError(format_validation_error(str(p), exc)) from None
     rules = {r.name: r for r in default_rules()} if rs.defaults else {}
     for r in rs.rules:
         rules[r.name] = r

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import re
 import socket
-import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from processors.rules import ConfigError, parse_duration
+from processors.configfile import ConfigError, format_validation_error, parse_duration, read_config_file
 
 _TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]")
 ALL_OPERATORS = ("rules", "windows", "liveness", "network", "byzantine", "anomaly")
@@ -165,16 +163,6 @@ class Config(_Section):
         return v
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: ``file: key.path: what is wrong (got value)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {loc}: {msg} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML/TOML config (or none) and apply ``overrides`` (dotted keys). Raises ConfigError."""
     raw: dict[str, Any] = {}
@@ -182,14 +170,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-        try:
-            loaded = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+        loaded = read_config_file(p)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
         raw = loaded or {}

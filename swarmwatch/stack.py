@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from swarmwatch.cli.common import install_stop_signals
-from processors.rules import ConfigError
+from processors.configfile import ConfigError
 from swarmwatch.config import Config
 from swarmwatch.connect import connect
 from swarmwatch.logs import setup_logging

@@ -15,19 +15,14 @@ from swarmwatch.streams import ensure_streams
 POINTS = 400
 SPIKE_AT = 350
 
+from tests.support import wait_for
+
 
 def latency(node: str, i: int) -> float:
     """Healthy latency: a bounded, node-specific jitter around 40 ms."""
     return 40.0 + ((i * 7 + len(node) * 3) % 13) / 2.0 - 3.0
 
 
-async def wait_for(cond: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.timeout(90)

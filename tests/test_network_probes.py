@@ -10,6 +10,7 @@ import pytest
 from schemas import Event, MetricBatch, codec
 
 from producers.discovery import PeerTable
+from tests.support import wait_for
 from producers.probes import JitterEstimator, PeerProber, ProbeResponder, ProbeWindow, ProbeResult, parse_target, probe_subject
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,13 +132,6 @@ async def test_tcp_connect_probe_succeeds_on_listening_port_and_fails_on_closed(
     await server.wait_closed()
 
 
-async def wait_for(cond: Any, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_producers_discover_each_other_and_clean_leave_removes_the_peer(nats_server: Any) -> None:

@@ -15,6 +15,7 @@ from producers.sdk import Registry
 from producers.sidecar import run_producer
 from schemas import Alert, AlertStatus, decode
 from sinks import read_records, start_file_sinks
+from tests.support import wait_for
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 
@@ -24,13 +25,6 @@ rules:
 """
 
 
-async def wait_for(cond: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def spawn_processor(url: str, rules: Path) -> subprocess.Popen[bytes]:

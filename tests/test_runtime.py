@@ -17,6 +17,7 @@ from processors import Emit, Operator, Rule, Runtime, ThresholdRules, TumblingWi
 from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, decode, encode, subjects
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
+from tests.support import stored, wait_for
 
 
 def mem_rule() -> Rule:
@@ -29,29 +30,8 @@ async def publish_series(js: object, values: list[float], t0: float, node: str =
         await js.publish(subjects.metrics("c1", node), encode(b), headers={"Nats-Msg-Id": f"{node}:{t0 + i}"})  # type: ignore[attr-defined]
 
 
-async def stored(js: object, subject: str, stream: str = "DERIVED") -> list[bytes]:
-    """Every message stored under ``subject`` (an ephemeral consumer reads them all)."""
-    from nats.js.api import AckPolicy, ConsumerConfig
-
-    sub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE))  # type: ignore[attr-defined]
-    out: list[bytes] = []
-    while True:
-        try:
-            msgs = await sub.fetch(500, timeout=0.5)
-        except Exception:
-            break
-        out += [m.data for m in msgs]
-    await sub.unsubscribe()
-    return out
 
 
-async def wait_for(cond: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_threshold_crossing_reaches_a_subscriber_once(nc: nats.NATS) -> None:

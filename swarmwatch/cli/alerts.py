@@ -45,7 +45,7 @@ def alerts(
     subject = f"sw.alerts.{severity}.{cluster}.{node}.*"
 
     async def main() -> int:
-        from processors.rules import parse_duration
+        from processors.configfile import parse_duration
         from schemas import Alert, DecodeError, decode
         from swarmwatch.connect import connect
 

@@ -21,7 +21,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def config_or_exit(path: Path | None, overrides: dict[str, Any]) -> Config:
-    from processors.rules import ConfigError
+    from processors.configfile import ConfigError
     from swarmwatch.config import load_config
 
     try:
@@ -42,7 +42,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
     """Run ``main`` in a fresh event loop; its int result is the exit code."""
-    from processors.rules import ConfigError
+    from processors.configfile import ConfigError
 
     try:
         code = asyncio.run(main())

@@ -1,0 +1,52 @@
+"""Reading configuration files (YAML or TOML) with errors that name the file, the key and the expected form."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file, the key and the expected form."""
+
+
+def parse_duration(value: float | int | str) -> float:
+    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"duration {value!r} must be >= 0")
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 500ms, 2m, 1h or a number of seconds")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def read_config_file(path: str | Path, what: str = "config") -> Any:
+    """The parsed content of a ``.toml`` file, or of YAML otherwise (None for an empty file)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read {what} file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: ``file: key.path: what is wrong (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
