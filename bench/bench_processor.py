@@ -77,9 +77,13 @@ async def raw_rate(nc: nats.NATS, total: int, name: str) -> float:
     return (total - 1) / el
 
 
-async def processor_rate(nc: nats.NATS, total: int, name: str) -> tuple[float, dict[str, int]]:
-    """Rate from the first processed message to the last (startup, i.e. restoring a checkpoint, excluded)."""
-    rt = Runtime(nc, [ThresholdRules(), TumblingWindows()], name=name, fresh=True, checkpoint_interval_s=2.0)
+async def processor_rate(nc: nats.NATS, total: int, name: str, operators: bool = True) -> tuple[float, dict[str, int]]:
+    """Rate from the first processed message to the last (startup, i.e. restoring a checkpoint, excluded).
+
+    ``operators=False`` runs the runtime with decoding and validation only: the floor of any processor.
+    """
+    ops: list[Operator] = [ThresholdRules(), TumblingWindows()] if operators else []
+    rt = Runtime(nc, ops, name=name, fresh=True, checkpoint_interval_s=2.0)
     marks: list[float] = []
 
     class FirstMark(Operator):
@@ -111,10 +115,11 @@ async def main() -> None:
         js = nc.jetstream()
         await ensure_streams(js)
         total, avg_size = await fill(js, args.nodes, args.ticks)
-        raws, procs = [], []
+        raws, procs, decodes = [], [], []
         extra: dict[str, int] = {}
         for r in range(args.rounds):
             raws.append(await raw_rate(nc, total, f"raw{r}"))
+            decodes.append((await processor_rate(nc, total, f"decode{r}", operators=False))[0])
             rate, extra = await processor_rate(nc, total, f"proc{r}")
             procs.append(rate)
         await nc.close()
@@ -129,6 +134,7 @@ async def main() -> None:
                 "avg_message_bytes": round(avg_size),
                 "samples_per_message": samples_per_msg,
                 "raw_consume_msgs_per_s": [round(x) for x in raws],
+                "runtime_decode_only_msgs_per_s": [round(x) for x in decodes],
                 "processor_msgs_per_s": [round(x) for x in procs],
                 "processor_samples_per_s": round(proc_m * samples_per_msg),
                 "ratio_median": round(proc_m / raw_m, 3),

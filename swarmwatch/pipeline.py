@@ -18,7 +18,6 @@ from processors import (
     TumblingWindows,
     load_rules,
 )
-from schemas import subjects
 from swarmwatch.config import Config
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def make_runtime(nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: b
         nc,
         build_operators(cfg, extra),
         name=p.name,
-        filter_subjects=p.filter or subjects.TELEMETRY_SUBJECTS,
+        filter_subjects=p.filter or (),
         checkpoint_interval_s=p.checkpoint_interval_s,
         fresh=fresh,
         partition=(int(p.partition.split("/")[0]), int(p.partition.split("/")[1])),

@@ -17,7 +17,7 @@ from swarmwatch.config import Config, NatsConfig
 from swarmwatch.connect import connect_options
 from swarmwatch.pipeline import build_operators
 from swarmwatch.streams import DERIVED, TELEMETRY, ensure_streams
-from test_deploy_support import (
+from tests.test_deploy_support import (
     NATS_DIR,
     PASSWORDS,
     USERS,

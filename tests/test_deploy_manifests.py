@@ -14,7 +14,7 @@ import yaml
 
 from processors.rules import default_rules, load_rules
 from swarmwatch.config import load_config
-from test_deploy_support import DEPLOY, NATS_DIR, make_dev_certs, nats_server_binary, server_env
+from tests.test_deploy_support import DEPLOY, NATS_DIR, make_dev_certs, nats_server_binary, server_env
 
 K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"

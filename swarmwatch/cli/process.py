@@ -17,7 +17,7 @@ def process(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
     name: Optional[str] = typer.Option(None, "--name", help="Processor name: durable consumer and checkpoint key."),
-    filter_: Optional[list[str]] = typer.Option(None, "--filter", help="Input subjects, e.g. 'sw.metrics.eu-1.>' (repeatable)."),
+    filter_: Optional[list[str]] = typer.Option(None, "--filter", help="Input subjects (default: all of TELEMETRY), e.g. 'sw.*.eu-1.>' for one cluster; one wildcard filter is far faster than several."),
     operators: Optional[str] = typer.Option(
         None, "--operators", help="Comma-separated subset of rules,windows,liveness,network,byzantine,anomaly (default: all)."
     ),
