@@ -24,6 +24,8 @@ DEFAULT_WINDOWS_S = (10.0, 60.0)
 DEFAULT_ALLOWED_LATENESS_S = 5.0
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_SERIES_PER_NODE = 2_000
+DEFERRED_TICK_S = 0.05  # tick period when closing is deferred
+QUIET_SCAN_S = 1.0  # how often silent nodes are looked for
 DEFAULT_MAX_ROWS_PER_WINDOW = 10_000  # batches per node and base window; beyond this they are dropped and counted
 
 
@@ -211,8 +213,18 @@ class TumblingWindows(Operator):
         allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
         max_nodes: int = DEFAULT_MAX_NODES,
         max_series_per_node: int = DEFAULT_MAX_SERIES_PER_NODE,
+        closes_per_tick: int | None = None,
     ) -> None:
         super().__init__()
+        if closes_per_tick is not None and closes_per_tick < 1:
+            raise ValueError(f"closes_per_tick must be >= 1, got {closes_per_tick}")
+        # Deferred closing: when every node's windows end at the same instant, closing them all
+        # inline would stall the stream (and alerts behind it); on_tick closes a slice at a time.
+        self.closes_per_tick = closes_per_tick
+        if closes_per_tick is not None:
+            self.tick_interval_s = DEFERRED_TICK_S
+        self._due: dict[tuple[str, str], None] = {}
+        self._next_quiet_scan = 0.0
         sizes = sorted(float(w) for w in windows_s)
         if not sizes or sizes[0] <= 0:
             raise ValueError(f"windows_s must be positive seconds, got {list(windows_s)}")
@@ -278,6 +290,9 @@ class TumblingWindows(Operator):
         if ts > nd.max_ts:
             nd.max_ts = ts
             if ts - self.lateness >= nd.next_due:
+                if self.closes_per_tick is not None and not self.replaying:
+                    self._due[key] = None
+                    return ()
                 return self._close(key, nd, ts - self.lateness, "watermark")
         return ()
 
@@ -296,16 +311,29 @@ class TumblingWindows(Operator):
         return _Shape(names, labels, keys)
 
     def on_tick(self, now: float) -> Iterable[Emit]:
-        """Close every open window of nodes that have been quiet for a base window plus the lateness."""
+        """Close a slice of the windows due (deferred mode), and every open window of nodes
+        that have been quiet for a base window plus the lateness (once a second)."""
         out: list[Emit] = []
-        quiet = self.base + self.lateness
-        for key, nd in self._nodes.items():
-            if nd.open and now - nd.last_arrival >= quiet:
-                out.extend(self._close(key, nd, math.inf, "timer"))
+        budget = self.closes_per_tick or 0
+        while self._due and budget > 0:
+            key = next(iter(self._due))
+            del self._due[key]
+            nd = self._nodes.get(key)
+            if nd is not None:
+                out.extend(self._close(key, nd, nd.max_ts - self.lateness, "watermark"))
+            budget -= 1
+        if now >= self._next_quiet_scan:
+            self._next_quiet_scan = now + QUIET_SCAN_S
+            quiet = self.base + self.lateness
+            for key, nd in self._nodes.items():
+                if nd.open and now - nd.last_arrival >= quiet:
+                    self._due.pop(key, None)
+                    out.extend(self._close(key, nd, math.inf, "timer"))
         return out
 
     def flush(self, now: float) -> Iterable[Emit]:
         """Close everything (end of a backtest)."""
+        self._due.clear()
         out: list[Emit] = []
         for key, nd in self._nodes.items():
             out.extend(self._close(key, nd, math.inf, "flush", include_partial_large=True))
@@ -381,6 +409,7 @@ class TumblingWindows(Operator):
 
     def restore(self, state: Any) -> None:
         self._nodes = {}
+        self._due = {}
         for c, n, max_ts, closed in state or []:
             self._nodes[(c, n)] = _Node(max_ts=max_ts, closed={float(w): e for w, e in closed})
 

@@ -23,6 +23,9 @@ from swarmwatch.config import Config
 log = logging.getLogger(__name__)
 
 
+WINDOW_CLOSES_PER_TICK = 64  # node windows closed per 50 ms tick: bounds the stall a burst of closes can cause
+
+
 def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operator]:
     """The operators the processor role runs, from configuration, plus user-supplied ones.
 
@@ -37,7 +40,7 @@ def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operato
     if "liveness" in wanted:
         ops.append(LivenessOperator(p.liveness_timeout_s))
     if "windows" in wanted:
-        ops.append(TumblingWindows(p.windows_s, p.allowed_lateness_s))
+        ops.append(TumblingWindows(p.windows_s, p.allowed_lateness_s, closes_per_tick=WINDOW_CLOSES_PER_TICK))
     if "network" in wanted:
         ops.append(NetworkHealthOperator(expected_peers=p.expected_peers))
     if "byzantine" in wanted:

@@ -107,3 +107,13 @@ def test_snapshot_and_replay_rebuild_open_windows_without_re_emitting_closed_one
 def test_quantile_matches_linear_interpolation() -> None:
     assert quantile([1.0], 0.99) == 1.0
     assert quantile([0.0, 10.0], 0.95) == 9.5
+
+
+def test_deferred_closing_spreads_a_burst_of_closes_over_ticks() -> None:
+    w = TumblingWindows([10], allowed_lateness_s=0, closes_per_tick=2)
+    for n in range(5):
+        w.on_metrics(batch(T0 + 1, 1.0, node=f"n{n}"), now=0.0)
+    closed_inline = [a for n in range(5) for a in aggs(w.on_metrics(batch(T0 + 10, 1.0, node=f"n{n}"), now=0.0))]
+    assert closed_inline == []  # every node's window is due at once: nothing closes inline
+    per_tick = [len(aggs(w.on_tick(0.5 + i * 0.05))) for i in range(4)]
+    assert per_tick == [2, 2, 1, 0]
