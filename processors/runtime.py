@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import ObjectStoreConfig
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from schemas import DeadLetter, DecodeError, Event, MetricBatch, Sample, decode, encode, subjects
@@ -39,6 +40,8 @@ DEFAULT_SELF_METRICS_INTERVAL_S = 10.0
 DEFAULT_PUBLISH_TIMEOUT_S = 10.0
 DEFAULT_REPLAY_MARGIN_S = 30.0  # store time may trail event time by this much
 CHECKPOINT_VERSION = 1
+REWIND_RETRY_MIN_S = 0.2
+REWIND_RETRY_MAX_S = 5.0
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class Runtime:
         replay_margin_s: float = DEFAULT_REPLAY_MARGIN_S,
         fresh: bool = False,
         partition: tuple[int, int] = (0, 1),
+        state_replicas: int = 1,
     ) -> None:
         subjects.check_token(name, "processor name")
         index, count = partition
@@ -119,6 +123,7 @@ class Runtime:
         self.publish_timeout_s = publish_timeout_s
         self.replay_margin_s = replay_margin_s
         self.fresh = fresh
+        self.state_replicas = state_replicas
         self.partition = (index, count)
         self._part_cache: dict[str, bool] = {}
         self.stats = RuntimeStats()
@@ -341,7 +346,9 @@ class Runtime:
             return await self.js.object_store(STATE_STORE)
         except NotFoundError:
             try:
-                return await self.js.create_object_store(STATE_STORE)
+                return await self.js.create_object_store(
+                    STATE_STORE, config=ObjectStoreConfig(bucket=STATE_STORE, replicas=self.state_replicas)
+                )
             except Exception:
                 return await self.js.object_store(STATE_STORE)
 
@@ -388,9 +395,20 @@ class Runtime:
         await self._puller.stop()
         self._futs = []
         self._last_cseq = 0
-        await self._restore_and_position()
+        delay = REWIND_RETRY_MIN_S
+        while True:  # the broker may be electing a leader or away: keep trying, never stay paused
+            try:
+                await self._restore_and_position()
+                await self._puller.start()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: rewind failed (%s); retrying in %.1f s", self.name, exc, delay)
+                await self._puller.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REWIND_RETRY_MAX_S)
         self._paused = False
-        await self._puller.start()
 
     # ---------------------------------------------------------------- timers
 

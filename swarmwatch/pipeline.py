@@ -59,6 +59,7 @@ def make_runtime(nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: b
         name=p.name,
         filter_subjects=p.filter or (),
         checkpoint_interval_s=p.checkpoint_interval_s,
+        state_replicas=cfg.retention.replicas,
         fresh=fresh,
         partition=(int(p.partition.split("/")[0]), int(p.partition.split("/")[1])),
     )

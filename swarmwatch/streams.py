@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from schemas.subjects import DERIVED_SUBJECTS, TELEMETRY_SUBJECTS
@@ -65,12 +65,15 @@ async def ensure_streams(
             await js.update_stream(cfg)
         except BadRequestError as exc:
             raise RuntimeError(f"stream {cfg.name} exists with an incompatible config: {exc}") from exc
-    await ensure_state_bucket(js)
+    await ensure_state_store(js, (telemetry or StreamLimits(DEFAULT_TELEMETRY_MAX_AGE_S)).replicas)
 
 
-async def ensure_state_bucket(js: JetStreamContext) -> None:
-    """The KV bucket that holds processor checkpoints."""
+async def ensure_state_store(js: JetStreamContext, replicas: int = 1) -> None:
+    """The object store that holds processor checkpoints, replicated like the streams."""
     try:
-        await js.key_value(STATE_BUCKET)
-    except (NotFoundError, Exception):  # nats-py raises BucketNotFoundError (a NotFoundError) here
-        await js.create_key_value(bucket=STATE_BUCKET, history=1, storage=StorageType.FILE)
+        await js.object_store(STATE_BUCKET)
+    except NotFoundError:
+        try:
+            await js.create_object_store(STATE_BUCKET, config=ObjectStoreConfig(bucket=STATE_BUCKET, replicas=replicas))
+        except BadRequestError:  # created concurrently by another process
+            await js.object_store(STATE_BUCKET)

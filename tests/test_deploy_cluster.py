@@ -253,11 +253,6 @@ async def test_partitioned_processors_on_a_replicated_cluster_alert_once_and_sur
 
 @pytest.mark.slow
 @pytest.mark.timeout(110)
-@pytest.mark.xfail(
-    strict=False,  # the stall depends on timing: it happens in most runs, not all
-    reason="processors.runtime.Runtime._rewind: when outputs fail during a DERIVED leader election, the rewind's "
-    "own JetStream calls can time out and leave the runtime paused with its puller stopped, with no retry",
-)
 async def test_partitioned_processors_keep_alerting_after_losing_the_server_that_leads_derived(
     cluster: tuple[list[ClusterNode], dict[str, ServerProcess], Path],
 ) -> None:
