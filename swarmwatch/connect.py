@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from typing import Any
 
@@ -14,6 +15,11 @@ log = logging.getLogger(__name__)
 
 RECONNECT_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
+
+
+def redact_url(url: str) -> str:
+    """``nats://user:secret@host:4222`` -> ``nats://user:***@host:4222`` (each URL of a comma list)."""
+    return ",".join(re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", re.sub(r"//[^:/@]+@", "//***@", u)) for u in url.split(","))
 
 
 def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
@@ -77,3 +78,32 @@ async def ensure_state_store(js: JetStreamContext, replicas: int = 1) -> None:
             await js.create_object_store(STATE_BUCKET, config=ObjectStoreConfig(bucket=STATE_BUCKET, replicas=replicas))
         except BadRequestError:  # created concurrently by another process
             await js.object_store(STATE_BUCKET)
+
+
+async def wait_for_streams(
+    js: JetStreamContext, names: tuple[str, ...] = (TELEMETRY, DERIVED), stop: Any = None, log_every_s: float = 30.0
+) -> bool:
+    """Wait until the streams exist (a standalone sink must not create them with default limits).
+
+    Returns False if ``stop`` (an asyncio.Event) was set first.
+    """
+    import asyncio
+    import logging
+
+    log = logging.getLogger(__name__)
+    waited = log_every_s
+    while stop is None or not stop.is_set():
+        missing = []
+        for name in names:
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                missing.append(name)
+        if not missing:
+            return True
+        if waited >= log_every_s:
+            log.warning("waiting for stream(s) %s; start `swarmwatch up` or `swarmwatch process`, which create them", ", ".join(missing))
+            waited = 0.0
+        await asyncio.sleep(1.0)
+        waited += 1.0
+    return False

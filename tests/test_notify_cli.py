@@ -55,7 +55,12 @@ async def test_sink_notify_command_pages_a_webhook_and_stops_cleanly(nats_server
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + 30
-        while True:  # the command creates the streams and its consumer
+        await asyncio.sleep(1.0)  # a standalone sink waits for the streams rather than creating them
+        assert proc.poll() is None
+        from swarmwatch.streams import ensure_streams
+
+        await ensure_streams(js)
+        while True:  # then it creates its consumer
             try:
                 await js.consumer_info("DERIVED", "sink-notify")
                 break

@@ -47,7 +47,7 @@ def alerts(
     async def main() -> int:
         from processors.configfile import parse_duration
         from schemas import Alert, DecodeError, decode
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
 
         stop = asyncio.Event()
         install_stop_signals(stop)
@@ -82,7 +82,7 @@ def alerts(
             show(m.data)  # type: ignore[attr-defined]
 
         await nc.subscribe(subject, cb=on_msg)
-        console.print(f"[dim]listening on {subject} at {nats} (Ctrl-C to stop)[/]")
+        console.print(f"[dim]listening on {subject} at {redact_url(nats)} (Ctrl-C to stop)[/]")
         await stop.wait()
         await nc.close()
         return 0

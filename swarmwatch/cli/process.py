@@ -41,7 +41,7 @@ def process(
     )
 
     async def main() -> int:
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
         from swarmwatch.logs import setup_logging
         from swarmwatch.pipeline import make_runtime
         from swarmwatch.streams import StreamLimits, ensure_streams
@@ -54,7 +54,7 @@ def process(
         await ensure_streams(nc.jetstream(), StreamLimits(r.telemetry_s, replicas=r.replicas), StreamLimits(r.derived_s, replicas=r.replicas))
         rt = make_runtime(nc, cfg, fresh=fresh)
         await rt.start()
-        typer.echo(f"processor {cfg.processor.name} running on {nats}; Ctrl-C stops it cleanly", err=True)
+        typer.echo(f"processor {cfg.processor.name} running on {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
         await rt.stop()
         await nc.drain()

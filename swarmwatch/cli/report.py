@@ -27,14 +27,14 @@ async def _from_stream(
     import nats as nats_client
 
     from sinks.report import report_from_stream
-    from swarmwatch.connect import connect_options
+    from swarmwatch.connect import connect_options, redact_url
 
     opts = connect_options(cfg.nats, name="swarmwatch-report")
     opts.update(allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=_quiet)
     try:
         nc = await nats_client.connect(servers=[u.strip() for u in url.split(",") if u.strip()], **opts)
     except Exception as exc:
-        fail(f"cannot connect to NATS at {url!r}: {exc}")
+        fail(f"cannot connect to NATS at {redact_url(url)!r}: {exc}")
     try:
         return await report_from_stream(nc, since, until, cluster=cluster, metrics=metrics, window_s=window_s)
     finally:

@@ -23,12 +23,12 @@ def _clock(ts: float) -> str:
 def _with_store(nats: str, bucket: str, work: Callable[[Any], Awaitable[int | None]]) -> None:
     async def main() -> int | None:
         from sinks.notify import SilenceError, SilenceStore
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
 
         try:
             nc = await connect(nats, name="swarmwatch-silence")
         except Exception as exc:
-            fail(f"cannot connect to NATS at {nats!r}: {exc}")
+            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
         try:
             store = await SilenceStore.open(nc.jetstream(), bucket)
             return await work(store)

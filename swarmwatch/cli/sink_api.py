@@ -46,7 +46,7 @@ def api(
 
     async def main() -> int:
         from sinks.api import ApiServer
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
         from swarmwatch.logs import setup_logging
 
         setup_logging(cfg.log_level, cfg.log_json)
@@ -55,7 +55,7 @@ def api(
         try:
             nc = await connect(nats, cfg.nats, name="swarmwatch-api")
         except Exception as exc:
-            fail(f"cannot connect to NATS at {nats!r}: {exc}")
+            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
         server = ApiServer(
             nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s, store_root=store
         )

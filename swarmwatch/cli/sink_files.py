@@ -47,7 +47,7 @@ def _run_sink(
         fail(str(exc))
 
     async def main() -> int:
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
         from swarmwatch.logs import setup_logging
 
         setup_logging(cfg.log_level, cfg.log_json)
@@ -56,7 +56,7 @@ def _run_sink(
         try:
             nc = await connect(nats, cfg.nats, name=f"swarmwatch-sink-{fmt}")
         except Exception as exc:
-            fail(f"cannot connect to NATS at {nats!r}: {exc}")
+            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
         sink = FileSink(nc, root, fmt, settings)
         waited = -STREAM_WAIT_LOG_S
         while not stop.is_set():
@@ -72,7 +72,7 @@ def _run_sink(
         else:
             await nc.close()
             return 0
-        typer.echo(f"{fmt} sink writing {root / fmt} from {nats}; Ctrl-C stops it cleanly", err=True)
+        typer.echo(f"{fmt} sink writing {root / fmt} from {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
         await sink.stop()
         await nc.drain()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,11 +25,12 @@ def sink_notify(
         cfg = load_config(config)
     except ConfigError as exc:
         fail(str(exc))
+    nats_cfg = _nats_section(config)
 
     async def main() -> int:
-        from swarmwatch.connect import connect
+        from swarmwatch.connect import connect, redact_url
         from swarmwatch.logs import setup_logging
-        from swarmwatch.streams import ensure_streams
+        from swarmwatch.streams import wait_for_streams
 
         try:
             setup_logging(log_level, log_json)
@@ -37,17 +39,37 @@ def sink_notify(
         stop = asyncio.Event()
         install_stop_signals(stop)
         try:
-            nc = await connect(nats, name="swarmwatch-sink-notify")
+            nc = await connect(nats, nats_cfg, name="swarmwatch-sink-notify")
         except Exception as exc:
-            fail(f"cannot connect to NATS at {nats!r}: {exc}")
-        await ensure_streams(nc.jetstream())
+            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
+        if not await wait_for_streams(nc.jetstream(), ("DERIVED",), stop):
+            await nc.close()
+            return 0
         sink = NotifySink(nc, cfg)
         await sink.start()
         names = ", ".join(ch.redacted for ch in cfg.channels) or "(none: log only)"
-        typer.echo(f"notify sink on {nats}: channels {names}; Ctrl-C stops it cleanly", err=True)
+        typer.echo(f"notify sink on {redact_url(nats)}: channels {names}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
         await sink.stop()
         await nc.drain()
         return 0
 
     run_async(main)
+
+
+def _nats_section(path: Path) -> Any:
+    """Connection settings (auth, TLS) from the same file's ``nats:`` section, if it has one."""
+    from pydantic import ValidationError
+
+    from processors.configfile import ConfigError, format_validation_error, read_config_file
+    from swarmwatch.config import NatsConfig
+
+    try:
+        raw = read_config_file(path, "notify")
+    except ConfigError as exc:
+        fail(str(exc))
+    section = raw.get("nats") if isinstance(raw, dict) else None
+    try:
+        return NatsConfig.model_validate(section or {})
+    except ValidationError as exc:
+        fail(format_validation_error(f"{path}: nats", exc))
