@@ -29,6 +29,22 @@ def parse_duration(value: float | int | str) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.I)
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(value: float | int | str) -> int:
+    """``"8GiB"``, ``"500MB"``, ``"1TB"`` or a number of bytes -> bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"size {value!r} must be > 0 bytes")
+        return int(value)
+    m = _SIZE_RE.match(str(value))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"size {value!r} is invalid; expected e.g. 500MB, 8GiB, 1TB or a number of bytes")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "B").upper()])
+
+
 def read_config_file(path: str | Path, what: str = "config") -> Any:
     """The parsed content of a ``.toml`` file, or of YAML otherwise (None for an empty file)."""
     p = Path(path)

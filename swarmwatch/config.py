@@ -9,7 +9,7 @@ Every section is optional; the embedded default needs no file at all::
     producer: {interval: 1s, enabled: true}
     processor: {windows: [10s, 1m], allowed_lateness: 5s, rules: rules.yaml}
     sinks: {json: true, parquet: true, retention_days: 30}
-    retention: {telemetry: 7d, derived: 30d}
+    retention: {telemetry: 7d, derived: 30d, telemetry_max_size: 8GiB, derived_max_size: 8GiB, replicas: 1}
 
 Errors name the file, the key and the expected form.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from processors.configfile import ConfigError, format_validation_error, parse_duration, read_config_file
+from processors.configfile import ConfigError, format_validation_error, parse_duration, parse_size, read_config_file
 
 _TOKEN_RE = re.compile(r"[^A-Za-z0-9_-]")
 ALL_OPERATORS = ("rules", "windows", "liveness", "network", "byzantine", "anomaly")
@@ -132,7 +132,23 @@ class SinksConfig(_Section):
 class RetentionConfig(_Section):
     telemetry_s: float = Field(7 * 86400.0, alias="telemetry")
     derived_s: float = Field(30 * 86400.0, alias="derived")
+    telemetry_max_bytes: int = Field(8 * 1024**3, alias="telemetry_max_size")
+    derived_max_bytes: int = Field(8 * 1024**3, alias="derived_max_size")
     replicas: int = Field(1, ge=1, le=5)
+
+    @field_validator("telemetry_max_bytes", "derived_max_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    def limits(self) -> tuple[Any, Any]:
+        """StreamLimits for TELEMETRY and DERIVED."""
+        from swarmwatch.streams import StreamLimits
+
+        return (
+            StreamLimits(self.telemetry_s, self.telemetry_max_bytes, self.replicas),
+            StreamLimits(self.derived_s, self.derived_max_bytes, self.replicas),
+        )
 
     @field_validator("telemetry_s", "derived_s", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from swarmwatch.connect import connect
 from swarmwatch.logs import setup_logging
 from swarmwatch.pipeline import make_runtime
 from swarmwatch.server import EmbeddedServer, ServerError
-from swarmwatch.streams import StreamLimits, ensure_streams
+from swarmwatch.streams import ensure_streams
 
 log = logging.getLogger("swarmwatch.up")
 
@@ -101,9 +101,7 @@ class Stack:
         nc = await connect(self.url, cfg.nats, name="swarmwatch-up")
         self._stoppers.append(("connection", nc.drain))
         r = cfg.retention
-        await ensure_streams(
-            nc.jetstream(), StreamLimits(r.telemetry_s, replicas=r.replicas), StreamLimits(r.derived_s, replicas=r.replicas)
-        )
+        await ensure_streams(nc.jetstream(), *r.limits())
         await self._start_sinks(nc)
         if cfg.processor.enabled:
             rt = make_runtime(nc, cfg)

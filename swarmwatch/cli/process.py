@@ -44,14 +44,14 @@ def process(
         from swarmwatch.connect import connect, redact_url
         from swarmwatch.logs import setup_logging
         from swarmwatch.pipeline import make_runtime
-        from swarmwatch.streams import StreamLimits, ensure_streams
+        from swarmwatch.streams import ensure_streams
 
         setup_logging(cfg.log_level, cfg.log_json)
         stop = asyncio.Event()
         install_stop_signals(stop)
         nc = await connect(nats, cfg.nats, name=f"swarmwatch-{cfg.processor.name}")
         r = cfg.retention
-        await ensure_streams(nc.jetstream(), StreamLimits(r.telemetry_s, replicas=r.replicas), StreamLimits(r.derived_s, replicas=r.replicas))
+        await ensure_streams(nc.jetstream(), *r.limits())
         rt = make_runtime(nc, cfg, fresh=fresh)
         await rt.start()
         typer.echo(f"processor {cfg.processor.name} running on {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
