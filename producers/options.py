@@ -38,6 +38,11 @@ def default_node_name() -> str:
     return name or "node"
 
 
+def inbox_prefix(user: str) -> str:
+    """``_INBOX_<user>``: replies and JetStream acks to this user land where only it may subscribe."""
+    return "_INBOX_" + "".join(c if c.isalnum() or c in "_-" else "_" for c in user)
+
+
 def connect_options(
     *,
     creds: str | None = None,
@@ -59,6 +64,7 @@ def connect_options(
         opts["token"] = token
     if user:
         opts["user"] = user
+        opts["inbox_prefix"] = inbox_prefix(user)
     if password:
         opts["password"] = password
     if tls_ca or tls_cert or tls_key:

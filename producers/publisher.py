@@ -19,6 +19,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from producers.options import inbox_prefix
 from producers.spool import Spool, SpoolItem
 
 DEFAULT_ACK_TIMEOUT_S = 5.0
@@ -272,6 +273,8 @@ class Publisher:
             "reconnected_cb": self._on_reconnect,
         }
         opts.update(self.connect_options)
+        if opts.get("user") and "inbox_prefix" not in opts:
+            opts["inbox_prefix"] = inbox_prefix(str(opts["user"]))
         await self._nc.connect(**opts)
         self._js = self._nc.jetstream(publish_async_max_pending=self.max_inflight)
         self._connected.set()

@@ -9,6 +9,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from producers.options import inbox_prefix
 from swarmwatch.config import NatsConfig
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
     if cfg.user:
         opts["user"] = cfg.user
         opts["password"] = cfg.password or ""
+        opts["inbox_prefix"] = inbox_prefix(cfg.user)
     if cfg.creds:
         opts["user_credentials"] = cfg.creds
     if cfg.tls_ca or cfg.tls_cert:

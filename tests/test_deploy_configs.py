@@ -197,11 +197,6 @@ async def test_processor_user_cannot_publish_telemetry_or_purge_streams(roles: d
     await proc.wait_violation(f"$JS.API.STREAM.PURGE.{TELEMETRY}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every role may subscribe to _INBOX.>, where JetStream delivers pull-consumer messages to the processor; "
-    "closing it needs a per-user inbox_prefix in swarmwatch.connect / producers.options and _INBOX_<user>.> in auth.conf",
-)
 async def test_a_producer_cannot_read_what_jetstream_delivers_to_the_processor(roles: dict[str, Client]) -> None:
     from processors import ThresholdRules
 
