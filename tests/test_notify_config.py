@@ -159,3 +159,11 @@ def test_apprise_debug_logs_are_scrubbed(caplog: pytest.LogCaptureFixture) -> No
         apprise.Apprise().add(url)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "verysecretpath" not in logged
+
+
+async def test_notify_counters_become_self_metric_samples(nc: object) -> None:
+    from sinks.notify import NotifySink, parse_config
+
+    sink = NotifySink(nc, parse_config({"channels": [{"name": "hook", "url": "json://127.0.0.1:9/x"}]}))  # type: ignore[arg-type]
+    names = {s.name for s in sink.self_samples()}
+    assert "swarmwatch.notify.undeliverable" in names

@@ -37,7 +37,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from processors.consumer import JetStreamPuller
-from schemas import Alert, AlertStatus, DeadLetter, codec, subjects
+from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, codec, subjects
 
 from sinks.notify.config import NotifyConfig
 from sinks.notify.delivery import ChannelQueue, ChannelSender, Outbound
@@ -55,6 +55,7 @@ DLQ_STAGE = "notify"
 TOMBSTONE_TTL_S = 7 * 86_400.0
 PRUNE_EVERY_S = 600.0
 FULL_SCAN_S = 1.0  # every group is re-evaluated this often (mutes lifted, flapping ended)
+SELF_METRICS_INTERVAL_S = 10.0  # how often the counters go out on sw.self.notify
 
 
 class _Record(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -100,6 +101,7 @@ class NotifySink:
         self.puller: JetStreamPuller | None = None
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
+        self._self_metrics: asyncio.Task[None] | None = None
         self._to_persist: dict[str, Tracked] = {}
         self._to_ack: list[Msg] = []
         self._persist_lock = asyncio.Lock()
@@ -134,6 +136,7 @@ class NotifySink:
         for q in self.channels.values():
             q.start()
         self._scheduler = asyncio.create_task(self._schedule(), name="notify-scheduler")
+        self._self_metrics = asyncio.create_task(self._publish_self_metrics(), name="notify-self-metrics")
         self.puller = JetStreamPuller(
             self.nc, STREAM, self.config.durable, ALERT_SUBJECTS, self._on_msg, batch=256, ack_policy=AckPolicy.EXPLICIT
         )
@@ -150,11 +153,13 @@ class NotifySink:
         if self.puller is not None:
             await self.puller.stop()
             self.puller = None
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
-            self._scheduler = None
+        for task in (self._scheduler, self._self_metrics):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._scheduler = None
+        self._self_metrics = None
         with contextlib.suppress(Exception):
             await self._persist()  # store what was received, ack it
         for q in self.channels.values():
@@ -358,6 +363,25 @@ class NotifySink:
             await self.js.publish(subjects.dlq(DLQ_STAGE), codec.encode(dl), stream=STREAM)
         except Exception as exc:
             log.error("dead-lettering to %s failed: %s", subjects.dlq(DLQ_STAGE), exc)
+
+    def self_samples(self) -> list[Sample]:
+        """The counters as samples ``swarmwatch.notify.*`` (per channel labelled ``channel``)."""
+        st = self.stats()
+        out = [Sample(f"swarmwatch.notify.{k}", float(v)) for k, v in st.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for name, ch in st.get("channels", {}).items():
+            for k, v in ch.items():
+                out.append(Sample(f"swarmwatch.notify.channel_{k}", float(v), labels={"channel": name}))
+        return out
+
+    async def _publish_self_metrics(self) -> None:
+        """Publish the counters on ``sw.self.notify`` every SELF_METRICS_INTERVAL_S (core NATS)."""
+        while True:
+            await asyncio.sleep(SELF_METRICS_INTERVAL_S)
+            try:
+                batch = MetricBatch(cluster="swarmwatch", node="notify", ts=self.clock(), samples=self.self_samples())
+                await self.nc.publish(subjects.self_metrics("notify"), codec.encode(batch))
+            except Exception as exc:  # noqa: BLE001 - self-monitoring must never stop delivery
+                log.debug("notify self metrics not published: %s", exc)
 
     def stats(self) -> dict[str, Any]:
         """Counters for self-monitoring and tests."""
