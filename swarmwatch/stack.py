@@ -198,11 +198,11 @@ class Stack:
             fmts = " and ".join(f for f, on in (("JSON lines", sc.json_), ("Parquet", sc.parquet)) if on)
             c.print(f"  files       {self.store_dir} ({fmts}, by date and cluster)")
         c.print(f"  alerts      swarmwatch alerts --nats {self.url}")
+        c.print("              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
         if cfg.sinks.api and getattr(self, "api", None) is not None:
             c.print(f"  dashboard   {self.api.url}  (API docs {self.api.url}/docs, Prometheus {self.api.url}/metrics)")
         if cfg.sinks.notify:
             c.print(f"  notify      {cfg.sinks.notify} (critical: all channels, warning: primary, info: log)")
         else:
             c.print("  notify      none configured (pass --notify notify.yaml; see docs/notify.md)")
-        c.print(f"              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
         c.print("  stop        Ctrl-C (checkpoints, flushes and acks before exiting)")
