@@ -252,3 +252,39 @@ async def test_partitioned_instances_split_the_nodes_between_them(nc: nats.NATS)
 def test_a_bad_partition_is_refused() -> None:
     with pytest.raises(ValueError, match="partition 2/2 is invalid"):
         Runtime(None, [], partition=(2, 2))  # type: ignore[arg-type]
+
+
+async def test_processor_rides_out_a_broker_restart_and_keeps_alerting(tmp_path: Path) -> None:
+    """The nats-server restarts mid-stream: the runtime reconnects, re-pulls and alerts once per episode."""
+    from swarmwatch.server import free_port
+
+    port = free_port()
+    srv = EmbeddedServer(tmp_path / "nats", port=port).start()
+    nc = await nats.connect(srv.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    rt = Runtime(nc, [ThresholdRules([mem_rule()])], name="outage", checkpoint_interval_s=0.3)
+    await rt.start()
+    t0 = time.time() - 100
+    try:
+        await publish_series(js, [10.0, 95.0, 96.0, 10.0], t0)
+        await wait_for(lambda: rt.stats.processed >= 4)
+        await asyncio.sleep(0.6)  # checkpointed
+        srv.stop()
+        await asyncio.sleep(1.0)  # the broker is away; the runtime must not die
+        srv = EmbeddedServer(tmp_path / "nats", port=port).start()
+        await wait_for(lambda: nc.is_connected, 20, "reconnected")
+        await publish_series(js, [10.0, 97.0, 10.0], t0 + 10)
+        await wait_for(lambda: rt.stats.processed >= 7, 30, "processing after the restart")
+        await asyncio.sleep(0.6)
+        alerts = [decode(d, Alert) for d in await stored(js, "sw.alerts.>")]
+        assert [(a.status, a.started_at - t0) for a in alerts] == [
+            (AlertStatus.FIRING, 1.0),
+            (AlertStatus.RESOLVED, 1.0),
+            (AlertStatus.FIRING, 11.0),
+            (AlertStatus.RESOLVED, 11.0),
+        ]
+    finally:
+        await rt.stop()
+        await nc.close()
+        srv.stop()
