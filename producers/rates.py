@@ -20,19 +20,8 @@ class CounterRates:
 
     def rate(self, key: str, value: float, now_s: float) -> float | None:
         """Rate of ``key`` in units per second since its previous reading, or None."""
-        prev = self._last.get(key)
-        self._last[key] = (value, now_s)
-        if prev is None:
-            return None
-        last_value, last_s = prev
-        dt = now_s - last_s
-        if dt <= 0.0:
-            return None
-        delta = value - last_value
-        if delta < 0:
-            self.resets += 1
-            return None
-        return delta / dt
+        d = self.delta(key, value, now_s)
+        return None if d is None else d[0] / d[1]
 
     def delta(self, key: str, value: float, now_s: float) -> tuple[float, float] | None:
         """``(delta, dt_s)`` of ``key`` since its previous reading, or None (first reading or reset)."""
