@@ -1,0 +1,42 @@
+"""``swarmwatch alerts`` tails alert subjects readably, and can show stored ones first."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nats
+
+from processors import AlertTracker
+from schemas import AlertKind, Severity, encode
+from swarmwatch.server import EmbeddedServer
+from swarmwatch.streams import ensure_streams
+
+
+async def test_alerts_shows_stored_and_live_alerts_readably(nats_server: EmbeddedServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    tracker = AlertTracker("disk_full", AlertKind.THRESHOLD, Severity.CRITICAL)
+    (old,) = tracker.update("lab", "box-1", True, time.time() - 60, 97.0, metric="disk.percent", threshold=95.0, summary="disk 97 %")
+    await js.publish(old.subject, encode(old.message), headers={"Nats-Msg-Id": old.msg_id})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmwatch", "alerts", "--nats", nats_server.url, "--since", "1h"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        await asyncio.sleep(3.0)
+        (live,) = tracker.update("lab", "box-1", False, time.time(), 40.0, metric="disk.percent", summary="disk back to 40 %")
+        await nc.publish(live.subject, encode(live.message))
+        await asyncio.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        await nc.close()
+    lines = [ln for ln in out.splitlines() if "box-1" in ln]
+    assert len(lines) == 2, out + err
+    assert "FIRING" in lines[0] and "critical" in lines[0] and "lab/box-1 disk_full" in lines[0] and "value=97" in lines[0]
+    assert "RESOLVED" in lines[1] and "disk back to 40 %" in lines[1]
