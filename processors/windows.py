@@ -160,6 +160,16 @@ class _Rows:
         else:
             self.parts.append((shape, [row], [ts]))
 
+    def merge(self, other: _Rows) -> None:
+        """Append another window's rows (consecutive rows of one layout stay one part)."""
+        for shape, rows, tss in other.parts:
+            if self.parts and self.parts[-1][0] is shape:
+                self.parts[-1][1].extend(rows)
+                self.parts[-1][2].extend(tss)
+            else:
+                self.parts.append((shape, list(rows), list(tss)))
+        self.rows += other.rows
+
     def to_bucket(self) -> _Bucket:
         b = _Bucket()
         values, last, last_ts = b.values, b.last, b.last_ts
@@ -189,7 +199,7 @@ class _Node:
     late_pending: int = 0
     shape: _Shape | None = None
     open: dict[float, _Rows] = field(default_factory=dict)  # base start -> raw rows
-    acc: dict[float, dict[float, _Bucket]] = field(default_factory=dict)  # size -> start -> merged bucket
+    acc: dict[float, dict[float, _Rows]] = field(default_factory=dict)  # size -> start -> rows of its closed base windows
     closed: dict[float, float] = field(default_factory=dict)  # size -> end of the last closed window
     meta: dict[str, tuple[str, dict[str, str] | None, str | None]] = field(default_factory=dict)
 
@@ -346,28 +356,20 @@ class TumblingWindows(Operator):
         due = sorted(s for s in nd.open if s + base <= watermark)
         out: list[Emit] = []
         for start in due:
-            bucket = nd.open.pop(start).to_bucket()
+            rows = nd.open.pop(start)
             end = start + base
             if start >= nd.closed.get(base, 0.0):
-                out.append(self._emit(key, nd, base, start, bucket, why))
+                out.append(self._emit(key, nd, base, start, rows.to_bucket(), why))
                 nd.closed[base] = end
-            for w in self.larger:
+            for w in self.larger:  # larger windows keep the raw rows of their base windows
                 wstart = start - (start % w)
                 if wstart + w <= nd.closed.get(w, 0.0):
                     continue
                 accs = nd.acc.setdefault(w, {})
                 acc = accs.get(wstart)
                 if acc is None:
-                    acc = accs[wstart] = _Bucket()
-                for sk, vals in bucket.values.items():
-                    a = acc.values.get(sk)
-                    if a is None:
-                        acc.values[sk] = list(vals)
-                    else:
-                        a.extend(vals)
-                    if bucket.last_ts.get(sk, 0.0) >= acc.last_ts.get(sk, 0.0):
-                        acc.last[sk] = bucket.last[sk]
-                        acc.last_ts[sk] = bucket.last_ts[sk]
+                    acc = accs[wstart] = _Rows()
+                acc.merge(rows)
         # a larger window closes once the watermark passes its end
         for w in self.larger:
             accs = nd.acc.get(w)
@@ -375,10 +377,10 @@ class TumblingWindows(Operator):
                 continue
             for wstart in sorted(accs):
                 if wstart + w <= watermark and not any(wstart <= s < wstart + w for s in nd.open):
-                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart).to_bucket(), why))
                     nd.closed[w] = max(nd.closed.get(w, 0.0), wstart + w)
                 elif include_partial_large:
-                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart).to_bucket(), why))
         ends = [s + base for s in nd.open]
         for w, accs in nd.acc.items():
             ends.extend(ws + w for ws in accs)
