@@ -10,6 +10,7 @@ closes its windows. Samples for a closed window are counted as late.
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 from collections.abc import Iterable, Sequence
@@ -147,11 +148,11 @@ class _Shape:
 class _Rows:
     """One base window's raw input: per shape, the value rows and their timestamps."""
 
-    parts: list[tuple[_Shape, list[list[float]], list[float]]] = field(default_factory=list)
+    parts: list[tuple[_Shape, list[array[float]], list[float]]] = field(default_factory=list)
 
     rows: int = 0
 
-    def add(self, shape: _Shape, row: list[float], ts: float) -> None:
+    def add(self, shape: _Shape, row: array[float], ts: float) -> None:
         self.rows += 1
         if self.parts and self.parts[-1][0] is shape:
             part = self.parts[-1]
@@ -294,7 +295,7 @@ class TumblingWindows(Operator):
             st.dropped += len(samples)
             st.inc("window_full")
             return ()
-        rows.add(shape, [x.value for x in samples], ts)
+        rows.add(shape, array("d", [x.value for x in samples]), ts)  # arrays are invisible to the GC
         if shape.refused:
             st.dropped += shape.refused
         if ts > nd.max_ts:

@@ -23,7 +23,7 @@ from swarmwatch.config import Config
 log = logging.getLogger(__name__)
 
 
-WINDOW_CLOSES_PER_TICK = 64  # node windows closed per 50 ms tick: bounds the stall a burst of closes can cause
+WINDOW_CLOSES_PER_TICK = 24  # node windows closed per 50 ms tick: bounds the stall a burst of closes can cause
 
 
 def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operator]:
