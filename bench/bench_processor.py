@@ -34,7 +34,7 @@ from swarmwatch.streams import ensure_streams  # noqa: E402
 
 async def fill(js: object, nodes: int, ticks: int) -> tuple[int, float]:
     rng = random.Random(1)
-    t0 = time.time() - ticks - 120
+    t0 = (time.time() - ticks - 120) // 60 * 60 + 5  # aligned: the same windows close in every run
     total = 0
     size = 0
     futs = []
