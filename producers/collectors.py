@@ -93,7 +93,11 @@ class SystemCollector:
             sum_dt = sum_busy = sum_wait = 0.0
             for i, ((t1, b1, w1), (t0, b0, w0)) in enumerate(zip(now, last)):
                 dt, db, dw = t1 - t0, b1 - b0, w1 - w0
-                if dt <= 0 or db < 0 or dw < 0:  # counters went backwards (hotplug, reset): skip this core
+                if dt < 0 or db < 0 or dw < 0:  # counters went backwards (hotplug, reset): skip this core
+                    continue
+                if dt == 0:  # a tickless idle core: the kernel has not updated its counters since
+                    if self.per_core:
+                        out.add("cpu.percent", 0.0, "%", {"core": str(i)})
                     continue
                 sum_dt += dt
                 sum_busy += db
