@@ -89,13 +89,9 @@ async def make_stream(url: str) -> None:
 
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        try:
-            from swarmwatch.streams import ensure_streams
-        except ImportError:
-            await js.add_stream(name="TELEMETRY", subjects=["sw.metrics.>", "sw.events.>"])
-        else:
-            await ensure_streams(js)
+        from swarmwatch.streams import ensure_streams
+
+        await ensure_streams(nc.jetstream())
     finally:
         await nc.close()
 

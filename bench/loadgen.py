@@ -225,16 +225,8 @@ async def run_loadgen(
 
 
 async def _ensure_stream(js: Any) -> None:
-    try:
-        from swarmwatch.streams import ensure_streams
-    except ImportError:  # before stream provisioning exists: the TELEMETRY stream alone
-        from nats.js.errors import NotFoundError
+    from swarmwatch.streams import ensure_streams
 
-        try:
-            await js.stream_info("TELEMETRY")
-        except NotFoundError:
-            await js.add_stream(name="TELEMETRY", subjects=["sw.metrics.>", "sw.events.>"])
-        return
     await ensure_streams(js)
 
 
