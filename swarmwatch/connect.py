@@ -1,10 +1,13 @@
 """Connecting to NATS with swarmwatch's defaults: reconnect forever, auth and TLS from config."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -67,7 +70,23 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
     return opts
 
 
-async def connect(url: str, cfg: NatsConfig | None = None, name: str = "swarmwatch") -> NATS:
-    """Connect to ``url`` (comma-separated for a cluster)."""
+async def connect(url: str, cfg: NatsConfig | None = None, name: str = "swarmwatch", *, wait: bool = True) -> NATS:
+    """Connect to ``url`` (comma-separated for a cluster); reconnect forever once connected.
+
+    ``wait=True`` (services) keeps trying until a server answers; ``wait=False``
+    (one-shot commands) raises ConnectionError at once when no server is reachable.
+    """
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not wait and not any([await asyncio.to_thread(_reachable, u) for u in servers]):
+        raise ConnectionError(f"no NATS server reachable at {redact_url(url)}")
     return await nats.connect(servers=servers, **connect_options(cfg, name))
+
+
+def _reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the URL's host and port opens (default port 4222)."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

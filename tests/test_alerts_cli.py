@@ -40,3 +40,13 @@ async def test_alerts_shows_stored_and_live_alerts_readably(nats_server: Embedde
     assert len(lines) == 2, out + err
     assert "FIRING" in lines[0] and "critical" in lines[0] and "lab/box-1 disk_full" in lines[0] and "value=97" in lines[0]
     assert "RESOLVED" in lines[1] and "disk back to 40 %" in lines[1]
+
+
+def test_alerts_says_at_once_when_no_server_is_reachable() -> None:
+    from swarmwatch.server import free_port
+
+    res = subprocess.run(
+        [sys.executable, "-m", "swarmwatch", "alerts", "--nats", f"nats://127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert res.returncode == 2 and "no NATS server reachable" in res.stderr and "Traceback" not in res.stderr

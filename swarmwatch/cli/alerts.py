@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import install_stop_signals, run_async
+from swarmwatch.cli.common import fail, install_stop_signals, run_async
 
 _COLORS = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -51,7 +51,10 @@ def alerts(
 
         stop = asyncio.Event()
         install_stop_signals(stop)
-        nc = await connect(nats)
+        try:
+            nc = await connect(nats, wait=False)
+        except ConnectionError as exc:
+            fail(str(exc))
 
         def show(data: bytes) -> None:
             if as_json:

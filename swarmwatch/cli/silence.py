@@ -26,7 +26,7 @@ def _with_store(nats: str, bucket: str, work: Callable[[Any], Awaitable[int | No
         from swarmwatch.connect import connect, redact_url
 
         try:
-            nc = await connect(nats, name="swarmwatch-silence")
+            nc = await connect(nats, name="swarmwatch-silence", wait=False)
         except Exception as exc:
             fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
         try:
