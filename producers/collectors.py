@@ -87,26 +87,34 @@ class SystemCollector:
             total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)  # guest is already in user
             idle = t.idle + getattr(t, "iowait", 0.0)
             now.append((total, total - idle, getattr(t, "iowait", 0.0)))
-        last, self._last_cpu = self._last_cpu, now
+        last = self._last_cpu
         out.add("cpu.count", len(now), "cores")
-        if last is not None and len(last) == len(now):
-            sum_dt = sum_busy = sum_wait = 0.0
-            for i, ((t1, b1, w1), (t0, b0, w0)) in enumerate(zip(now, last)):
-                dt, db, dw = t1 - t0, b1 - b0, w1 - w0
-                if dt < 0 or db < 0 or dw < 0:  # counters went backwards (hotplug, reset): skip this core
-                    continue
-                if dt == 0:  # a tickless idle core: the kernel has not updated its counters since
-                    if self.per_core:
-                        out.add("cpu.percent", 0.0, "%", {"core": str(i)})
-                    continue
-                sum_dt += dt
-                sum_busy += db
-                sum_wait += dw
-                if self.per_core:
-                    out.add("cpu.percent", min(100.0, 100.0 * db / dt), "%", {"core": str(i)})
-            if sum_dt > 0:
-                out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
-                out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
+        if last is None or len(last) != len(now):
+            self._last_cpu = now
+            return self._cpu_extras(out)
+        baseline = list(last)
+        sum_dt = sum_busy = sum_wait = 0.0
+        for i, ((t1, b1, w1), (t0, b0, w0)) in enumerate(zip(now, last)):
+            dt, db, dw = t1 - t0, b1 - b0, w1 - w0
+            if dt < 0 or db < 0 or dw < 0:  # counters went backwards (hotplug, reset): start over for this core
+                baseline[i] = now[i]
+                continue
+            if dt == 0:  # the kernel has not advanced this core's counters yet: keep the baseline, report later
+                continue
+            baseline[i] = now[i]
+            sum_dt += dt
+            sum_busy += db
+            sum_wait += dw
+            if self.per_core:
+                out.add("cpu.percent", min(100.0, 100.0 * db / dt), "%", {"core": str(i)})
+        self._last_cpu = baseline
+        if sum_dt > 0:
+            out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
+            out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
+        return self._cpu_extras(out)
+
+    def _cpu_extras(self, out: SampleBuffer) -> None:
+        """Load average, frequency and temperature."""
         load = os.getloadavg() if hasattr(os, "getloadavg") else None
         if load is not None:
             out.add("load.1m", load[0])
