@@ -176,7 +176,7 @@ async def publish(js: Any, emits: list[Any]) -> None:
         await js.publish(e.subject, codec.encode(e.message), headers={"Nats-Msg-Id": e.msg_id})
 
 
-async def wait_for(cond: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
+async def wait_for(cond: Any, timeout_s: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
