@@ -52,3 +52,24 @@ def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
         code = 130
     if code:
         sys.exit(code)
+
+
+async def start_service(nats_url: str, nats_cfg: Any, name: str, log_level: str = "INFO", log_json: bool = False) -> tuple[Any, asyncio.Event]:
+    """A long-running role's start: logging, Ctrl-C/SIGTERM to a stop event, a NATS connection.
+
+    Returns ``(nc, stop)``; a bad log level or an unreachable URL exits with a one-line error.
+    """
+    from swarmwatch.connect import connect, redact_url
+    from swarmwatch.logs import setup_logging
+
+    try:
+        setup_logging(log_level, log_json)
+    except ValueError as exc:
+        fail(str(exc))
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        nc = await connect(nats_url, nats_cfg, name=name)
+    except Exception as exc:
+        fail(f"cannot connect to NATS at {redact_url(nats_url)!r}: {exc}")
+    return nc, stop

@@ -1,14 +1,13 @@
 """``swarmwatch process``: the processor role alone against any NATS URL."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, install_stop_signals, run_async
+from swarmwatch.cli.common import config_or_exit, run_async, start_service
 
 
 @app.command()
@@ -41,15 +40,11 @@ def process(
     )
 
     async def main() -> int:
-        from swarmwatch.connect import connect, redact_url
-        from swarmwatch.logs import setup_logging
+        from swarmwatch.connect import redact_url
         from swarmwatch.pipeline import make_runtime
         from swarmwatch.streams import ensure_streams
 
-        setup_logging(cfg.log_level, cfg.log_json)
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        nc = await connect(nats, cfg.nats, name=f"swarmwatch-{cfg.processor.name}")
+        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-{cfg.processor.name}", cfg.log_level, cfg.log_json)
         r = cfg.retention
         await ensure_streams(nc.jetstream(), *r.limits())
         rt = make_runtime(nc, cfg, fresh=fresh)

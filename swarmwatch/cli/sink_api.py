@@ -1,14 +1,13 @@
 """``swarmwatch sink api``: the HTTP API, WebSocket, dashboard and /metrics on their own."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from swarmwatch.cli import sink_app
-from swarmwatch.cli.common import config_or_exit, fail, install_stop_signals, run_async
+from swarmwatch.cli.common import config_or_exit, fail, run_async, start_service
 
 
 @sink_app.command("api")
@@ -46,16 +45,7 @@ def api(
 
     async def main() -> int:
         from sinks.api import ApiServer
-        from swarmwatch.connect import connect, redact_url
-        from swarmwatch.logs import setup_logging
-
-        setup_logging(cfg.log_level, cfg.log_json)
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        try:
-            nc = await connect(nats, cfg.nats, name="swarmwatch-api")
-        except Exception as exc:
-            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
+        nc, stop = await start_service(nats, cfg.nats, "swarmwatch-api", cfg.log_level, cfg.log_json)
         server = ApiServer(
             nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s, store_root=store
         )

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import sink_app
-from swarmwatch.cli.common import config_or_exit, fail, install_stop_signals, run_async
+from swarmwatch.cli.common import config_or_exit, fail, run_async, start_service
 
 STREAM_WAIT_LOG_S = 10.0
 
@@ -47,16 +47,9 @@ def _run_sink(
         fail(str(exc))
 
     async def main() -> int:
-        from swarmwatch.connect import connect, redact_url
-        from swarmwatch.logs import setup_logging
+        from swarmwatch.connect import redact_url
 
-        setup_logging(cfg.log_level, cfg.log_json)
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        try:
-            nc = await connect(nats, cfg.nats, name=f"swarmwatch-sink-{fmt}")
-        except Exception as exc:
-            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
+        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-sink-{fmt}", cfg.log_level, cfg.log_json)
         sink = FileSink(nc, root, fmt, settings)
         waited = -STREAM_WAIT_LOG_S
         while not stop.is_set():

@@ -1,14 +1,13 @@
 """``swarmwatch sink notify``: the notification sink alone against any NATS URL."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from swarmwatch.cli import sink_app
-from swarmwatch.cli.common import fail, install_stop_signals, run_async
+from swarmwatch.cli.common import fail, run_async, start_service
 
 
 @sink_app.command("notify")
@@ -28,20 +27,10 @@ def sink_notify(
     nats_cfg = _nats_section(config)
 
     async def main() -> int:
-        from swarmwatch.connect import connect, redact_url
-        from swarmwatch.logs import setup_logging
+        from swarmwatch.connect import redact_url
         from swarmwatch.streams import wait_for_streams
 
-        try:
-            setup_logging(log_level, log_json)
-        except ValueError as exc:
-            fail(str(exc))
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        try:
-            nc = await connect(nats, nats_cfg, name="swarmwatch-sink-notify")
-        except Exception as exc:
-            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
+        nc, stop = await start_service(nats, nats_cfg, "swarmwatch-sink-notify", log_level, log_json)
         if not await wait_for_streams(nc.jetstream(), ("DERIVED",), stop):
             await nc.close()
             return 0
