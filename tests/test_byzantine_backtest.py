@@ -76,3 +76,32 @@ def test_backtest_names_the_bad_line_or_missing_file_and_exits_2(tmp_path: Path)
     bad.write_text('{"kind": "training.update"}\n')
     res = CliRunner().invoke(app, ["backtest", "byzantine", str(bad), "-o", str(out)])
     assert res.exit_code == 2 and "line 1" in res.output
+
+
+def test_backtest_reads_the_minimal_format_the_docs_document_without_ts_cluster_or_kind(tmp_path: Path) -> None:
+    fleet = SyntheticFleet(nodes=20, attackers=2, attack="sign_flip", start=5, seed=24)
+    events, out = tmp_path / "events.jsonl", tmp_path / "verdicts.jsonl"
+    with open(events, "w") as fh:
+        for r in range(20):
+            for rep in fleet.round(r):
+                line = {"node_id": rep.node, "round": r, "update_norm": rep.update_norm, "loss": rep.loss, "sketch": rep.sketch.tolist()}
+                fh.write(json.dumps(line) + "\n")
+    res = CliRunner().invoke(app, ["backtest", "byzantine", str(events), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    verdicts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {v["node_id"] for v in verdicts} == fleet.attackers
+    assert {v["cluster"] for v in verdicts} == {"default"}
+
+
+def test_backtest_names_a_line_whose_report_lacks_a_required_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"node_id": "a", "round": 0, "update_norm": 1.0, "sketch": [1, 2]}\n{"node_id": "b", "round": 0, "update_norm": 1.0}\n')
+    res = CliRunner().invoke(app, ["backtest", "byzantine", str(bad), "-o", str(tmp_path / "v.jsonl")])
+    assert res.exit_code == 2 and "line 2" in res.output and "sketch" in res.output
+
+
+def test_lenient_backtest_that_skipped_every_line_is_an_error_not_an_empty_result(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"node": f"n{i}", "value": i}) + "\n" for i in range(30)))
+    res = CliRunner().invoke(app, ["backtest", "byzantine", str(bad), "-o", str(tmp_path / "v.jsonl"), "--lenient"])
+    assert res.exit_code == 2 and "all 30 lines were skipped" in res.output

@@ -1,9 +1,12 @@
 """Offline run of ByzantineOperator over a JSON-lines file of training.update reports.
 
 Input lines are either swarmwatch Events (``{"cluster", "node", "ts", "kind",
-"payload"}``) or the simulator's flat reports (``{"kind", "ts", "cluster",
-"node_id", "round", "loss", "update_norm", "sketch", ...}``). Output: one
-verdict per flagged (node, round), ``{"node_id", "round", "score", "reason"}``.
+"payload"}``) or flat reports as the simulator and docs/byzantine.md write them
+(``{"node_id", "round", "update_norm", "sketch", "loss"?, "ts"?, "cluster"?, "kind"?}``).
+Only ``node_id`` (or ``node``), ``round``, ``update_norm`` and ``sketch`` are
+required: ``cluster`` defaults to ``default``, ``kind`` to ``training.update``
+and a missing ``ts`` (event time, UNIX s) to a fixed epoch plus the round number. Output: one
+verdict per flagged (node, round), ``{"node_id", "round", "score", "reason", ...}``.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ import msgspec
 from schemas import Event
 
 from processors.byzantine.detector import DetectorConfig, RoundResult
-from processors.byzantine.operator import ByzantineOperator
+from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, parse_update
 
+_NO_TS_EPOCH = 1_000_000_000.0  # UNIX s; a line without ts is placed at this epoch + its round number (s)
 _SIM_RESERVED = frozenset({"kind", "ts", "cluster", "node_id", "node"})
 
 
@@ -40,18 +44,38 @@ class BacktestSummary:
     alerts_resolved: int = 0
 
 
+def _ts(obj: dict[str, Any], payload: dict[str, Any]) -> float:
+    """Event time: ``ts`` if given, else a fixed epoch plus the round number (keeps rounds in order)."""
+    ts = obj.get("ts")
+    if ts is None:
+        rnd = payload.get("round")
+        return _NO_TS_EPOCH + (float(rnd) if isinstance(rnd, (int, float)) and not isinstance(rnd, bool) else 0.0)
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        raise BacktestInputError(f"'ts' must be a number (UNIX seconds), got {ts!r}")
+    return float(ts)
+
+
 def to_event(obj: dict[str, Any]) -> Event:
-    """One input object as a schemas.Event (simulator lines are converted)."""
-    if "payload" in obj and "node" in obj:
-        return msgspec.convert(obj, Event)
-    if "node_id" not in obj:
+    """One input object as a schemas.Event (flat report lines are converted; ``ts``, ``cluster`` and
+    ``kind`` may be left out)."""
+    if not isinstance(obj, dict):
+        raise BacktestInputError(f"line is not a JSON object: {type(obj).__name__}")
+    if isinstance(obj.get("payload"), dict) and "node" in obj:
+        full = dict(obj)
+        full.setdefault("kind", "training.update")
+        full.setdefault("cluster", "default")
+        if full.get("ts") is None:
+            full["ts"] = _ts(obj, obj["payload"])
+        return msgspec.convert(full, Event)
+    node = obj.get("node_id", obj.get("node"))
+    if node is None:
         raise BacktestInputError(f"line has neither 'payload'+'node' nor 'node_id': keys {sorted(obj)}")
     payload = {k: v for k, v in obj.items() if k not in _SIM_RESERVED}
     return Event(
-        cluster=str(obj.get("cluster", "default")),
-        node=str(obj["node_id"]),
-        ts=float(obj["ts"]),
-        kind=str(obj.get("kind", "training.update")),
+        cluster=str(obj.get("cluster") or "default"),
+        node=str(node),
+        ts=_ts(obj, payload),
+        kind=str(obj.get("kind") or "training.update"),
         payload=payload,
     )
 
@@ -62,7 +86,10 @@ def read_events(lines: Iterable[str], strict: bool = True) -> Iterator[Event | N
         if not line.strip():
             continue
         try:
-            yield to_event(json.loads(line))
+            ev = to_event(json.loads(line))
+            if ev.kind == TRAINING_UPDATE:
+                parse_update(ev.payload)  # names the missing or malformed field now, with the line number
+            yield ev
         except (ValueError, TypeError, KeyError, msgspec.ValidationError) as exc:
             if strict:
                 raise BacktestInputError(f"line {no}: {exc}") from None
@@ -120,8 +147,16 @@ def run(
         last_ts = max(last_ts, ev.ts)
         count(op.on_event(ev, ev.ts))
     count(op.flush(last_ts))
-    summary.skipped += op.stats.errors + op.stats.dropped + op.stats.late
+    refused = op.stats.errors + op.stats.dropped + op.stats.late
+    summary.skipped += refused
     summary.flagged_nodes = sorted(flagged)
+    if summary.events - refused <= 0:
+        # nothing reached the detector: an empty result here would read as "no Byzantine node"
+        what = f"all {summary.skipped} lines were skipped" if summary.skipped else "the file has no report"
+        raise BacktestInputError(
+            f"no usable training.update report: {what} (each line needs node_id, round, update_norm and sketch;"
+            " see docs/byzantine.md)"
+        )
     return summary
 
 
