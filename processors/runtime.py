@@ -275,7 +275,7 @@ class Runtime:
         self.stats.last_seq = seq
 
     async def _dead(self, msg: Msg, seq: int, reason: str, stage: str = "processor") -> None:
-        dl = DeadLetter(stage=stage, subject=msg.subject, reason=reason, ts=time.time(), data=msg.data)
+        dl = DeadLetter.of(stage, msg.subject, reason, msg.data)
         log.warning("dead letter from %s seq %d: %s", msg.subject, seq, reason)
         await self._publish(Emit(subjects.dlq(stage), dl, f"dlq:{self.name}:{stage}:{seq}"))
 

@@ -5,6 +5,7 @@ schema version; decoders ignore unknown fields so newer producers stay readable.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from enum import Enum
@@ -19,6 +20,13 @@ MAX_ABS_VALUE = 1e300  # larger magnitudes are refused as absurd
 MAX_SAMPLES_PER_BATCH = 10_000
 MAX_NAME_LEN = 200
 MAX_LABELS = 16
+MAX_UNIT_LEN = 32  # "%", "bytes/s", "ms": units are short
+MAX_LABEL_KEY_LEN = 64
+MAX_LABEL_VALUE_LEN = 256
+MAX_RULE_LEN = 64  # a subject token
+MAX_TEXT_LEN = 4_096  # alert summaries, dead-letter reasons
+MAX_SERIES_LEN = MAX_NAME_LEN + MAX_LABELS * (MAX_LABEL_KEY_LEN + MAX_LABEL_VALUE_LEN + 2) + 2  # name{k=v,...}
+MAX_DEAD_LETTER_DATA = 256 * 1024  # bytes of the original kept; base64 makes it ~342 kB, under NATS's 1 MB
 
 _KNOWN_NAMES: set[str] = set()  # names already checked: the common case costs one set operation
 _KNOWN_NAMES_MAX = 100_000
@@ -74,30 +82,50 @@ def check_metric_name(name: str) -> None:
         )
 
 
+def check_labels(labels: dict[str, str] | None, what: str = "sample") -> None:
+    """At most MAX_LABELS labels; keys 1-64 chars, values at most 256, units at most 32."""
+    if not labels:
+        return
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"{what} has {len(labels)} labels; at most {MAX_LABELS}")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not 1 <= len(k) <= MAX_LABEL_KEY_LEN:
+            raise ValueError(f"{what} label key {str(k)[:80]!r} must be 1-{MAX_LABEL_KEY_LEN} characters")
+        if not isinstance(v, str) or len(v) > MAX_LABEL_VALUE_LEN:
+            raise ValueError(f"{what} label {k!r} value is {len(str(v))} characters; at most {MAX_LABEL_VALUE_LEN}")
+
+
 MetricName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LEN)]
 FiniteValue = Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
-Labels = Annotated[dict[str, str], msgspec.Meta(max_length=MAX_LABELS)]
+LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LABEL_KEY_LEN)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE_LEN)]
+Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LABELS)]
+Unit = Annotated[str, msgspec.Meta(max_length=MAX_UNIT_LEN)]
+Rule = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RULE_LEN)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LEN)]
+SeriesName = Annotated[str, msgspec.Meta(max_length=MAX_SERIES_LEN)]
 
 
 class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """One named measurement, e.g. ``Sample("cpu.percent", 12.5, unit="%")``.
 
-    Decoding enforces a finite value within +-1e300, the name length and at most
-    16 labels in C; MetricBatch checks name characters against a cache of names
+    Decoding enforces a finite value within +-1e300, the name length, at most
+    16 labels of bounded key and value length and a short unit in C; MetricBatch checks name characters against a cache of names
     already seen. Code that builds samples itself calls :meth:`validate`.
     """
 
     name: MetricName
     value: FiniteValue
-    unit: str | None = None
+    unit: Unit | None = None
     labels: Labels | None = None
 
     def validate(self) -> Sample:
         """Raise ValueError naming the problem; return self."""
         check_metric_name(self.name)
         check_value(self.value, f"sample {self.name!r} value")
-        if self.labels is not None and len(self.labels) > MAX_LABELS:
-            raise ValueError(f"sample {self.name!r} has {len(self.labels)} labels; at most {MAX_LABELS}")
+        if self.unit is not None and len(self.unit) > MAX_UNIT_LEN:
+            raise ValueError(f"sample {self.name!r} unit is {len(self.unit)} characters; at most {MAX_UNIT_LEN}")
+        check_labels(self.labels, f"sample {self.name!r}")
         return self
 
     def series(self) -> str:
@@ -157,7 +185,7 @@ class Event(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
 class SeriesStats(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """Statistics of one series over one window."""
 
-    metric: str
+    metric: MetricName
     count: int
     min: float
     max: float
@@ -167,8 +195,8 @@ class SeriesStats(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fals
     p95: float
     p99: float
     last: float
-    labels: dict[str, str] | None = None
-    unit: str | None = None
+    labels: Labels | None = None
+    unit: Unit | None = None
 
 
 class WindowAggregate(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -188,16 +216,16 @@ class WindowAggregate(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=
 class Alert(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     """A rule's verdict on one node: first ``firing``, later ``resolved`` with the same id."""
 
-    id: str
+    id: Text
     status: AlertStatus
     severity: Severity
     kind: AlertKind
-    rule: str
+    rule: Rule
     cluster: str
     node: str
     started_at: float
-    summary: str
-    metric: str | None = None
+    summary: Text
+    metric: SeriesName | None = None
     value: float | None = None
     threshold: float | None = None
     ended_at: float | None = None
@@ -235,14 +263,40 @@ class HealthScore(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Fals
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):
-    """An input a stage could not use: the reason and the original bytes (base64 in JSON)."""
+    """An input a stage could not use: the reason and the original bytes (base64 in JSON).
+
+    Build one with :meth:`of`, which keeps it under NATS's 1 MB payload limit:
+    ``data`` holds at most MAX_DEAD_LETTER_DATA bytes of the original, and
+    ``size`` (bytes) and ``sha256`` (hex) always describe the whole original.
+    """
 
     stage: str
     subject: str
     reason: str
     ts: float
     data: bytes
+    size: int = 0
+    sha256: str = ""
+    truncated: bool = False
     v: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(cls, stage: str, subject: str, reason: str, data: bytes, ts: float | None = None) -> DeadLetter:
+        """A dead letter that always fits: payload cut to MAX_DEAD_LETTER_DATA, reason to MAX_TEXT_LEN."""
+        raw = bytes(data)
+        keep = raw[:MAX_DEAD_LETTER_DATA]
+        if len(reason) > MAX_TEXT_LEN:
+            reason = reason[: MAX_TEXT_LEN - 12] + " [truncated]"
+        return cls(
+            stage=stage,
+            subject=subject[:1024],
+            reason=reason,
+            ts=time.time() if ts is None else ts,
+            data=keep,
+            size=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            truncated=len(keep) < len(raw),
+        )
 
 
 WIRE_MODELS: dict[str, type[msgspec.Struct]] = {

@@ -376,7 +376,7 @@ class FileSink:
         """Publish an undecodable message to ``sw.dlq.sink-<format>`` (counted; never stops the sink)."""
         self.stats.invalid += 1
         log.warning("%s: dead letter from %s seq %d: %s", self.stage, msg.subject, seq, reason)
-        dl = DeadLetter(stage=self.stage, subject=msg.subject, reason=reason, ts=time.time(), data=msg.data)
+        dl = DeadLetter.of(self.stage, msg.subject, reason, msg.data)
         try:
             await self.js.publish(
                 dlq_subject(self.stage),

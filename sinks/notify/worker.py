@@ -358,7 +358,7 @@ class NotifySink:
         self._wake.set()
 
     async def _dead_letter(self, subject: str, reason: str, data: bytes) -> None:
-        dl = DeadLetter(stage=DLQ_STAGE, subject=subject, reason=self.redactor(reason), ts=time.time(), data=data)
+        dl = DeadLetter.of(DLQ_STAGE, subject, self.redactor(reason), data)
         try:
             await self.js.publish(subjects.dlq(DLQ_STAGE), codec.encode(dl), stream=STREAM)
         except Exception as exc:
