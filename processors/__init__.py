@@ -1,17 +1,47 @@
 """Stream processors: pure operators and the runtime that feeds them from JetStream."""
 from __future__ import annotations
 
-from processors.alerting import AlertTracker, alert_id
-from processors.anomaly import AnomalyOperator, MetricFamily
-from processors.byzantine import ByzantineOperator, DetectorConfig
-from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from processors.operator import Emit, FunctionOperator, Operator, OperatorStats, operator
-from processors.configfile import ConfigError, parse_duration
-from processors.rules import Rule, ThresholdRules, default_rules, load_rules
-from processors.runtime import Runtime, RuntimeStats
-from processors.liveness import LivenessOperator
-from processors.network import NetworkHealthOperator
-from processors.windows import TumblingWindows, quantile, series_key
+
+if TYPE_CHECKING:
+    from processors.alerting import AlertTracker, alert_id
+    from processors.anomaly import AnomalyOperator, MetricFamily
+    from processors.byzantine import ByzantineOperator, DetectorConfig
+    from processors.consumer import JetStreamPuller, ack_tokens, stream_seq
+    from processors.configfile import ConfigError, parse_duration
+    from processors.rules import Rule, ThresholdRules, default_rules, load_rules
+    from processors.runtime import Runtime, RuntimeStats
+    from processors.liveness import LivenessOperator
+    from processors.network import NetworkHealthOperator
+    from processors.windows import TumblingWindows, quantile, series_key
+
+_LAZY: dict[str, tuple[str, str]] = {
+    "AlertTracker": ("processors.alerting", "AlertTracker"),
+    "alert_id": ("processors.alerting", "alert_id"),
+    "AnomalyOperator": ("processors.anomaly", "AnomalyOperator"),
+    "MetricFamily": ("processors.anomaly", "MetricFamily"),
+    "ByzantineOperator": ("processors.byzantine", "ByzantineOperator"),
+    "DetectorConfig": ("processors.byzantine", "DetectorConfig"),
+    "JetStreamPuller": ("processors.consumer", "JetStreamPuller"),
+    "ack_tokens": ("processors.consumer", "ack_tokens"),
+    "stream_seq": ("processors.consumer", "stream_seq"),
+    "ConfigError": ("processors.configfile", "ConfigError"),
+    "parse_duration": ("processors.configfile", "parse_duration"),
+    "Rule": ("processors.rules", "Rule"),
+    "ThresholdRules": ("processors.rules", "ThresholdRules"),
+    "default_rules": ("processors.rules", "default_rules"),
+    "load_rules": ("processors.rules", "load_rules"),
+    "Runtime": ("processors.runtime", "Runtime"),
+    "RuntimeStats": ("processors.runtime", "RuntimeStats"),
+    "LivenessOperator": ("processors.liveness", "LivenessOperator"),
+    "NetworkHealthOperator": ("processors.network", "NetworkHealthOperator"),
+    "TumblingWindows": ("processors.windows", "TumblingWindows"),
+    "quantile": ("processors.windows", "quantile"),
+    "series_key": ("processors.windows", "series_key"),
+}
 
 __all__ = [
     "AlertTracker",
@@ -42,3 +72,22 @@ __all__ = [
     "series_key",
     "stream_seq",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
+    target = _LAZY.get(name)
+    if target is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,32 +1,73 @@
 """Producers: the per-node sidecar (collectors, batching, publishing, spool), the app SDK and peer probes.
 
-Kept light: ``python -m producers`` (what ``swarmwatch produce`` runs) imports this package.
-The training-update helpers (numpy) live in :mod:`producers.training`; import them from there.
+Every public name loads on first use (PEP 562), so ``python -m producers`` (what ``swarmwatch
+produce`` runs) and an app that only wants the SDK load only what they use. The training-update
+helpers (numpy) live in :mod:`producers.training`; import them from there.
 """
 from __future__ import annotations
 
-from producers.collectors import SystemCollector
-from producers.discovery import Discovery, PeerTable
-from producers.gpu import GpuCollector
-from producers.options import connect_options, default_node_name, parse_interval
-from producers.process import ProcessWatcher
-from producers.publisher import Publisher
-from producers.rates import CounterRates
-from producers.samples import SampleBuffer
-from producers.sdk import REGISTRY, Counter, Gauge, Registry, Timer, counter, gauge, timed
-from producers.sidecar import BackgroundProducer, Producer, SampleSource, SidecarTask, run_producer
-from producers.spool import Spool, SpoolItem
+import importlib
+from typing import TYPE_CHECKING, Any
 
-_PROBES = ("JitterEstimator", "PeerProber", "ProbeResponder", "ProbeSettings", "ProbeWindow", "parse_target", "probe_subject", "run_probes")
+if TYPE_CHECKING:
+    from producers.collectors import SystemCollector
+    from producers.discovery import Discovery, PeerTable
+    from producers.gpu import GpuCollector
+    from producers.options import connect_options, default_node_name, parse_interval
+    from producers.process import ProcessWatcher
+    from producers.publisher import Publisher
+    from producers.rates import CounterRates
+    from producers.samples import SampleBuffer
+    from producers.sdk import REGISTRY, Counter, Gauge, Registry, Timer, counter, gauge, timed
+    from producers.sidecar import BackgroundProducer, Producer, SampleSource, SidecarTask, run_producer
+    from producers.spool import Spool, SpoolItem
+    from producers.probes import (
+        JitterEstimator,
+        PeerProber,
+        ProbeResponder,
+        ProbeSettings,
+        ProbeWindow,
+        parse_target,
+        probe_subject,
+        run_probes,
+    )
 
-
-def __getattr__(name: str) -> object:
-    """Peer-probe names load on first use, so ``python -m producers.probes`` runs cleanly."""
-    if name in _PROBES:
-        from producers import probes
-
-        return getattr(probes, name)
-    raise AttributeError(f"module 'producers' has no attribute {name!r}")
+_LAZY: dict[str, tuple[str, str]] = {
+    "SystemCollector": ("producers.collectors", "SystemCollector"),
+    "Discovery": ("producers.discovery", "Discovery"),
+    "PeerTable": ("producers.discovery", "PeerTable"),
+    "GpuCollector": ("producers.gpu", "GpuCollector"),
+    "connect_options": ("producers.options", "connect_options"),
+    "default_node_name": ("producers.options", "default_node_name"),
+    "parse_interval": ("producers.options", "parse_interval"),
+    "ProcessWatcher": ("producers.process", "ProcessWatcher"),
+    "Publisher": ("producers.publisher", "Publisher"),
+    "CounterRates": ("producers.rates", "CounterRates"),
+    "SampleBuffer": ("producers.samples", "SampleBuffer"),
+    "REGISTRY": ("producers.sdk", "REGISTRY"),
+    "Counter": ("producers.sdk", "Counter"),
+    "Gauge": ("producers.sdk", "Gauge"),
+    "Registry": ("producers.sdk", "Registry"),
+    "Timer": ("producers.sdk", "Timer"),
+    "counter": ("producers.sdk", "counter"),
+    "gauge": ("producers.sdk", "gauge"),
+    "timed": ("producers.sdk", "timed"),
+    "BackgroundProducer": ("producers.sidecar", "BackgroundProducer"),
+    "Producer": ("producers.sidecar", "Producer"),
+    "SampleSource": ("producers.sidecar", "SampleSource"),
+    "SidecarTask": ("producers.sidecar", "SidecarTask"),
+    "run_producer": ("producers.sidecar", "run_producer"),
+    "Spool": ("producers.spool", "Spool"),
+    "SpoolItem": ("producers.spool", "SpoolItem"),
+    "JitterEstimator": ("producers.probes", "JitterEstimator"),
+    "PeerProber": ("producers.probes", "PeerProber"),
+    "ProbeResponder": ("producers.probes", "ProbeResponder"),
+    "ProbeSettings": ("producers.probes", "ProbeSettings"),
+    "ProbeWindow": ("producers.probes", "ProbeWindow"),
+    "parse_target": ("producers.probes", "parse_target"),
+    "probe_subject": ("producers.probes", "probe_subject"),
+    "run_probes": ("producers.probes", "run_probes"),
+}
 
 __all__ = [
     "REGISTRY",
@@ -64,3 +105,22 @@ __all__ = [
     "run_producer",
     "timed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
+    target = _LAZY.get(name)
+    if target is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

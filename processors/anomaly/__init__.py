@@ -1,22 +1,52 @@
 """Online anomaly detection: river-style detectors and the operator that runs them per series."""
 from __future__ import annotations
 
-from processors.anomaly.backtest import BacktestError, BacktestReport, FileResult, read_series, run_backtest
-from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
-from processors.anomaly.ensemble import MaxEnsemble
-from processors.anomaly.extremes import ExtremesDetector
-from processors.anomaly.operator import (
-    ANOMALY_RULE,
-    DEFAULT_FAMILIES,
-    ERROR_SPIKE_RULE,
-    LIVE_THRESHOLD,
-    AnomalyOperator,
-    MetricFamily,
-)
-from processors.anomaly.rarity import RarityDetector, SeasonalDetector, SequenceDetector
-from processors.anomaly.registry import DETECTORS, default_detector, make_detector
-from processors.anomaly.robust_z import RobustZDetector
-from processors.anomaly.suppression import RestPeriod
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from processors.anomaly.backtest import BacktestError, BacktestReport, FileResult, read_series, run_backtest
+    from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
+    from processors.anomaly.ensemble import MaxEnsemble
+    from processors.anomaly.extremes import ExtremesDetector
+    from processors.anomaly.operator import (
+        ANOMALY_RULE,
+        DEFAULT_FAMILIES,
+        ERROR_SPIKE_RULE,
+        LIVE_THRESHOLD,
+        AnomalyOperator,
+        MetricFamily,
+    )
+    from processors.anomaly.rarity import RarityDetector, SeasonalDetector, SequenceDetector
+    from processors.anomaly.registry import DETECTORS, default_detector, make_detector
+    from processors.anomaly.robust_z import RobustZDetector
+    from processors.anomaly.suppression import RestPeriod
+
+_LAZY: dict[str, tuple[str, str]] = {
+    "BacktestError": ("processors.anomaly.backtest", "BacktestError"),
+    "BacktestReport": ("processors.anomaly.backtest", "BacktestReport"),
+    "FileResult": ("processors.anomaly.backtest", "FileResult"),
+    "read_series": ("processors.anomaly.backtest", "read_series"),
+    "run_backtest": ("processors.anomaly.backtest", "run_backtest"),
+    "DEFAULT_THRESHOLD": ("processors.anomaly.base", "DEFAULT_THRESHOLD"),
+    "AnomalyDetector": ("processors.anomaly.base", "AnomalyDetector"),
+    "MaxEnsemble": ("processors.anomaly.ensemble", "MaxEnsemble"),
+    "ExtremesDetector": ("processors.anomaly.extremes", "ExtremesDetector"),
+    "ANOMALY_RULE": ("processors.anomaly.operator", "ANOMALY_RULE"),
+    "DEFAULT_FAMILIES": ("processors.anomaly.operator", "DEFAULT_FAMILIES"),
+    "ERROR_SPIKE_RULE": ("processors.anomaly.operator", "ERROR_SPIKE_RULE"),
+    "LIVE_THRESHOLD": ("processors.anomaly.operator", "LIVE_THRESHOLD"),
+    "AnomalyOperator": ("processors.anomaly.operator", "AnomalyOperator"),
+    "MetricFamily": ("processors.anomaly.operator", "MetricFamily"),
+    "RarityDetector": ("processors.anomaly.rarity", "RarityDetector"),
+    "SeasonalDetector": ("processors.anomaly.rarity", "SeasonalDetector"),
+    "SequenceDetector": ("processors.anomaly.rarity", "SequenceDetector"),
+    "DETECTORS": ("processors.anomaly.registry", "DETECTORS"),
+    "default_detector": ("processors.anomaly.registry", "default_detector"),
+    "make_detector": ("processors.anomaly.registry", "make_detector"),
+    "RobustZDetector": ("processors.anomaly.robust_z", "RobustZDetector"),
+    "RestPeriod": ("processors.anomaly.suppression", "RestPeriod"),
+}
 
 __all__ = [
     "ANOMALY_RULE",
@@ -43,3 +73,22 @@ __all__ = [
     "read_series",
     "run_backtest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
+    target = _LAZY.get(name)
+    if target is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,17 +1,42 @@
 """Byzantine-node detection for training fleets: trust scores and ``byzantine`` alerts."""
 from __future__ import annotations
 
-from processors.byzantine.backtest import BacktestInputError, BacktestSummary, backtest_file, read_events, to_event
-from processors.byzantine.detector import (
-    FEATURES,
-    STATISTICS,
-    ClusterDetector,
-    DetectorConfig,
-    NodeVerdict,
-    RoundResult,
-)
-from processors.byzantine.fleet import ATTACKS, Report, SyntheticFleet
-from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, PayloadError, parse_update
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from processors.byzantine.backtest import BacktestInputError, BacktestSummary, backtest_file, read_events, to_event
+    from processors.byzantine.detector import (
+        FEATURES,
+        STATISTICS,
+        ClusterDetector,
+        DetectorConfig,
+        NodeVerdict,
+        RoundResult,
+    )
+    from processors.byzantine.fleet import ATTACKS, Report, SyntheticFleet
+    from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, PayloadError, parse_update
+
+_LAZY: dict[str, tuple[str, str]] = {
+    "BacktestInputError": ("processors.byzantine.backtest", "BacktestInputError"),
+    "BacktestSummary": ("processors.byzantine.backtest", "BacktestSummary"),
+    "backtest_file": ("processors.byzantine.backtest", "backtest_file"),
+    "read_events": ("processors.byzantine.backtest", "read_events"),
+    "to_event": ("processors.byzantine.backtest", "to_event"),
+    "FEATURES": ("processors.byzantine.detector", "FEATURES"),
+    "STATISTICS": ("processors.byzantine.detector", "STATISTICS"),
+    "ClusterDetector": ("processors.byzantine.detector", "ClusterDetector"),
+    "DetectorConfig": ("processors.byzantine.detector", "DetectorConfig"),
+    "NodeVerdict": ("processors.byzantine.detector", "NodeVerdict"),
+    "RoundResult": ("processors.byzantine.detector", "RoundResult"),
+    "ATTACKS": ("processors.byzantine.fleet", "ATTACKS"),
+    "Report": ("processors.byzantine.fleet", "Report"),
+    "SyntheticFleet": ("processors.byzantine.fleet", "SyntheticFleet"),
+    "TRAINING_UPDATE": ("processors.byzantine.operator", "TRAINING_UPDATE"),
+    "ByzantineOperator": ("processors.byzantine.operator", "ByzantineOperator"),
+    "PayloadError": ("processors.byzantine.operator", "PayloadError"),
+    "parse_update": ("processors.byzantine.operator", "parse_update"),
+}
 
 __all__ = [
     "ATTACKS",
@@ -33,3 +58,22 @@ __all__ = [
     "read_events",
     "to_event",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
+    target = _LAZY.get(name)
+    if target is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,13 +1,38 @@
 """HTTP API, WebSocket stream, dashboard and Prometheus exposition over a live FleetState."""
 from __future__ import annotations
 
-from sinks.api.app import create_app
-from sinks.api.backfill import replay
-from sinks.api.exposition import render as render_metrics
-from sinks.api.live import Hub, LiveFeed, TooManyClients
-from sinks.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind, is_loopback
-from sinks.api.state import STATUSES, FleetState, NodeState
-from sinks.api.timerange import TimeRangeError, parse_duration, parse_range, parse_time
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.api.app import create_app
+    from sinks.api.backfill import replay
+    from sinks.api.exposition import render as render_metrics
+    from sinks.api.live import Hub, LiveFeed, TooManyClients
+    from sinks.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind, is_loopback
+    from sinks.api.state import STATUSES, FleetState, NodeState
+    from sinks.api.timerange import TimeRangeError, parse_duration, parse_range, parse_time
+
+_LAZY: dict[str, tuple[str, str]] = {
+    "create_app": ("sinks.api.app", "create_app"),
+    "replay": ("sinks.api.backfill", "replay"),
+    "render_metrics": ("sinks.api.exposition", "render"),
+    "Hub": ("sinks.api.live", "Hub"),
+    "LiveFeed": ("sinks.api.live", "LiveFeed"),
+    "TooManyClients": ("sinks.api.live", "TooManyClients"),
+    "DEFAULT_HOST": ("sinks.api.server", "DEFAULT_HOST"),
+    "DEFAULT_PORT": ("sinks.api.server", "DEFAULT_PORT"),
+    "ApiServer": ("sinks.api.server", "ApiServer"),
+    "check_bind": ("sinks.api.server", "check_bind"),
+    "is_loopback": ("sinks.api.server", "is_loopback"),
+    "STATUSES": ("sinks.api.state", "STATUSES"),
+    "FleetState": ("sinks.api.state", "FleetState"),
+    "NodeState": ("sinks.api.state", "NodeState"),
+    "TimeRangeError": ("sinks.api.timerange", "TimeRangeError"),
+    "parse_duration": ("sinks.api.timerange", "parse_duration"),
+    "parse_range": ("sinks.api.timerange", "parse_range"),
+    "parse_time": ("sinks.api.timerange", "parse_time"),
+}
 
 __all__ = [
     "DEFAULT_HOST",
@@ -29,3 +54,22 @@ __all__ = [
     "render_metrics",
     "replay",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
+    target = _LAZY.get(name)
+    if target is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
