@@ -32,14 +32,56 @@ def grouper() -> Grouper:
     return Grouper(g, FlapConfig(firings=3, window_s=600, quiet_s=300))
 
 
-def test_default_critical_timing_gathers_a_burst_into_one_page_within_a_second() -> None:
+def test_default_critical_pages_the_first_alert_at_once_and_its_burst_in_one_second_message() -> None:
     g = Grouper(GroupingConfig(), FlapConfig())
-    for i in range(30):
-        g.observe(alert(f"n{i}"), CH, T0 + i * 0.005)  # one rule evaluation over 30 nodes, 5 ms apart
-    assert g.due(T0 + 0.2, unmuted) == []
-    assert g.next_due == T0 + 0.5
-    notes = g.due(T0 + 0.5, unmuted)
-    assert len(notes) == 2 and all(len(n.firing) == 30 for n in notes)
+    sent: list[Notification] = []
+    for i in range(100):  # one rule evaluation over 100 nodes, 2 ms apart; the sink evaluates after each
+        now = T0 + i * 0.002
+        g.observe(alert(f"n{i}"), CH, now)
+        sent += g.due(now, unmuted, full=False)
+    assert [len(n.firing) for n in sent] == [1, 1]  # the leading edge: the first alert, at once, per channel
+    assert sent[0].firing[0].node == "n0" and sent[0].created_at == T0
+    assert g.due(T0 + 0.4, unmuted) == []
+    assert g.next_due == T0 + 0.5  # followers: group_wait_s after the leading message, not after the last arrival
+    later = g.due(T0 + 0.5, unmuted)
+    assert [len(n.firing) for n in later] == [99, 99]
+    assert g.due(T0 + 5, unmuted) == []  # at most two messages per channel for the whole burst
+
+
+def test_a_lone_critical_alert_is_one_message_with_no_follower_message() -> None:
+    g = Grouper(GroupingConfig(), FlapConfig())
+    g.observe(alert("n1"), CH, T0)
+    assert len(g.due(T0, unmuted)) == 2
+    assert g.due(T0 + 0.5, unmuted) == [] and g.due(T0 + 60, unmuted) == []
+
+
+def test_after_the_follower_window_a_new_alert_waits_group_interval() -> None:
+    g = Grouper(GroupingConfig(), FlapConfig())
+    g.observe(alert("n1"), CH, T0)
+    assert len(g.due(T0, unmuted)) == 2
+    g.observe(alert("n2"), CH, T0 + 2)  # after group_wait_s: not a follower of the leading edge
+    assert g.due(T0 + 2.5, unmuted) == []
+    assert g.next_due == T0 + 10  # the critical group_interval_s from the leading message
+    assert [len(n.firing) for n in g.due(T0 + 10, unmuted)] == [1, 1]
+
+
+def test_leading_edge_is_per_severity_off_for_warning_by_default_and_configurable() -> None:
+    g = Grouper(GroupingConfig(), FlapConfig())
+    g.observe(alert("n1", severity="warning"), CH, T0)
+    assert g.due(T0, unmuted) == []  # warnings wait group_wait_s (2 s) for companions
+    assert len(g.due(T0 + 2, unmuted)) == 2
+    cfg = GroupingConfig(critical={"group_wait_s": 0.5, "group_interval_s": 10, "repeat_interval_s": 3600, "leading_edge": False},
+                         warning={"group_wait_s": 2, "group_interval_s": 30, "repeat_interval_s": 3600, "leading_edge": True})
+    g = Grouper(cfg, FlapConfig())
+    g.observe(alert("c1"), CH, T0)
+    g.observe(alert("w1", severity="warning", rule="mem_high"), CH, T0)
+    assert [n.firing[0].node for n in g.due(T0, unmuted)] == ["w1", "w1"]
+    assert [n.firing[0].node for n in g.due(T0 + 0.5, unmuted)] == ["c1", "c1"]
+
+
+def test_critical_timers_given_without_leading_edge_keep_it_on() -> None:
+    cfg = GroupingConfig(critical={"group_wait_s": 1, "group_interval_s": 10, "repeat_interval_s": 3600})
+    assert cfg.critical.leading_edge and not cfg.warning.leading_edge
 
 
 def confirm(g: Grouper, notes: list[Notification]) -> None:

@@ -114,6 +114,9 @@ class TimingConfig(BaseModel):
     ``group_wait_s``: how long a new group waits for companions before its first message.
     ``group_interval_s``: least time between two messages about changes in one group.
     ``repeat_interval_s``: a group still firing is re-sent this often.
+    ``leading_edge``: the first message of a new group goes out at once; only
+    the alerts that follow it within ``group_wait_s`` wait, and go out together
+    ``group_wait_s`` after it (so a burst is at most two messages).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -121,28 +124,40 @@ class TimingConfig(BaseModel):
     group_wait_s: float = Field(ge=0)
     group_interval_s: float = Field(ge=0)
     repeat_interval_s: float = Field(gt=0)
+    leading_edge: bool = False
 
 
 class GroupingConfig(BaseModel):
     """How alerts are batched into messages; timers per severity.
 
     Defaults page fast, against Alertmanager's 30 s ``group_wait``: a critical
-    waits 0.5 s, a warning 2 s. One rule evaluation over many nodes reaches the
-    sink as a burst spread over tens of milliseconds (one publish per node);
-    with a wait of 0 the first one or two alerts of a 100-node burst went out
-    alone and the other 98 waited ``group_interval_s`` (10 s) for a second
-    message (bench/bench_notify.py). Half a second gathers such a burst into one
-    page at a cost no person notices; warnings are not urgent to the second, so
-    2 s also absorbs slower processors. Later changes to a paged group wait at
-    most ``group_interval_s`` (critical 10 s, warning 30 s).
+    is sent on its leading edge (the first alert of a new group at once, the
+    rest of its burst 0.5 s later in one second message), a warning waits 2 s.
+    One rule evaluation over many nodes reaches the sink as a burst spread over
+    tens of milliseconds (one publish per node); with a plain wait of 0 the
+    first one or two alerts of a 100-node burst went out alone and the other 98
+    waited ``group_interval_s`` (10 s) for a second message
+    (bench/bench_notify.py). The leading edge pages the first alert in
+    milliseconds and gathers the followers within half a second; warnings are
+    not urgent to the second, so 2 s also absorbs slower processors. Later
+    changes to a paged group wait at most ``group_interval_s`` (critical 10 s,
+    warning 30 s).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     group_by: list[str] = Field(default_factory=lambda: ["rule", "cluster", "severity"])
-    critical: TimingConfig = TimingConfig(group_wait_s=0.5, group_interval_s=10.0, repeat_interval_s=3600.0)
+    critical: TimingConfig = TimingConfig(group_wait_s=0.5, group_interval_s=10.0, repeat_interval_s=3600.0, leading_edge=True)
     warning: TimingConfig = TimingConfig(group_wait_s=2.0, group_interval_s=30.0, repeat_interval_s=4 * 3600.0)
     info: TimingConfig = TimingConfig(group_wait_s=2.0, group_interval_s=30.0, repeat_interval_s=4 * 3600.0)
+
+    @field_validator("critical", mode="after")
+    @classmethod
+    def _critical_leads(cls, v: TimingConfig) -> TimingConfig:
+        """Critical timers given without ``leading_edge`` keep the leading edge on (the default)."""
+        if "leading_edge" not in v.model_fields_set:
+            return v.model_copy(update={"leading_edge": True})
+        return v
 
     @field_validator("group_by")
     @classmethod

@@ -8,6 +8,9 @@ returns the :class:`Notification` s to send now, one per channel, honouring
 - a change waits ``group_wait_s`` from its arrival (so companions join it), and
   a group gets at most one message per ``group_interval_s``; a group still
   firing is re-sent every ``repeat_interval_s``;
+- with ``leading_edge`` (default for critical) the first message of a new
+  group goes out at once, and what follows it waits ``group_wait_s`` from that
+  message and goes out as one second message (then ``group_interval_s`` rules);
 - a message lists the alerts not yet paged as firing on that channel and the
   resolved ones whose firing was paged there; an alert that fires and resolves
   before its first message pages nothing;
@@ -110,6 +113,7 @@ class Group:
     active: bool = False  # some firing alert of the group was paged and is not resolved
     interval_s: float = 0.0  # group_interval_s in force at the last message
     repeat_base: float = 0.0  # the repeat interval counts from here (the last message, or the last all-muted check)
+    leading: bool = False  # the last message was a leading edge: followers wait group_wait_s from it
     dirty: bool = True  # something changed since the group was last evaluated
     wake_at: float = float("inf")  # when the group must be evaluated again even if nothing changes
 
@@ -274,16 +278,25 @@ class Grouper:
                 g.wake_at = now + timing.repeat_interval_s
                 return []
             repeat = True
+            g.leading = False
         else:
             items = pending + list(announce.values())
             timing = self.grouping.timing(self._max_severity(items))
             since = min([t.changed_at for t in pending] + [self._flaps[i].since for i in announce])
-            due_at = since + timing.group_wait_s
-            if g.last_sent is not None:  # at most one message per group per group_interval_s
-                due_at = max(due_at, g.last_sent + timing.group_interval_s)
+            lead = False
+            if g.last_sent is None and timing.leading_edge and any(t.firing for t in pending):
+                due_at = since  # leading edge: the first message of a new group goes out at once
+                lead = True
+            elif g.leading and g.last_sent is not None and since <= g.last_sent + timing.group_wait_s:
+                due_at = g.last_sent + timing.group_wait_s  # followers of a leading edge: one message group_wait_s after it
+            else:
+                due_at = since + timing.group_wait_s
+                if g.last_sent is not None:  # at most one message per group per group_interval_s
+                    due_at = max(due_at, g.last_sent + timing.group_interval_s)
             if now < due_at:
                 g.wake_at = due_at
                 return []
+            g.leading = lead
         flapping = [t.alert for t in announce.values()]
         for i in announce:
             self._flaps[i].announced = True
