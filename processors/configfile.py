@@ -9,24 +9,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
+from schemas.durations import parse_duration as _parse_duration
 
 class ConfigError(ValueError):
     """A configuration file is wrong; the message names the file, the key and the expected form."""
 
 
 def parse_duration(value: float | int | str) -> float:
-    """``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"``, ``"1d"`` or a number of seconds -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"duration {value!r} must be >= 0")
-        return float(value)
-    m = _DURATION_RE.match(str(value))
-    if not m:
-        raise ValueError(f"duration {value!r} is invalid; expected e.g. 30s, 500ms, 2m, 1h or a number of seconds")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    """A duration in the one grammar (``schemas.durations``: ``30s``, ``1h30m``, ``1w``, seconds) -> seconds."""
+    return _parse_duration(value)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.I)

@@ -13,19 +13,13 @@ from typing import Any
 DEFAULT_INTERVAL_S = 1.0
 MIN_INTERVAL_S = 0.05
 
-_INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 def parse_interval(text: str | float) -> float:
-    """``"1s"``, ``"500ms"``, ``"2"`` (seconds), ``"1m"`` -> seconds; ValueError names a bad value."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = _INTERVAL_RE.match(text)
-        if not m:
-            raise ValueError(f"interval {text!r} is not a duration; expected e.g. '1s', '500ms', '2' or '1m'")
-        value = float(m.group(1)) * _UNIT_S[m.group(2)]
+    """``"1s"``, ``"500ms"``, ``"2"`` (seconds), ``"1m30s"`` -> seconds (the one grammar); ValueError names a bad value."""
+    from schemas.durations import parse_duration
+
+    value = parse_duration(text, "interval")
     if not value >= MIN_INTERVAL_S:
         raise ValueError(f"interval {text!r} is too short; the minimum is {MIN_INTERVAL_S * 1000:g}ms")
     return value

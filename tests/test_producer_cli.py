@@ -25,7 +25,7 @@ from swarmwatch.server import EmbeddedServer
     [
         (["--node", "bad.name"], "node 'bad.name' is not a valid name"),
         (["--cluster", "a b"], "cluster 'a b' is not a valid name"),
-        (["--interval", "10x"], "interval '10x' is not a duration"),
+        (["--interval", "10x"], "interval '10x' is invalid"),
         (["--interval", "1ms"], "interval '1ms' is too short"),
         (["--watch-pid", "-3"], "--watch-pid -3 must be a positive process id"),
         (["--creds", "/nonexistent/user.creds"], "credentials file '/nonexistent/user.creds' does not exist"),

@@ -1,23 +1,29 @@
 """Parse the times users type: UNIX seconds, ISO 8601, ``now``, or durations ago (``15m``, ``-2h``)."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
-_DURATION_RE = re.compile(r"^-?(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
+from schemas.durations import DurationError
+from schemas.durations import parse_duration as _parse_duration
 
 class TimeRangeError(ValueError):
     """A time or range a user gave cannot be read."""
 
 
 def parse_duration(value: str) -> float:
-    """``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> seconds."""
-    m = _DURATION_RE.match(value.strip())
-    if not m:
-        raise TimeRangeError(f"duration {value!r} is invalid; expected a number and a unit s, m, h, d or w (e.g. '15m')")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    """``90s``, ``15m``, ``1h30m``, ``7d``, ``1w`` -> seconds (the one grammar, ``schemas.durations``)."""
+    try:
+        return _parse_duration(value)
+    except DurationError as exc:
+        raise TimeRangeError(str(exc)) from None
+
+
+def _ago(value: str) -> float | None:
+    """``15m`` or ``-15m`` -> 900.0 seconds ago; None when ``value`` is not a duration with a unit."""
+    try:
+        return _parse_duration(value[1:] if value.startswith("-") else value, require_unit=True)
+    except DurationError:
+        return None
 
 
 def parse_time(value: str | float | None, now: float, what: str = "time", default: float | None = None) -> float:
@@ -40,8 +46,9 @@ def parse_time(value: str | float | None, now: float, what: str = "time", defaul
         return float(v)
     except ValueError:
         pass
-    if _DURATION_RE.match(v):
-        return now - parse_duration(v)
+    ago = _ago(v)
+    if ago is not None:
+        return now - ago
     try:
         dt = datetime.fromisoformat(v.replace("Z", "+00:00") if v.endswith("Z") else v)
     except ValueError:

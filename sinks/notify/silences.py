@@ -24,6 +24,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from schemas import Alert
+from schemas.durations import DurationError
+from schemas.durations import parse_duration as _parse_duration
 
 from sinks.notify.config import DEFAULT_SILENCE_BUCKET, LABELS
 from sinks.notify.routing import alert_labels, matches
@@ -31,8 +33,6 @@ from sinks.notify.routing import alert_labels, matches
 log = logging.getLogger(__name__)
 
 MAX_SILENCE_S = 365 * 86_400.0
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 7 * 86_400.0}
 
 
 class SilenceError(ValueError):
@@ -57,16 +57,13 @@ class Silence(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
 
 
 def parse_duration(text: str) -> float:
-    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` -> seconds."""
-    s = text.strip().lower().replace(" ", "")
-    pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s) or total <= 0:
-        raise SilenceError(f"duration {text!r} is invalid; expected e.g. 90s, 30m, 2h, 1d or 1h30m")
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` -> seconds (the one grammar; a unit is required here)."""
+    try:
+        total = _parse_duration(text, require_unit=True)
+    except DurationError as exc:
+        raise SilenceError(str(exc)) from None
+    if total <= 0:
+        raise SilenceError(f"duration {text!r} must be longer than 0")
     if total > MAX_SILENCE_S:
         raise SilenceError(f"duration {text!r} is longer than a year")
     return total
