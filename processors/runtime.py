@@ -26,9 +26,10 @@ from nats.aio.msg import Msg
 from nats.js.api import ObjectStoreConfig
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from schemas import DeadLetter, DecodeError, Event, MetricBatch, Sample, decode, encode, subjects
+from schemas import DeadLetter, DecodeError, MetricBatch, Sample, encode, subjects
 
 from processors.consumer import JetStreamPuller, ack_tokens
+from processors.dispatch import Dispatcher, decode_message
 from processors.operator import Emit, Operator
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,7 @@ class Runtime:
         index, count = partition
         if count < 1 or not 0 <= index < count:
             raise ValueError(f"partition {index}/{count} is invalid; expected I/N with 0 <= I < N, e.g. 0/4")
-        names = [op.name for op in operators]
-        if len(set(names)) != len(names):
-            raise ValueError(f"operator names must be unique, got {names}")
+        self.dispatch = Dispatcher(operators)  # checks that names are unique; counts per operator
         self.nc = nc
         self.js = nc.jetstream()
         self.operators = list(operators)
@@ -127,8 +126,6 @@ class Runtime:
         self.partition = (index, count)
         self._part_cache: dict[str, bool] = {}
         self.stats = RuntimeStats()
-        self._metric_ops = [op for op in self.operators if op.wants_metrics]
-        self._event_ops = [op for op in self.operators if op.event_kinds is None or op.event_kinds]
         self._puller = JetStreamPuller(nc, stream, name, self.filter_subjects, self._on_msg, batch=batch)
         self._futs: list[asyncio.Future[Any]] = []
         self._last_msg: Msg | None = None
@@ -160,8 +157,14 @@ class Runtime:
         ]
         log.info("processor %s started at seq %d with operators %s", self.name, self._ckpt_seq + 1, [o.name for o in self.operators])
 
-    async def stop(self) -> None:
-        """Stop pulling, checkpoint what was processed (so nothing is redone or lost), stop timers."""
+    async def stop(self, *, final: bool = False) -> None:
+        """Stop pulling and the timers, flush, checkpoint what was processed (so nothing is redone or lost).
+
+        ``flush`` is called on the operators that checkpoint no state
+        (``snapshot()`` is None), since what they hold would otherwise be lost;
+        the others keep theirs in the checkpoint and go on after a restart.
+        ``final=True`` (no restart will follow) flushes every operator.
+        """
         if not self._started:
             return
         self._started = False
@@ -174,10 +177,28 @@ class Runtime:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
+        if not self._paused:
+            await self._flush(final)
         try:
             await self.checkpoint()
         except Exception as exc:
             log.warning("final checkpoint of %s failed (%s); uncheckpointed inputs will be re-processed", self.name, exc)
+
+    async def _flush(self, final: bool) -> None:
+        now = time.time()
+        for op in self.operators:
+            if not final and op.snapshot() is not None:
+                continue
+            try:
+                out = self.dispatch.flush_one(op, now)
+            except Exception:
+                log.exception("operator %s failed on flush", op.name)
+                continue
+            try:
+                await self.publish_all(out)
+            except Exception as exc:
+                log.warning("outputs of %s's flush not published: %s", op.name, exc)
+        self.stats.operator_errors = self.dispatch.stats.errors
 
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -212,45 +233,29 @@ class Runtime:
             self._advance(msg, seq)
             return
         try:
-            if subject.startswith("sw.metrics."):
-                item: MetricBatch | Event = decode(msg.data, MetricBatch)
-                tok = subject.split(".")
-                if len(tok) != 4 or tok[2] != item.cluster or tok[3] != item.node:
-                    raise DecodeError(f"subject {subject!r} does not match payload cluster/node {item.cluster!r}/{item.node!r}")
-                ops = self._metric_ops
-            elif subject.startswith("sw.events."):
-                item = decode(msg.data, Event)
-                tok = subject.split(".", 4)
-                if len(tok) != 5 or tok[2] != item.cluster or tok[3] != item.node or tok[4] != item.kind:
-                    raise DecodeError(
-                        f"subject {subject!r} does not match payload cluster/node/kind {item.cluster!r}/{item.node!r}/{item.kind!r}"
-                    )
-                ops = [op for op in self._event_ops if op.wants_event(item.kind)]
-            else:
-                raise DecodeError(f"unexpected subject {subject!r}; expected sw.metrics.* or sw.events.*")
+            item = decode_message(subject, msg.data)
         except DecodeError as exc:
             if not replay:
                 self.stats.invalid += 1
+                self.dispatch.stats.invalid += 1
                 await self._dead(msg, seq, str(exc))
             self._advance(msg, seq)
             return
-        is_batch = isinstance(item, MetricBatch)
-        for op in ops:
+        dispatch = self.dispatch
+        dispatch.stats.inputs += 1
+        for op in dispatch.route(item):
             if replay and op.name not in self._replay_ops:
                 continue
-            op.replaying = replay
             try:
-                out = op.on_metrics(item, now) if is_batch else op.on_event(item, now)  # type: ignore[arg-type]
-                for e in out:
-                    await self._publish(e)
-            except Exception as exc:  # an operator bug must not stop the others
-                self.stats.operator_errors += 1
-                op.stats.errors += 1
+                out = dispatch.feed(op, item, now, replaying=replay)
+            except Exception as exc:  # an operator bug must not stop the others; counted by the dispatcher
+                self.stats.operator_errors = dispatch.stats.errors
                 log.exception("operator %s failed on %s", op.name, subject)
                 if not replay:
                     await self._dead(msg, seq, f"operator {op.name} failed: {exc!r}", stage=f"op-{op.name}")
-            finally:
-                op.replaying = False
+                continue
+            for e in out:  # published per operator: the rules' alerts leave before the heavier work
+                await self._publish(e)
         if replay:
             self.stats.replayed += 1
         else:
@@ -413,24 +418,15 @@ class Runtime:
     # ---------------------------------------------------------------- timers
 
     async def _tick_loop(self) -> None:
-        next_due = {op.name: 0.0 for op in self.operators}
-        step = max(0.05, min((op.tick_interval_s for op in self.operators), default=1.0))
+        step = self.dispatch.tick_step_s()
         while True:
             await asyncio.sleep(step)
             if self._paused:
                 continue
-            now = time.time()
-            for op in self.operators:
-                if now < next_due[op.name]:
-                    continue
-                next_due[op.name] = now + op.tick_interval_s
-                try:
-                    for e in op.on_tick(now):
-                        await self._publish(e)
-                except Exception:
-                    self.stats.operator_errors += 1
-                    op.stats.errors += 1
-                    log.exception("operator %s failed on tick", op.name)
+            emits, _failures = self.dispatch.tick(time.time())
+            self.stats.operator_errors = self.dispatch.stats.errors
+            for e in emits:
+                await self._publish(e)
 
     def self_samples(self) -> list[Sample]:
         """swarmwatch's own counters as samples (``swarmwatch.processor.*``)."""
@@ -440,10 +436,11 @@ class Runtime:
             for k in ("received", "processed", "replayed", "invalid", "published", "publish_failed", "operator_errors", "checkpoints", "rewinds", "gaps", "duplicates", "lag_s")
         ]
         for op in self.operators:
+            c = self.dispatch.counters(op)  # counted by the dispatcher, not by the operator
             st = op.stats
             lab = {"operator": op.name}
-            for k in ("inputs", "outputs", "late", "dropped", "errors"):
-                out.append(Sample(f"swarmwatch.operator.{k}", float(getattr(st, k)), labels=lab))
+            for k, v in (("inputs", c.inputs), ("outputs", c.outputs), ("errors", c.errors), ("late", st.late), ("dropped", st.dropped)):
+                out.append(Sample(f"swarmwatch.operator.{k}", float(v), labels=lab))
             for k, v in st.extra.items():
                 out.append(Sample(f"swarmwatch.operator.{k}", float(v), labels=lab))
         return out
