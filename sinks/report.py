@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import math
 import random
@@ -26,6 +25,7 @@ import time
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -417,6 +417,26 @@ def _fmt_v(v: float, unit: str | None) -> str:
     return s + (unit if unit == "%" else (f" {unit}" if unit else ""))
 
 
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_env: Any = None
+
+
+def _jinja() -> Any:
+    """The report templates' environment: autoescape on for every template, so user text is always escaped."""
+    global _env
+    if _env is None:
+        import jinja2
+
+        _env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+            autoescape=True,  # also for .svg.j2 / .html.j2: markup in a name, unit or label is text, never markup
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=False,
+            keep_trailing_newline=True,
+        )
+    return _env
+
+
 def svg_chart(
     title: str,
     x0: float,
@@ -452,57 +472,41 @@ def svg_chart(
     def py(v: float) -> float:
         return mt + ph - (v - lo) / (hi - lo) * ph
 
-    e = html.escape
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica,Arial,sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{ml}" y="17" font-size="13" font-weight="bold" fill="#1f2328">{e(title)}</text>',
-    ]
-    for t in ticks:
-        y = py(t)
-        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d0d7de" stroke-width="0.6"/>')
-        parts.append(f'<text x="{ml - 6}" y="{y + 3.5:.1f}" text-anchor="end" fill="#656d76">{e(_fmt_v(t, unit))}</text>')
+    yticks = [(py(t), _fmt_v(t, unit)) for t in ticks]
+    xticks = []
     for k in range(5):
         f = k / 4
-        x = ml + pw * f
         ts = x0 + (x1 - x0) * f
         label = time.strftime("%H:%M" if x1 - x0 <= 2 * 86400 else "%m-%d %H:%M", time.gmtime(ts))
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
-        parts.append(f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="{anchor}" fill="#656d76">{label}</text>')
-    parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#8c959f"/>')
+        xticks.append((ml + pw * f, "start" if k == 0 else "end" if k == 4 else "middle", label))
+    band_points = ""
     if band is not None:
         lo_s, hi_s = band
         pts_hi = [(px(i), py(v)) for i, v in enumerate(hi_s) if v is not None]
         pts_lo = [(px(i), py(v)) for i, v in enumerate(lo_s) if v is not None]
         if pts_hi and pts_lo:
-            poly = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts_hi + pts_lo[::-1])
-            parts.append(f'<polygon points="{poly}" fill="#2f81f7" fill-opacity="0.12" stroke="none"/>')
-    legend_x = ml
+            band_points = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts_hi + pts_lo[::-1])
+    out_lines = []
+    legend_x = float(ml)
     for j, (label, ys) in enumerate(lines):
-        color = _PALETTE[j % len(_PALETTE)]
-        segs: list[list[str]] = [[]]
+        segs: list[list[tuple[str, str]]] = [[]]
         for i, v in enumerate(ys):
             if v is None:
                 if segs[-1]:
                     segs.append([])
                 continue
-            segs[-1].append(f"{px(i):.1f},{py(v):.1f}")
-        for seg in segs:
-            if len(seg) == 1:
-                x, y = seg[0].split(",")
-                parts.append(f'<circle cx="{x}" cy="{y}" r="1.8" fill="{color}"/>')
-            elif seg:
-                parts.append(f'<polyline points="{" ".join(seg)}" fill="none" stroke="{color}" stroke-width="1.6"/>')
-        parts.append(f'<rect x="{legend_x}" y="{height - 12}" width="10" height="3" fill="{color}"/>')
-        parts.append(f'<text x="{legend_x + 14}" y="{height - 8}" fill="#1f2328">{e(label)}</text>')
+            segs[-1].append((f"{px(i):.1f}", f"{py(v):.1f}"))
+        out_lines.append({"label": label, "color": _PALETTE[j % len(_PALETTE)], "segments": [s for s in segs if s], "legend_x": legend_x})
         legend_x += 24 + 6.5 * len(label)
-    parts.append("</svg>")
-    return "".join(parts)
+    return str(_jinja().get_template("chart.svg.j2").render(
+        title=title, width=width, height=height, ml=ml, mt=mt, pw=pw, ph=ph, yticks=yticks, xticks=xticks,
+        band_points=band_points, lines=out_lines,
+    ))
 
 
-def _img(svg: str, alt: str) -> str:
-    data = base64.b64encode(svg.encode()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
+def _img(svg: str, alt: str) -> dict[str, str]:
+    """An embedded image for the template: the SVG as a ``data:`` URI (base64, so nothing in it can end the attribute)."""
+    return {"alt": alt, "src": "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()}
 
 
 def _fleet_lines(report: Report, metric: str) -> tuple[list[float | None], list[float | None], list[float | None]] | None:
@@ -525,23 +529,9 @@ def _fleet_lines(report: Report, metric: str) -> tuple[list[float | None], list[
     return mean, lo, hi
 
 
-def _stat_row(r: dict[str, Any]) -> str:
-    e = html.escape
-    cells = "".join(f"<td>{'' if r[k] is None else e(_fmt_v(r[k], r['unit']))}</td>" for k in ("mean", "min", "max", "p95", "last"))
-    trend = "" if r["trend_per_h"] is None else f"{r['trend_per_h']:+.3g}"
-    return f"<tr><td>{e(r['cluster'])}</td><td>{e(r['node'])}</td><td>{e(r['series'])}</td><td>{r['windows']}</td>{cells}<td>{trend}</td></tr>"
-
-
-def render_html(report: Report, title: str = "swarmwatch report") -> str:
-    """One self-contained HTML file: summary, fleet plots, health, alerts, per-node table."""
-    e = html.escape
-    rows = report.rows()
-    nodes = report.nodes()
-    by_sev: dict[str, int] = {}
-    for a in report.alerts:
-        if a["status"] == "firing":
-            by_sev[a["severity"]] = by_sev.get(a["severity"], 0) + 1
-    plots: list[str] = []
+def report_plots(report: Report) -> list[dict[str, str]]:
+    """The report's charts (fleet key metrics, cluster health) as embeddable images."""
+    plots: list[dict[str, str]] = []
     for metric, label, unit in KEY_METRICS:
         fl = _fleet_lines(report, metric)
         if fl is None:
@@ -561,7 +551,30 @@ def render_html(report: Report, title: str = "swarmwatch report") -> str:
             bucket[min(BUCKETS - 1, max(0, int((ts - report.since) / span * BUCKETS)))].append(h)
         ys = [sum(b) / len(b) if b else None for b in bucket]
         plots.append(_img(svg_chart(f"Cluster health: {cluster}", report.since, report.until, [("overall health", ys)], y_range=(0.0, 100.0)), f"health of {cluster}"))
+    return plots
 
+
+def render_html(
+    report: Report,
+    title: str = "swarmwatch report",
+    *,
+    incident: dict[str, Any] | None = None,
+    extra_plots: Sequence[dict[str, str]] = (),
+    appendix: Sequence[tuple[str, str]] = (),
+) -> str:
+    """One self-contained HTML file: summary, fleet plots, health, alerts, per-node table.
+
+    Rendered by a Jinja2 template with autoescape: every name, unit, label and
+    summary is text in the page, never markup. ``incident`` (facts, alert,
+    notifications), ``extra_plots`` and ``appendix`` (heading, text) are used by
+    incident bundles.
+    """
+    rows = report.rows()
+    nodes = report.nodes()
+    by_sev: dict[str, int] = {}
+    for a in report.alerts:
+        if a["status"] == "firing":
+            by_sev[a["severity"]] = by_sev.get(a["severity"], 0) + 1
     key_names = [m for m, _, _ in KEY_METRICS]
     by_metric: dict[tuple[str, str, str], list[SeriesSummary]] = {}
     for (c, n, _), s in report.series.items():
@@ -572,62 +585,50 @@ def render_html(report: Report, title: str = "swarmwatch report") -> str:
             fired[(a["cluster"], a["node"])] = fired.get((a["cluster"], a["node"]), 0) + 1
     node_rows = []
     for c, n in nodes:
-        cells = []
+        cells: list[dict[str, str] | None] = []
         for m in key_names:
             ss = by_metric.get((c, n, m))
             if not ss:
-                cells.append("<td>–</td>")
+                cells.append(None)
                 continue
             s = max(ss, key=lambda s: s.max)
-            cells.append(f'<td title="min {_fmt_v(s.min, s.unit)} · p95 {_fmt_v(s.p95, s.unit)} · max {_fmt_v(s.max, s.unit)}">{e(_fmt_v(s.mean, s.unit))}<small> / {e(_fmt_v(s.max, s.unit))}</small></td>')
-        node_rows.append(f"<tr><td>{e(c)}</td><td>{e(n)}</td>{''.join(cells)}<td>{fired.get((c, n), 0)}</td></tr>")
-    key_head = "".join(f"<th>{e(label)}<br><small>mean / max</small></th>" for _, label, _ in KEY_METRICS)
-    alert_rows = "".join(
-        f"<tr class='{e(a['severity'])}'><td>{e(_fmt_t(a['ts']))}</td><td>{e(a['status'])}</td><td>{e(a['severity'])}</td><td>{e(a['rule'])}</td>"
-        f"<td>{e(a['cluster'])}/{e(a['node'])}</td><td>{e(a.get('summary') or '')}</td></tr>"
+            cells.append({
+                "title": f"min {_fmt_v(s.min, s.unit)} · p95 {_fmt_v(s.p95, s.unit)} · max {_fmt_v(s.max, s.unit)}",
+                "mean": _fmt_v(s.mean, s.unit),
+                "max": _fmt_v(s.max, s.unit),
+            })
+        node_rows.append({"cluster": c, "node": n, "cells": cells, "alerts": fired.get((c, n), 0)})
+    alerts = [
+        {"time": _fmt_t(a["ts"]), "status": a["status"], "severity": a["severity"], "rule": a["rule"], "cluster": a["cluster"],
+         "node": a["node"], "summary": a.get("summary") or ""}
         for a in report.alerts[:2000]
-    )
-    stat_rows = "".join(_stat_row(r) for r in rows[:20_000])
-    sev_txt = ", ".join(f"{v} {k}" for k, v in sorted(by_sev.items())) or "none"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; margin: 24px; color: #1f2328; background: #f6f8fa; }}
-h1 {{ margin: 0 0 4px; font-size: 22px; }} h2 {{ margin: 28px 0 10px; font-size: 17px; }}
-.meta {{ color: #656d76; }}
-.cards {{ display: flex; gap: 12px; flex-wrap: wrap; margin: 16px 0; }}
-.card {{ background: #fff; border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 16px; min-width: 120px; }}
-.card b {{ display: block; font-size: 22px; }}
-.plots {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 12px; }}
-.plots img {{ max-width: 100%; height: auto; border: 1px solid #d0d7de; border-radius: 8px; background: #fff; }}
-table {{ border-collapse: collapse; background: #fff; font-size: 13px; width: 100%; }}
-th, td {{ border-bottom: 1px solid #d0d7de; padding: 5px 8px; text-align: left; white-space: nowrap; }}
-th {{ background: #eaeef2; position: sticky; top: 0; }}
-td small {{ color: #656d76; }}
-tr.critical td:nth-child(3) {{ color: #cf222e; font-weight: 600; }} tr.warning td:nth-child(3) {{ color: #9a6700; font-weight: 600; }}
-.scroll {{ max-height: 600px; overflow: auto; border: 1px solid #d0d7de; border-radius: 8px; }}
-details summary {{ cursor: pointer; margin: 12px 0; }}
-</style></head><body>
-<h1>{e(title)}</h1>
-<div class="meta">{e(_fmt_t(report.since))} → {e(_fmt_t(report.until))} · source: {e(report.source)} · generated {e(_fmt_t(report.generated_at))}</div>
-<div class="cards">
-<div class="card">nodes<b>{len(nodes)}</b></div>
-<div class="card">series<b>{len(rows)}</b></div>
-<div class="card">alerts fired<b>{sum(by_sev.values())}</b><span class="meta">{e(sev_txt)}</span></div>
-<div class="card">clusters<b>{len({c for c, _ in nodes} | set(report.health))}</b></div>
-</div>
-<h2>Fleet over time</h2>
-<div class="plots">{''.join(plots) or '<p class="meta">No aggregates in this range.</p>'}</div>
-<h2>Nodes</h2>
-<div class="scroll"><table><thead><tr><th>cluster</th><th>node</th>{key_head}<th>alerts</th></tr></thead><tbody>{''.join(node_rows)}</tbody></table></div>
-<h2>Alerts ({len(report.alerts)})</h2>
-<div class="scroll"><table><thead><tr><th>time</th><th>status</th><th>severity</th><th>rule</th><th>node</th><th>summary</th></tr></thead><tbody>{alert_rows}</tbody></table></div>
-<details><summary>All series ({len(rows)})</summary>
-<div class="scroll"><table><thead><tr><th>cluster</th><th>node</th><th>series</th><th>windows</th><th>mean</th><th>min</th><th>max</th><th>p95</th><th>last</th><th>trend/h</th></tr></thead><tbody>{stat_rows}</tbody></table></div>
-</details>
-</body></html>
-"""
+    ]
+    stat_rows = [
+        {"cluster": r["cluster"], "node": r["node"], "series": r["series"], "windows": r["windows"],
+         "cells": ["" if r[k] is None else _fmt_v(r[k], r["unit"]) for k in ("mean", "min", "max", "p95", "last")],
+         "trend": "" if r["trend_per_h"] is None else f"{r['trend_per_h']:+.3g}"}
+        for r in rows[:20_000]
+    ]
+    return str(_jinja().get_template("report.html.j2").render(
+        title=title,
+        since=_fmt_t(report.since),
+        until=_fmt_t(report.until),
+        source=report.source,
+        generated=_fmt_t(report.generated_at),
+        incident=incident,
+        nodes=len(nodes),
+        series_count=len(rows),
+        fired=sum(by_sev.values()),
+        sev_txt=", ".join(f"{v} {k}" for k, v in sorted(by_sev.items())) or "none",
+        clusters=len({c for c, _ in nodes} | set(report.health)),
+        plots=[*report_plots(report), *extra_plots],
+        key_labels=[label for _, label, _ in KEY_METRICS],
+        node_rows=node_rows,
+        alerts_total=len(report.alerts),
+        alerts=alerts,
+        stat_rows=stat_rows,
+        appendix=list(appendix),
+    ))
 
 
 def render(report: Report, fmt: str) -> str:

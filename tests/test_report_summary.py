@@ -163,3 +163,34 @@ def test_a_window_can_be_chosen_and_other_windows_are_left_out() -> None:
     assert row["window_s"] == 60.0 and row["mean"] == 40.0
     r = CliRunner().invoke(app, ["report", "--window", "90x", "--data", "."])
     assert r.exit_code == 2 and "90x" in r.output
+
+
+HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2) x="'
+
+
+def test_a_hostile_unit_label_or_node_name_is_text_in_the_html_report_never_markup() -> None:
+    s = SeriesStats("cpu.percent", 10, 1.0, 9.0, 5.0, 50.0, 5.0, 8.0, 9.0, 5.0, unit=HOSTILE, labels={HOSTILE: HOSTILE})
+    s2 = SeriesStats("cpu.percent", 10, 1.0, 9.0, 5.0, 50.0, 5.0, 8.0, 9.0, 5.0, unit=HOSTILE)
+    aggs = [WindowAggregate("c1", "n1", 10.0, T0 + 10 * k - 10, T0 + 10 * k, [s, s2]) for k in range(1, 20)]
+    alerts = [Alert("a1", AlertStatus.FIRING, Severity.CRITICAL, AlertKind.THRESHOLD, HOSTILE, "c1", "n1", T0 + 50, HOSTILE)]
+    text = render_html(build_report(T0, T0 + 200, aggregates=aggs, alerts=alerts), title=HOSTILE)
+    assert_no_injected_markup(text)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown as text
+    for src in re.findall(r'src="data:image/svg\+xml;base64,([^"]*)"', text):
+        ET.fromstring(base64.b64decode(src))  # every embedded chart is still well-formed XML
+
+
+def assert_no_injected_markup(text: str) -> None:
+    """No <script> element and no event-handler attribute anywhere in the page."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "script":
+                found.append(tag)
+            found.extend(k for k, _ in attrs if k.startswith("on"))
+
+    P().feed(text)
+    assert found == []
