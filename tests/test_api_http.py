@@ -204,11 +204,13 @@ async def test_metrics_and_health_endpoints(api: ApiServer, http: httpx.AsyncCli
     await eventually(seen)
     r = await http.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = r.text
-    assert 'swarmwatch_node_metric{cluster="c1",node="n1",metric="cpu.percent",stat="mean"} 12.5' in text
-    assert 'swarmwatch_consumer_lag_seconds{component="processor",metric="swarmwatch.processor.lag_s"} 1.5' in text
-    assert 'swarmwatch_self_metric{component="processor",metric="swarmwatch.operator.dropped",operator="windows"} 3' in text
-    assert 'swarmwatch_api_dead_letters_total{stage="processor"} 1' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(r.text) for s in f.samples}
+    assert samples[("swarmwatch_node_metric", (("cluster", "c1"), ("metric", "cpu.percent"), ("node", "n1"), ("stat", "mean")))] == 12.5
+    assert samples[("swarmwatch_consumer_lag_seconds", (("component", "processor"), ("metric", "swarmwatch.processor.lag_s")))] == 1.5
+    assert samples[("swarmwatch_self_total", (("component", "processor"), ("metric", "swarmwatch.operator.dropped"), ("operator", "windows")))] == 3
+    assert samples[("swarmwatch_api_dead_letters_total", (("stage", "processor"),))] == 1
     h = (await http.get("/health")).json()
     assert h["status"] == "ok" and h["nats_connected"] is True and h["nodes"] == 1
     docs = await http.get("/docs")

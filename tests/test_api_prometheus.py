@@ -99,3 +99,91 @@ def test_prometheus_rules_use_only_exported_names() -> None:
             exprs += [r["expr"] for r in g["rules"]]
     used = _names_in(exprs)
     assert used <= families(render(full_state())), sorted(used - families(render(full_state())))
+
+
+# ---- hostile names and values (issue 14) ------------------------------------------------
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families as parse_text  # noqa: E402
+
+from sinks.api.exposition import SelectorError, label_names, parse_selector, render_bytes  # noqa: E402
+
+
+def _state_with(labels_list: list[dict[str, str]], metric: str = "custom.m") -> FleetState:
+    st = FleetState()
+    series = [SeriesStats(metric, 1, 1, 1, float(i), 1, 1, 1, 1, 1, labels=lab) for i, lab in enumerate(labels_list)]
+    st.apply_agg(WindowAggregate("c-1", "n0", 10.0, time.time() - 10, time.time(), series))
+    return st
+
+
+def _samples(text: str, name: str = "swarmwatch_node_metric") -> list[dict[str, str]]:
+    return [dict(s.labels) for f in parse_text(text) for s in f.samples if s.name == name]
+
+
+def _promtool_ok(text: str) -> None:
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)  # type: ignore[list-item]
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
+
+
+@needs_promtool
+def test_labels_that_sanitise_to_one_name_get_distinct_names_and_promtool_passes() -> None:
+    text = render(_state_with([{"a.b": "1", "a-b": "2", "a_b": "3"}]), ("mean",))
+    _promtool_ok(text)
+    (labels,) = _samples(text)
+    assert (labels["a_b"], labels["exported_a_b"], labels["a_b_2"]) == ("3", "2", "1")
+    assert label_names(["a-b", "a.b", "a_b"], ("node",)) == ["exported_a_b", "a_b_2", "a_b"]  # depends only on the keys
+
+
+@needs_promtool
+def test_a_label_value_with_commas_and_equals_signs_stays_one_value() -> None:
+    text = render(_state_with([{"path": "/x,evil=1", "q": 'a"b\\c\nd}'}]), ("mean",))
+    _promtool_ok(text)
+    (labels,) = _samples(text)
+    assert labels["path"] == "/x,evil=1" and labels["q"] == 'a"b\\c\nd}' and "evil" not in labels
+
+
+@needs_promtool
+def test_two_series_equal_after_sanitising_give_one_sample_and_are_counted() -> None:
+    text = render(_state_with([{"a.b": "x"}, {"a_b": "x"}]), ("mean",))
+    _promtool_ok(text)
+    assert len(_samples(text)) == 1
+    (collisions,) = [s.value for f in parse_text(text) for s in f.samples if s.name == "swarmwatch_api_exposition_label_collisions_total"]
+    assert collisions == 1
+
+
+def test_openmetrics_format_is_valid_openmetrics_with_the_same_samples() -> None:
+    body, ctype = render_bytes(full_state(), fmt="openmetrics")
+    assert ctype.startswith("application/openmetrics-text; version=1.0.0") and body.endswith(b"# EOF\n")
+    fams = {f.name: f for f in parse_openmetrics(body.decode())}
+    assert fams["swarmwatch_node_metric"].type == "gauge" and fams["swarmwatch_api_messages"].type == "counter"
+    om = {(s.name, tuple(sorted(s.labels.items()))) for f in fams.values() for s in f.samples}
+    txt = {(s.name, tuple(sorted(s.labels.items()))) for f in parse_text(render(full_state())) for s in f.samples}
+    assert om == txt
+
+
+def test_swarmwatch_own_counters_are_counters_and_levels_are_gauges() -> None:
+    fams = {f.name: f for f in parse_text(render(full_state()))}
+    counted = {s.labels["metric"] for s in fams["swarmwatch_self"].samples}
+    levels = {s.labels["metric"] for s in fams["swarmwatch_self_metric"].samples}
+    assert fams["swarmwatch_self"].type == "counter" and fams["swarmwatch_self_metric"].type == "gauge"
+    assert "swarmwatch.processor.received" in counted and "swarmwatch.operator.dropped" in counted
+    assert levels == {"swarmwatch.processor.lag_s"}
+    for name in ("swarmwatch_api_messages", "swarmwatch_api_refused", "swarmwatch_api_dead_letters"):
+        assert fams[name].type == "counter"
+
+
+def test_match_selectors_keep_only_the_series_asked_for() -> None:
+    st = full_state()
+    text = render(st, match=['swarmwatch_node_metric{node="n1",metric=~"cpu.*",stat="mean"}'])
+    samples = [s for f in parse_text(text) for s in f.samples]
+    assert [(s.labels["node"], s.labels["metric"], s.labels["stat"]) for s in samples] == [("n1", "cpu.percent", "mean")]
+    both = render(st, match=['{__name__="swarmwatch_cluster_health"}', 'swarmwatch_node_trust{node!~"n[01]"}'])
+    names = sorted((s.name, s.labels.get("node")) for f in parse_text(both) for s in f.samples)
+    assert names == [("swarmwatch_cluster_health", None), ("swarmwatch_node_trust", "n2")]
+    assert "swarmwatch_api_messages_total" in render(st, match=["swarmwatch_api_messages_total"])
+
+
+@pytest.mark.parametrize("bad", ['{node=~"("}', "{}", 'x{node="a"', 'x{node=a}', "a" * 2000])
+def test_bad_selectors_are_refused_with_a_reason(bad: str) -> None:
+    with pytest.raises(SelectorError):
+        parse_selector(bad)

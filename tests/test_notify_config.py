@@ -167,3 +167,45 @@ async def test_notify_counters_become_self_metric_samples(nc: object) -> None:
     sink = NotifySink(nc, parse_config({"channels": [{"name": "hook", "url": "json://127.0.0.1:9/x"}]}))  # type: ignore[arg-type]
     names = {s.name for s in sink.self_samples()}
     assert "swarmwatch.notify.undeliverable" in names
+
+
+def test_redactor_scrubs_short_and_percent_encoded_secrets_but_not_words_containing_them() -> None:
+    r = Redactor(["mailtos://ops:pw@mail.example.com", "json://h:1/hook?token=k9&format=html", "ntfy://u:p%40ss%2Fw0rd@ntfy.example.com/topic"])
+    text = r("auth failed for pw (pwd is set); token k9 rejected; password p@ss/w0rd or p%40ss%2Fw0rd or p%40ss%2fw0rd; format html")
+    assert " pw " not in text and "k9" not in text and "p@ss/w0rd" not in text and "%40ss" not in text
+    assert "pwd is set" in text and "format html" in text  # whole words only; non-secret query values stay
+
+
+def test_notifications_are_sent_as_text_so_label_values_cannot_render_as_markup() -> None:
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    from sinks.notify.config import ChannelConfig
+    from sinks.notify.delivery import ChannelSender
+    from swarmwatch.server import free_port
+
+    got: list[str] = []
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            got.append(envelope.content.decode(errors="replace"))  # type: ignore[attr-defined]
+            return "250 OK"
+
+    port = free_port()
+    ctl = Controller(Handler(), hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        cfg = ChannelConfig.model_validate(
+            {"name": "mail", "url": f"mailto://127.0.0.1:{port}?from=sw@example.com&to=ops@example.com&format=html"}
+        )
+        sender = ChannelSender(cfg, Redactor(), timeout_s=10.0)
+        asyncio.run(sender.send('[FIRING:1] node=<img src=x onerror=alert(1)>', '- c1/<b>n1</b> cpu: "hot" <script>x()</script>', "failure"))
+    finally:
+        ctl.stop()
+    import email
+
+    msg = email.message_from_string(got[0])
+    html = next(p.get_payload(decode=True).decode() for p in msg.walk() if p.get_content_type() == "text/html")
+    assert "<script>" not in html and "<b>n1</b>" not in html and "<img" not in html
+    assert "&lt;script&gt;" in html and "&lt;b&gt;n1&lt;/b&gt;" in html

@@ -25,7 +25,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from sinks.api.exposition import CONTENT_TYPE, DEFAULT_STATS, render
+from sinks.api.exposition import DEFAULT_STATS, SelectorError, negotiate, render, render_bytes
 from sinks.api.live import STREAM_TYPES, Hub, TooManyClients
 from sinks.api.state import POINT_FIELDS, STATUSES, FleetState, series_key
 from sinks.api.timerange import TimeRangeError, parse_range
@@ -139,10 +139,18 @@ def create_app(
         }
         return _json(body, 200 if ok else 503)
 
-    @app.get("/metrics", summary="Prometheus text exposition", tags=["service"])
-    async def metrics(request: Request) -> Response:
+    @app.get("/metrics", summary="Prometheus exposition: text 0.0.4 or OpenMetrics, optionally filtered by match[]", tags=["service"])
+    async def metrics(
+        request: Request,
+        format: str | None = Query(None, description="text or openmetrics; default from the Accept header"),
+    ) -> Response:
         require(request)
-        return Response(render(state, metric_stats), media_type=CONTENT_TYPE)
+        match = request.query_params.getlist("match[]")
+        try:
+            body, ctype = render_bytes(state, metric_stats, fmt=negotiate(request.headers.get("accept"), format), match=match)
+        except (SelectorError, ValueError) as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        return Response(body, headers={"Content-Type": ctype})
 
     @app.get("/api/fleet", summary="Fleet overview: node counts by status, clusters, health", tags=["fleet"])
     async def fleet(request: Request) -> Response:

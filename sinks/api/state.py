@@ -48,29 +48,34 @@ _POINT_FIELDS = 7  # end, mean, min, max, p95, last, count
 POINT_FIELDS = ("t", "mean", "min", "max", "p95", "last", "count")
 
 
+SeriesId = tuple[str, tuple[tuple[str, str], ...]]
+"""A series as (metric, sorted label pairs): the key everywhere in FleetState, never parsed back from text."""
+
+
+def series_id(metric: str, labels: dict[str, str] | None) -> SeriesId:
+    """``("disk.percent", (("mount", "/"),))``; labels sorted by key."""
+    return (metric, tuple(sorted(labels.items())) if labels else ())
+
+
 def metric_of(series: str) -> str:
-    """``cpu.percent{core=0}`` -> ``cpu.percent``."""
+    """``cpu.percent{core=0}`` -> ``cpu.percent`` (display strings only)."""
     i = series.find("{")
     return series if i < 0 else series[:i]
 
 
 def series_key(metric: str, labels: dict[str, str] | None) -> str:
+    """The display form ``disk.percent{mount=/}``, for JSON; never parsed back into labels."""
     if not labels:
         return metric
     return metric + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
-def series_labels(series: str) -> dict[str, str]:
-    """``disk.percent{mount=/}`` -> ``{"mount": "/"}``."""
-    i = series.find("{")
-    if i < 0 or not series.endswith("}"):
-        return {}
-    out: dict[str, str] = {}
-    for part in series[i + 1 : -1].split(","):
-        k, _, v = part.partition("=")
-        if k:
-            out[k] = v
-    return out
+def series_text(sid: SeriesId) -> str:
+    """Display form of a SeriesId (as :func:`series_key`)."""
+    metric, pairs = sid
+    if not pairs:
+        return metric
+    return metric + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
 
 
 class Ring:
@@ -115,13 +120,13 @@ class NodeState:
     cluster: str
     node: str
     last_seen: float = 0.0  # newest event time from metrics or aggregates, UNIX s
-    latest: dict[str, float] = field(default_factory=dict)  # series -> newest sample value
+    latest: dict[SeriesId, float] = field(default_factory=dict)  # series -> newest sample value
     units: dict[str, str] = field(default_factory=dict)  # metric -> unit
     latest_ts: float = 0.0
-    agg: dict[str, dict[str, float]] = field(default_factory=dict)  # series -> stats of the newest window
+    agg: dict[SeriesId, dict[str, float]] = field(default_factory=dict)  # series -> stats of the newest window
     agg_end: float = 0.0
     window_s: float = 0.0  # the window whose aggregates are kept (the finest seen)
-    history: dict[str, Ring] = field(default_factory=dict)
+    history: dict[SeriesId, Ring] = field(default_factory=dict)
     trust: TrustScore | None = None
     health: dict[str, Any] | None = None  # this node's entry of its cluster's HealthScore.nodes
     alerts: dict[str, Alert] = field(default_factory=dict)  # firing, by id
@@ -144,7 +149,7 @@ class NodeState:
         for src in (self.agg, self.latest):
             best: dict[str, float] = {}
             for s, v in src.items():
-                m = metric_of(s)
+                m = s[0]
                 if m in _KEY_NAMES:
                     x = v["mean"] if isinstance(v, dict) else v
                     if m not in best or x > best[m]:
@@ -220,7 +225,7 @@ class FleetState:
         self.recent_alerts: deque[Alert] = deque(maxlen=recent_alerts)
         self._resolved_ids: OrderedDict[str, None] = OrderedDict()
         self._history_series = 0
-        self.self_metrics: dict[str, dict[str, float]] = {}  # component -> series -> value
+        self.self_metrics: dict[str, dict[SeriesId, float]] = {}  # component -> series -> value
         self.self_ts: dict[str, float] = {}
         self.counters = Counters()
         self.backfilling = False
@@ -250,7 +255,7 @@ class FleetState:
         st.latest_ts = batch.ts
         st.last_seen = max(st.last_seen, batch.ts)
         for s in batch.samples:
-            key = series_key(s.name, s.labels)
+            key = series_id(s.name, s.labels)
             if key not in st.latest and len(st.latest) >= self.max_series_per_node:
                 self.counters.refused_series += 1
                 continue
@@ -280,7 +285,7 @@ class FleetState:
         st.agg_end = agg.end
         st.agg = {}
         for s in agg.series:
-            key = series_key(s.metric, s.labels)
+            key = series_id(s.metric, s.labels)
             if len(st.agg) >= self.max_series_per_node:
                 self.counters.refused_series += 1
                 continue
@@ -371,7 +376,7 @@ class FleetState:
             return
         self.self_ts[component] = batch.ts
         for s in batch.samples:
-            key = series_key(s.name, s.labels)
+            key = series_id(s.name, s.labels)
             if key in cur or len(cur) < DEFAULT_MAX_SELF_SERIES:
                 cur[key] = s.value
 
@@ -400,16 +405,16 @@ class FleetState:
     def node_detail(self, st: NodeState) -> dict[str, Any]:
         out = self.node_summary(st)
         out.update(
-            latest=dict(st.latest),
+            latest={series_text(k): v for k, v in st.latest.items()},
             latest_ts=st.latest_ts or None,
-            aggregates=st.agg,
+            aggregates={series_text(k): v for k, v in st.agg.items()},
             window_s=st.window_s or None,
             agg_end=st.agg_end or None,
             units=dict(st.units),
             trust_detail=None if st.trust is None else to_builtins(st.trust),
             health_detail=st.health,
             active_alerts=[to_builtins(a) for a in st.alerts.values()],
-            history_series=sorted(st.history),
+            history_series=sorted(series_text(k) for k in st.history),
         )
         return out
 
@@ -418,9 +423,14 @@ class FleetState:
     ) -> dict[str, list[list[float]]]:
         """Points per series for each name in ``metrics`` (a metric name matches all its label variants)."""
         out: dict[str, list[list[float]]] = {}
+        wanted = set(metrics)
         for key, ring in st.history.items():
-            if key in metrics or metric_of(key) in metrics:
-                out[key] = ring.points(since, until)
+            if key[0] in wanted:
+                out[series_text(key)] = ring.points(since, until)
+            else:
+                text = series_text(key)
+                if text in wanted:
+                    out[text] = ring.points(since, until)
         return out
 
     def alerts_view(self, active: bool | None = None, limit: int = 500) -> list[dict[str, Any]]:

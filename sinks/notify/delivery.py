@@ -60,7 +60,9 @@ class ChannelSender:
     async def send(self, title: str, body: str, notify_type: str) -> None:
         try:
             result = await asyncio.wait_for(
-                self._apprise.async_notify(title=title, body=body, notify_type=notify_type), self.timeout_s
+                # text: Apprise escapes it for HTML and Markdown targets, so label values never render as markup
+                self._apprise.async_notify(title=title, body=body, notify_type=notify_type, body_format=apprise.NotifyFormat.TEXT),
+                self.timeout_s,
             )
         except TimeoutError:
             raise DeliveryError(f"no answer within {self.timeout_s:g} s") from None
