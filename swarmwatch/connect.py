@@ -1,4 +1,11 @@
-"""Connecting to NATS with swarmwatch's defaults: reconnect forever, auth and TLS from config."""
+"""Connecting to NATS with swarmwatch's defaults: reconnect forever, auth and TLS from config.
+
+The first connection is made here, not inside nats-py: nats-py would retry it
+every second forever, warn on each try and never look at a stop request.
+``connect`` retries with a doubling backoff, logs at tries 1, 2, 4, 8, ...,
+returns early when ``stop`` is set and gives up after ``timeout_s``.
+Once connected, nats-py reconnects forever on its own.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,10 +13,11 @@ import logging
 import re
 import socket
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import nats
+from nats import errors
 from nats.aio.client import Client as NATS
 
 from producers.options import inbox_prefix
@@ -19,6 +27,16 @@ log = logging.getLogger(__name__)
 
 RECONNECT_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
+FIRST_RETRY_S = 0.5  # wait after the first failed try; doubles each try
+MAX_RETRY_S = 30.0  # the longest wait between two tries
+
+
+class ConnectError(ConnectionError):
+    """No connection could be made (unreachable within the timeout, or refused credentials)."""
+
+
+class ConnectStopped(Exception):
+    """A stop was requested while still waiting for the first connection."""
 
 
 def redact_url(url: str) -> str:
@@ -70,16 +88,129 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
     return opts
 
 
-async def connect(url: str, cfg: NatsConfig | None = None, name: str = "swarmwatch", *, wait: bool = True) -> NATS:
+async def connect(
+    url: str,
+    cfg: NatsConfig | None = None,
+    name: str = "swarmwatch",
+    *,
+    wait: bool = True,
+    timeout_s: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> NATS:
     """Connect to ``url`` (comma-separated for a cluster); reconnect forever once connected.
 
-    ``wait=True`` (services) keeps trying until a server answers; ``wait=False``
-    (one-shot commands) raises ConnectionError at once when no server is reachable.
+    ``wait=True`` (services) retries with backoff until a server answers, ``timeout_s``
+    passes (then ConnectError) or ``stop`` is set (then ConnectStopped).
+    ``wait=False`` (one-shot commands) raises ConnectError at once when no server is reachable.
+    Refused credentials raise ConnectError at once: retrying cannot fix them.
     """
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise ConnectError("no NATS URL given")
     if not wait and not any([await asyncio.to_thread(_reachable, u) for u in servers]):
-        raise ConnectionError(f"no NATS server reachable at {redact_url(url)}")
-    return await nats.connect(servers=servers, **connect_options(cfg, name))
+        raise ConnectError(f"no NATS server reachable at {redact_url(url)}")
+    opts = connect_options(cfg, name)
+    start = time.monotonic()
+    delay_s = FIRST_RETRY_S
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await _until_stopped(_connect_once(servers, opts), stop)
+        except ConnectStopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failed try: retry or report
+            if _refused(exc):
+                raise ConnectError(
+                    f"NATS at {redact_url(url)} refused our credentials ({exc}); check --nats-creds / --nats-token"
+                ) from exc
+            reason = _describe(exc)
+            if not wait:
+                raise ConnectError(f"cannot connect to NATS at {redact_url(url)}: {reason}") from exc
+            left_s = None if timeout_s is None else timeout_s - (time.monotonic() - start)
+            if left_s is not None and left_s <= 0:
+                raise ConnectError(
+                    f"no NATS server answered at {redact_url(url)} within {timeout_s:g} s ({tries} tries; last: {reason})"
+                ) from exc
+            if tries & (tries - 1) == 0:  # 1, 2, 4, 8, ...: fewer lines the longer it lasts
+                log.warning("NATS at %s not reachable (%s); retrying, next try in %.1f s (try %d)", redact_url(url), reason, delay_s, tries)
+            await _until_stopped(asyncio.sleep(delay_s if left_s is None else min(delay_s, left_s)), stop)
+            delay_s = min(delay_s * 2, MAX_RETRY_S)
+
+
+async def _connect_once(servers: list[str], opts: dict[str, Any]) -> NATS:
+    """One try at each server (nats-py's own retry loop switched off); reconnect forever once connected."""
+    nc = NATS()
+    connected = False
+    seen: list[Exception] = []
+    report, on_disconnect = opts["error_cb"], opts["disconnected_cb"]
+
+    async def _error(exc: Exception) -> None:  # quiet until connected: connect() reports failed tries
+        if connected:
+            await report(exc)
+        else:
+            seen.append(exc)
+
+    async def _disconnected() -> None:
+        if connected:
+            await on_disconnect()
+
+    first = dict(opts, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                 error_cb=_error, disconnected_cb=_disconnected)
+    try:
+        await nc.connect(servers=servers, **first)
+    except errors.NoServersError as exc:
+        await nc.close()
+        if seen:  # the cause is more useful than "no servers"
+            raise seen[-1] from exc
+        raise
+    except BaseException:
+        await nc.close()
+        raise
+    connected = True
+    # nats-py reads these options at each disconnect: from now on it reconnects forever
+    nc.options["allow_reconnect"] = True
+    nc.options["max_reconnect_attempts"] = opts["max_reconnect_attempts"]
+    nc.options["reconnect_time_wait"] = opts["reconnect_time_wait"]
+    return nc
+
+
+async def _until_stopped(aw: Any, stop: asyncio.Event | None) -> Any:
+    """Await ``aw`` unless ``stop`` is set first (then cancel it and raise ConnectStopped)."""
+    if stop is None:
+        return await aw
+    if stop.is_set():
+        if asyncio.iscoroutine(aw):
+            aw.close()
+        raise ConnectStopped()
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - cancelled on purpose
+        pass
+    raise ConnectStopped()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server turned our credentials down (retrying cannot help)."""
+    return isinstance(exc, errors.AuthorizationError) or "authorization violation" in str(exc).lower()
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for a failed try."""
+    if isinstance(exc, errors.NoServersError):
+        return "no server answered"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"timed out after {CONNECT_TIMEOUT_S:g} s"
+    return str(exc) or type(exc).__name__
 
 
 def _reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:

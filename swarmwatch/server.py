@@ -94,7 +94,7 @@ class EmbeddedServer:
 
     def start(self) -> EmbeddedServer:
         if _port_open(self.host, self.port):
-            raise ServerError(f"port {self.host}:{self.port} is already in use; pick another with --port")
+            raise ServerError(f"port {self.host}:{self.port} is already in use; pick another with --nats-port (nats.port in a config file)")
         js_dir = self.data_dir / "jetstream"
         js_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"

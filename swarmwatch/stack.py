@@ -18,7 +18,7 @@ from rich.console import Console
 from swarmwatch.cli.common import install_stop_signals
 from processors.configfile import ConfigError
 from swarmwatch.config import Config
-from swarmwatch.connect import connect
+from swarmwatch.connect import ConnectStopped, connect
 from swarmwatch.logs import setup_logging
 from swarmwatch.pipeline import make_runtime
 from swarmwatch.server import EmbeddedServer, ServerError
@@ -30,8 +30,9 @@ log = logging.getLogger("swarmwatch.up")
 class Stack:
     """Runs every role of ``cfg`` until a signal (or ``stop``) arrives."""
 
-    def __init__(self, cfg: Config, console: Console | None = None) -> None:
+    def __init__(self, cfg: Config, console: Console | None = None, connect_timeout_s: float | None = None) -> None:
         self.cfg = cfg
+        self.connect_timeout_s = connect_timeout_s  # None: wait for an external --nats server until a signal
         self.console = console or Console(stderr=True, highlight=False)
         self.stop_event = asyncio.Event()
         self.server: EmbeddedServer | None = None
@@ -49,6 +50,10 @@ class Stack:
         install_stop_signals(self.stop_event)
         try:
             await self.start()
+        except ConnectStopped:
+            self.console.print("[dim]stopped before the NATS server answered[/]")
+            await self.shutdown()
+            return 0
         except (ServerError, OSError) as exc:
             self.console.print(f"[red]error:[/] {exc}")
             await self.shutdown()
@@ -98,7 +103,7 @@ class Stack:
             self.server.start()
             self.url = self.server.url
             self._stoppers.append(("nats-server", self._stop_server))
-        nc = await connect(self.url, cfg.nats, name="swarmwatch-up")
+        nc = await connect(self.url, cfg.nats, name="swarmwatch-up", timeout_s=self.connect_timeout_s, stop=self.stop_event)
         self._stoppers.append(("connection", nc.drain))
         r = cfg.retention
         await ensure_streams(nc.jetstream(), *r.limits())

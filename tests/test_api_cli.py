@@ -16,7 +16,7 @@ from swarmwatch.server import EmbeddedServer, free_port
 def test_sink_api_serves_until_sigterm_then_exits_cleanly(nats_server: EmbeddedServer) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarmwatch", "sink", "api", "--nats", nats_server.url, "--port", str(port), "--backfill", "0"],
+        [sys.executable, "-m", "swarmwatch", "sink", "api", "--nats", nats_server.url, "--api-port", str(port), "--backfill", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -41,7 +41,7 @@ def test_sink_api_serves_until_sigterm_then_exits_cleanly(nats_server: EmbeddedS
 
 
 def test_sink_api_refuses_a_public_address_without_a_token() -> None:
-    r = CliRunner().invoke(app, ["sink", "api", "--host", "0.0.0.0"], env={"SWARMWATCH_API_TOKEN": ""})
+    r = CliRunner().invoke(app, ["sink", "api", "--api-host", "0.0.0.0"], env={"SWARMWATCH_API_TOKEN": ""})
     assert r.exit_code == 2
     assert "0.0.0.0" in r.output and "token" in r.output
 

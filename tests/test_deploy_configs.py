@@ -350,7 +350,7 @@ async def test_the_role_commands_run_under_their_users_from_the_example_configs(
             stdout=logs["sink"], stderr=subprocess.STDOUT,
         ),
         "produce": subprocess.Popen(
-            [exe, "produce", "--nats", auth_server, "--cluster", "default", "--node", "node-9", "--user", USERS["producer"][0],
+            [exe, "produce", "--nats", auth_server, "--cluster", "default", "--node", "node-9", "--nats-user", USERS["producer"][0],
              "--interval", "200ms", "--no-gpu", "--spool-dir", str(tmp_path / "spool")],
             stdout=logs["produce"], stderr=subprocess.STDOUT, env=env,
         ),

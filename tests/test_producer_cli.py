@@ -28,8 +28,8 @@ from swarmwatch.server import EmbeddedServer
         (["--interval", "10x"], "interval '10x' is invalid"),
         (["--interval", "1ms"], "interval '1ms' is too short"),
         (["--watch-pid", "-3"], "--watch-pid -3 must be a positive process id"),
-        (["--creds", "/nonexistent/user.creds"], "credentials file '/nonexistent/user.creds' does not exist"),
-        (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "TLS certificate file"),
+        (["--nats-creds", "/nonexistent/user.creds"], "credentials file '/nonexistent/user.creds' does not exist"),
+        (["--nats-tls-cert", "/nonexistent/c.pem", "--nats-tls-key", "/nonexistent/k.pem"], "TLS certificate file"),
     ],
 )
 def test_bad_options_are_refused_with_a_message_naming_the_value(args: list[str], message: str) -> None:
@@ -78,7 +78,7 @@ async def test_produce_command_publishes_until_sigterm_without_secrets_on_its_co
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from swarmwatch.cli import main; main()"]
     proc = subprocess.Popen(
         cmd + ["produce", "--nats", nats_server.url, "--cluster", "c1", "--node", "cli-node", "--interval", "200ms",
-               "--no-gpu", "--token", "s3cret-token", "--spool-dir", str(tmp_path / "spool")],
+               "--no-gpu", "--nats-token", "s3cret-token", "--spool-dir", str(tmp_path / "spool")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

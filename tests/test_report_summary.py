@@ -142,18 +142,18 @@ def test_report_command_reads_stored_files(nats_server: EmbeddedServer, tmp_path
         await nc.close()
 
     asyncio.run(store_and_sink())
-    r = CliRunner().invoke(app, ["report", "--data", str(root), "--since", "15m", "--format", "csv"])
+    r = CliRunner().invoke(app, ["report", "--store", str(root), "--since", "15m", "--format", "csv"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert {(x["node"], float(x["mean"]), int(x["windows"])) for x in rows} == {("n0", 10.0, 30), ("n1", 20.0, 30)}
 
 
 def test_report_command_names_bad_input() -> None:
-    r = CliRunner().invoke(app, ["report", "--since", "last tuesday", "--format", "json", "--data", "."])
+    r = CliRunner().invoke(app, ["report", "--since", "last tuesday", "--format", "json", "--store", "."])
     assert r.exit_code == 2 and "last tuesday" in r.output
     r = CliRunner().invoke(app, ["report", "--format", "pdf"])
     assert r.exit_code == 2 and "pdf" in r.output
-    r = CliRunner().invoke(app, ["report", "--data", "/nonexistent/store"])
+    r = CliRunner().invoke(app, ["report", "--store", "/nonexistent/store"])
     assert r.exit_code == 2 and "/nonexistent/store" in r.output
 
 
@@ -161,7 +161,7 @@ def test_a_window_can_be_chosen_and_other_windows_are_left_out() -> None:
     aggs = [win("n1", T0 + 10, 10.0), win("n1", T0 + 60, 40.0, window_s=60.0)]
     [row] = build_report(T0, T0 + 100, aggregates=aggs, window_s=60.0).rows()
     assert row["window_s"] == 60.0 and row["mean"] == 40.0
-    r = CliRunner().invoke(app, ["report", "--window", "90x", "--data", "."])
+    r = CliRunner().invoke(app, ["report", "--window", "90x", "--store", "."])
     assert r.exit_code == 2 and "90x" in r.output
 
 

@@ -81,7 +81,7 @@ async def test_killed_sink_process_loses_nothing_and_a_new_sink_gets_the_redeliv
     await publish_batches(js, 20)
     exe = shutil.which("swarmwatch", path=os.path.dirname(sys.executable)) or "swarmwatch"
     proc = subprocess.Popen(
-        [exe, "sink", "json", "--nats", nats_server.url, "--out", str(tmp_path), "--flush-interval", "60",
+        [exe, "sink", "json", "--nats", nats_server.url, "--store", str(tmp_path), "--flush-interval", "60",
          "--retention-days", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -176,7 +176,7 @@ async def test_stop_writes_and_acks_everything_buffered(nc: Any, tmp_path: Path)
 
 
 def test_cli_refuses_a_bad_setting_with_a_clear_message(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["sink", "parquet", "--out", str(tmp_path), "--max-records", "0"])
+    res = CliRunner().invoke(app, ["sink", "parquet", "--store", str(tmp_path), "--max-records", "0"])
     assert res.exit_code == 2
     assert "max_records must be >= 1, got 0" in res.output
 
@@ -235,7 +235,7 @@ async def test_ctrl_c_on_the_sink_command_writes_and_acks_everything_received(
     await publish_batches(js, 12)
     exe = shutil.which("swarmwatch", path=os.path.dirname(sys.executable)) or "swarmwatch"
     proc = subprocess.Popen(
-        [exe, "sink", "parquet", "--nats", nats_server.url, "--out", str(tmp_path), "--flush-interval", "60"],
+        [exe, "sink", "parquet", "--nats", nats_server.url, "--store", str(tmp_path), "--flush-interval", "60"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

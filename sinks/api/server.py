@@ -140,7 +140,7 @@ class ApiServer:
             sock.bind((self.host.strip("[]"), self.port))
         except OSError as exc:
             sock.close()
-            raise OSError(f"cannot serve the API on {self.host}:{self.port}: {exc.strerror or exc}; pick another with --port") from None
+            raise OSError(f"cannot serve the API on {self.host}:{self.port}: {exc.strerror or exc}; pick another with --api-port (sinks.api_port in a config file)") from None
         sock.set_inheritable(True)
         return sock
 

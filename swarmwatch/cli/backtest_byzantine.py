@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,11 +13,17 @@ from swarmwatch.cli import backtest_app
 @backtest_app.command("byzantine")
 def backtest_byzantine(
     events: Path = typer.Argument(..., help="JSON lines of training.update reports (simulator lines or swarmwatch Events)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Where to write verdicts: one JSON line per flagged (node, round)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Where to write verdicts: one JSON line per flagged (node, round) (required)."),
+    old_out: Optional[Path] = typer.Option(None, "--out", hidden=True),
     close_lag_rounds: int = typer.Option(0, help="Judge a round once a report this many rounds later arrives."),
     lenient: bool = typer.Option(False, help="Skip unreadable lines instead of stopping at the first."),
 ) -> None:
     """Run the Byzantine detector over EVENTS and write {"node_id", "round", "score", "reason"} verdicts."""
+    from swarmwatch.cli.common import fail, renamed
+
+    out = renamed("--output", output, "--out", old_out)
+    if out is None:
+        fail("--output FILE is required: where to write the verdicts")
     from processors.byzantine import BacktestInputError, backtest_file
 
     if close_lag_rounds < 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,12 +31,23 @@ def config_or_exit(path: Path | None, overrides: dict[str, Any]) -> Config:
         fail(str(exc))
 
 
+FORCED_EXIT_CODE = 130
+
+
 def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGINT/SIGTERM set ``stop`` so the command shuts down cleanly."""
+    """SIGINT/SIGTERM set ``stop`` so the command shuts down cleanly; a second one exits at once."""
     loop = asyncio.get_running_loop()
+
+    def _on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            sys.stderr.write(f"{sig.name} again: exiting without a clean stop\n")
+            sys.stderr.flush()
+            os._exit(FORCED_EXIT_CODE)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _on_signal, sig)
         except (NotImplementedError, RuntimeError):
             pass
 
@@ -54,22 +66,77 @@ def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
         sys.exit(code)
 
 
-async def start_service(nats_url: str, nats_cfg: Any, name: str, log_level: str = "INFO", log_json: bool = False) -> tuple[Any, asyncio.Event]:
+async def start_service(
+    nats_url: str,
+    nats_cfg: Any,
+    name: str,
+    log_level: str = "INFO",
+    log_json: bool = False,
+    connect_timeout_s: float | None = None,
+) -> tuple[Any, asyncio.Event]:
     """A long-running role's start: logging, Ctrl-C/SIGTERM to a stop event, a NATS connection.
 
-    Returns ``(nc, stop)``; a bad log level or an unreachable URL exits with a one-line error.
+    Returns ``(nc, stop)``. Connecting retries with backoff until a server answers;
+    a signal meanwhile exits cleanly (code 0), ``connect_timeout_s`` passing or
+    refused credentials exit with a one-line error, as does a bad log level.
     """
-    from swarmwatch.connect import connect, redact_url
+    from swarmwatch.connect import ConnectError, ConnectStopped, connect
+
+    setup_logging_or_exit(log_level, log_json)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        nc = await connect(nats_url, nats_cfg, name=name, timeout_s=connect_timeout_s, stop=stop)
+    except ConnectStopped:
+        typer.echo("stopped before a NATS server answered", err=True)
+        raise typer.Exit(0)
+    except ConnectError as exc:
+        fail(str(exc), code=1)
+    return nc, stop
+
+
+def setup_logging_or_exit(log_level: str, log_json: bool) -> None:
+    """Configure logging; a bad level is a user error."""
     from swarmwatch.logs import setup_logging
 
     try:
         setup_logging(log_level, log_json)
     except ValueError as exc:
         fail(str(exc))
-    stop = asyncio.Event()
-    install_stop_signals(stop)
+
+
+def parse_connect_timeout(value: str | None) -> float | None:
+    """``--connect-timeout`` as seconds (None: retry forever); a bad value exits with an error."""
+    if value is None or value.strip() in ("", "0", "forever"):
+        return None
+    from schemas.durations import DurationError, parse_duration
+
     try:
-        nc = await connect(nats_url, nats_cfg, name=name)
-    except Exception as exc:
-        fail(f"cannot connect to NATS at {redact_url(nats_url)!r}: {exc}")
-    return nc, stop
+        return parse_duration(value)
+    except DurationError as exc:
+        fail(f"--connect-timeout: {exc}")
+
+
+CONNECT_TIMEOUT_HELP = "Give up with an error if no NATS server answers within this long, e.g. 30s (default: keep retrying)."
+
+
+# --- the shared flag vocabulary: --nats-* for the broker, --api-* for HTTP, --store for files, --output/-o for output files ---
+
+NATS_URL_HELP = "NATS URL(s), comma-separated (env SWARMWATCH_NATS)."
+NATS_CREDS_HELP = "NATS credentials file: a per-node .creds/.nk from `swarmwatch creds issue` (env SWARMWATCH_NATS_CREDS)."
+NATS_TOKEN_HELP = "NATS auth token (env SWARMWATCH_NATS_TOKEN)."
+
+
+def renamed(new_flag: str, new_value: Any, old_flag: str, old_value: Any) -> Any:
+    """The value of a renamed flag: the new name wins; the old (hidden) name still works this release, with a warning."""
+    if old_value is None or old_value is False:
+        return new_value
+    if new_value is not None and new_value is not False and new_value != old_value:
+        fail(f"{old_flag} is the old name of {new_flag}; give only {new_flag}")
+    typer.secho(f"warning: {old_flag} is deprecated and will be removed; use {new_flag}", err=True, fg=typer.colors.YELLOW)
+    return old_value
+
+
+def nats_overrides(creds: str | None, token: str | None) -> dict[str, Any]:
+    """Config overrides for the broker flags shared by every service."""
+    return {"nats.creds": creds, "nats.token": token}

@@ -7,12 +7,25 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, run_async, start_service
+from swarmwatch.cli.common import (
+    CONNECT_TIMEOUT_HELP,
+    NATS_CREDS_HELP,
+    NATS_TOKEN_HELP,
+    NATS_URL_HELP,
+    config_or_exit,
+    nats_overrides,
+    parse_connect_timeout,
+    run_async,
+    start_service,
+)
 
 
 @app.command()
 def process(
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL(s), comma-separated."),
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
+    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
+    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),
     name: Optional[str] = typer.Option(None, "--name", help="Processor name: durable consumer and checkpoint key."),
@@ -36,15 +49,17 @@ def process(
             "processor.partition": partition,
             "processor.checkpoint_interval": checkpoint_interval,
             "log_json": log_json or None,
+            **nats_overrides(nats_creds, nats_token),
         },
     )
+    connect_timeout_s = parse_connect_timeout(connect_timeout)
 
     async def main() -> int:
         from swarmwatch.connect import redact_url
         from swarmwatch.pipeline import make_runtime
         from swarmwatch.streams import ensure_streams
 
-        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-{cfg.processor.name}", cfg.log_level, cfg.log_json)
+        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-{cfg.processor.name}", cfg.log_level, cfg.log_json, connect_timeout_s)
         r = cfg.retention
         await ensure_streams(nc.jetstream(), *r.limits())
         rt = make_runtime(nc, cfg, fresh=fresh)

@@ -27,13 +27,20 @@ def produce(
     spool_max_mb: float = typer.Option(64.0, "--spool-max-mb", help="Spool file limit in MB (memory ring: 4 MB)."),
     no_gpu: bool = typer.Option(False, "--no-gpu", help="Do not probe NVIDIA GPUs."),
     no_per_core: bool = typer.Option(False, "--no-per-core", help="Only total CPU %, not one series per core."),
-    creds: Optional[str] = typer.Option(None, "--creds", help="NATS credentials file (JWT + nkey)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="SWARMWATCH_NATS_TOKEN", help="NATS auth token."),
-    user: Optional[str] = typer.Option(None, "--user", help="NATS user."),
-    password: Optional[str] = typer.Option(None, "--password", envvar="SWARMWATCH_NATS_PASSWORD", help="NATS password."),
-    tls_ca: Optional[str] = typer.Option(None, "--tls-ca", help="CA bundle to verify the server."),
-    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="Client certificate (mutual TLS)."),
-    tls_key: Optional[str] = typer.Option(None, "--tls-key", help="Client key (mutual TLS)."),
+    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help="This node's NATS credentials (`swarmwatch creds issue`: .creds or .nk file)."),
+    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help="NATS auth token."),
+    nats_user: Optional[str] = typer.Option(None, "--nats-user", envvar="SWARMWATCH_NATS_USER", help="NATS user."),
+    nats_password: Optional[str] = typer.Option(None, "--nats-password", envvar="SWARMWATCH_NATS_PASSWORD", help="NATS password."),
+    nats_tls_ca: Optional[str] = typer.Option(None, "--nats-tls-ca", envvar="SWARMWATCH_TLS_CA", help="CA bundle to verify the NATS server."),
+    nats_tls_cert: Optional[str] = typer.Option(None, "--nats-tls-cert", envvar="SWARMWATCH_TLS_CERT", help="Client certificate (mutual TLS)."),
+    nats_tls_key: Optional[str] = typer.Option(None, "--nats-tls-key", envvar="SWARMWATCH_TLS_KEY", help="Client key (mutual TLS)."),
+    old_creds: Optional[str] = typer.Option(None, "--creds", hidden=True),
+    old_token: Optional[str] = typer.Option(None, "--token", hidden=True),
+    old_user: Optional[str] = typer.Option(None, "--user", hidden=True),
+    old_password: Optional[str] = typer.Option(None, "--password", hidden=True),
+    old_tls_ca: Optional[str] = typer.Option(None, "--tls-ca", hidden=True),
+    old_tls_cert: Optional[str] = typer.Option(None, "--tls-cert", hidden=True),
+    old_tls_key: Optional[str] = typer.Option(None, "--tls-key", hidden=True),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     no_probes: bool = typer.Option(False, "--no-probes", help="Do not probe peers (latency, jitter, loss)."),
     peers: str = typer.Option("", "--peers", help="Static peer node names, comma separated (discovery finds the rest)."),
@@ -49,6 +56,15 @@ def produce(
     import sys
 
     from producers.options import connect_options, default_node_name, parse_interval
+    from swarmwatch.cli.common import renamed
+
+    creds = renamed("--nats-creds", nats_creds, "--creds", old_creds)
+    token = renamed("--nats-token", nats_token, "--token", old_token)
+    user = renamed("--nats-user", nats_user, "--user", old_user)
+    password = renamed("--nats-password", nats_password, "--password", old_password)
+    tls_ca = renamed("--nats-tls-ca", nats_tls_ca, "--tls-ca", old_tls_ca)
+    tls_cert = renamed("--nats-tls-cert", nats_tls_cert, "--tls-cert", old_tls_cert)
+    tls_key = renamed("--nats-tls-key", nats_tls_key, "--tls-key", old_tls_key)
     from schemas.subjects import check_token
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):

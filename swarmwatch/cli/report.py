@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, fail
+from swarmwatch.cli.common import config_or_exit, fail, renamed
 
 if TYPE_CHECKING:
     from sinks.report import Report
@@ -47,8 +47,9 @@ def report(
     until: str = typer.Option("now", "--until", help="End: UNIX s, ISO 8601, 'now' or a duration ago."),
     fmt: str = typer.Option("html", "--format", "-f", help="html (self-contained, plots embedded), json or csv."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Read the file sinks' store here instead of NATS (<data_dir>/store)."),
-    nats: Optional[str] = typer.Option(None, "--nats", help="Read the DERIVED stream at this NATS URL (default when --data is absent)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Read the file sinks' store here instead of NATS (<data_dir>/store)."),
+    nats: Optional[str] = typer.Option(None, "--nats", help="Read the DERIVED stream at this NATS URL (default when --store is absent)."),
+    old_data: Optional[Path] = typer.Option(None, "--data", hidden=True),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Only this cluster."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only metrics with this name or prefix (repeatable)."),
     window: Optional[str] = typer.Option(None, "--window", "-w", help="Use only aggregates of this window (10s, 1m); default each node's finest."),
@@ -70,8 +71,9 @@ def report(
             check_token(cluster, "cluster")
         except ValueError as exc:
             fail(str(exc))
+    data = renamed("--store", store, "--data", old_data)
     if data is not None and nats is not None:
-        fail("give either --data (stored files) or --nats (the DERIVED stream), not both")
+        fail("give either --store (stored files) or --nats (the DERIVED stream), not both")
     cfg = config_or_exit(config, {})
     metrics = tuple(metric or ())
     window_s = None
@@ -88,7 +90,7 @@ def report(
     try:
         if data is not None:
             if not data.is_dir():
-                fail(f"--data {str(data)!r} is not a directory")
+                fail(f"--store {str(data)!r} is not a directory")
             rep = report_from_files(str(data), t0, t1, cluster=cluster, metrics=metrics, window_s=window_s)
         else:
             url = nats or cfg.nats.url or f"nats://127.0.0.1:{cfg.nats.port}"

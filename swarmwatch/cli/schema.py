@@ -10,8 +10,14 @@ from swarmwatch.cli import app
 
 
 @app.command()
-def schema(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout.")) -> None:
+def schema(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    old_out: Optional[Path] = typer.Option(None, "--out", hidden=True),
+) -> None:
     """Print the JSON Schema (2020-12) of every message on sw.* subjects."""
+    from swarmwatch.cli.common import renamed
+
+    out = renamed("--output", output, "--out", old_out)
     import orjson
 
     from schemas import json_schema

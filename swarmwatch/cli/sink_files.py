@@ -8,7 +8,19 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import sink_app
-from swarmwatch.cli.common import config_or_exit, fail, run_async, start_service
+from swarmwatch.cli.common import (
+    CONNECT_TIMEOUT_HELP,
+    NATS_CREDS_HELP,
+    NATS_TOKEN_HELP,
+    NATS_URL_HELP,
+    config_or_exit,
+    fail,
+    nats_overrides,
+    parse_connect_timeout,
+    renamed,
+    run_async,
+    start_service,
+)
 
 STREAM_WAIT_LOG_S = 10.0
 
@@ -16,7 +28,10 @@ STREAM_WAIT_LOG_S = 10.0
 def _run_sink(
     fmt: str,
     nats: str,
-    out: Path | None,
+    nats_creds: str | None,
+    nats_token: str | None,
+    connect_timeout: str | None,
+    store: Path | None,
     config: Path | None,
     flush_interval: float | None,
     max_records: int | None,
@@ -26,12 +41,14 @@ def _run_sink(
     cfg = config_or_exit(
         config,
         {
-            "sinks.out": str(out) if out else None,
+            "sinks.out": str(store) if store else None,
             "sinks.flush_interval": flush_interval,
             "sinks.retention_days": retention_days,
             "log_json": log_json or None,
+            **nats_overrides(nats_creds, nats_token),
         },
     )
+    connect_timeout_s = parse_connect_timeout(connect_timeout)
     root = Path(cfg.sinks.out) if cfg.sinks.out else Path(cfg.data_dir) / "store"
 
     from sinks.files import DEFAULT_MAX_RECORDS, FileSink, FileSinkSettings, SinkError
@@ -49,7 +66,7 @@ def _run_sink(
     async def main() -> int:
         from swarmwatch.connect import redact_url
 
-        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-sink-{fmt}", cfg.log_level, cfg.log_json)
+        nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-sink-{fmt}", cfg.log_level, cfg.log_json, connect_timeout_s)
         sink = FileSink(nc, root, fmt, settings)
         waited = -STREAM_WAIT_LOG_S
         while not stop.is_set():
@@ -74,8 +91,12 @@ def _run_sink(
     run_async(main)
 
 
-_NATS = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL(s), comma-separated.")
-_OUT = typer.Option(None, "--out", help="Root directory of the stored files (default <data_dir>/store).")
+_NATS = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP)
+_CREDS = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP)
+_TOKEN = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP)
+_CTO = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP)
+_STORE = typer.Option(None, "--store", help="Root directory of the stored files (default <data_dir>/store).")
+_OLD_OUT = typer.Option(None, "--out", hidden=True)
 _CONFIG = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config.")
 _FLUSH = typer.Option(None, "--flush-interval", help="Seconds between flushes (a new segment per flush), default 2.")
 _MAX = typer.Option(None, "--max-records", help="Rows per segment before an early flush (default 50000).")
@@ -86,39 +107,54 @@ _LOGJ = typer.Option(False, "--log-json", help="Structured JSON logs.")
 @sink_app.command("json")
 def sink_json(
     nats: str = _NATS,
-    out: Optional[Path] = _OUT,
+    nats_creds: Optional[str] = _CREDS,
+    nats_token: Optional[str] = _TOKEN,
+    connect_timeout: Optional[str] = _CTO,
+    store: Optional[Path] = _STORE,
     config: Optional[Path] = _CONFIG,
     flush_interval: Optional[float] = _FLUSH,
     max_records: Optional[int] = _MAX,
     retention_days: Optional[float] = _RET,
     log_json: bool = _LOGJ,
+    old_out: Optional[Path] = _OLD_OUT,
 ) -> None:
-    """Store metrics, events, aggregates, alerts, trust and health as JSON lines under OUT/json."""
-    _run_sink("json", nats, out, config, flush_interval, max_records, retention_days, log_json)
+    """Store metrics, events, aggregates, alerts, trust and health as JSON lines under STORE/json."""
+    store = renamed("--store", store, "--out", old_out)
+    _run_sink("json", nats, nats_creds, nats_token, connect_timeout, store, config, flush_interval, max_records, retention_days, log_json)
 
 
 @sink_app.command("parquet")
 def sink_parquet(
     nats: str = _NATS,
-    out: Optional[Path] = _OUT,
+    nats_creds: Optional[str] = _CREDS,
+    nats_token: Optional[str] = _TOKEN,
+    connect_timeout: Optional[str] = _CTO,
+    store: Optional[Path] = _STORE,
     config: Optional[Path] = _CONFIG,
     flush_interval: Optional[float] = _FLUSH,
     max_records: Optional[int] = _MAX,
     retention_days: Optional[float] = _RET,
     log_json: bool = _LOGJ,
+    old_out: Optional[Path] = _OLD_OUT,
 ) -> None:
-    """Store metrics, events, aggregates, alerts, trust and health as Parquet (zstd) under OUT/parquet."""
-    _run_sink("parquet", nats, out, config, flush_interval, max_records, retention_days, log_json)
+    """Store metrics, events, aggregates, alerts, trust and health as Parquet (zstd) under STORE/parquet."""
+    store = renamed("--store", store, "--out", old_out)
+    _run_sink("parquet", nats, nats_creds, nats_token, connect_timeout, store, config, flush_interval, max_records, retention_days, log_json)
 
 
 @sink_app.command("compact")
 def sink_compact(
-    out: Path = typer.Option(..., "--out", help="Root directory of the stored files."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Root directory of the stored files (required)."),
     fmt: Optional[list[str]] = typer.Option(None, "--format", help="json or parquet (repeatable; default both)."),
     before: Optional[str] = typer.Option(None, "--before", help="Compact days before this date, YYYY-MM-DD (default today, UTC)."),
     max_records: int = typer.Option(500_000, "--max-records", help="Rows per merged segment at most."),
+    old_out: Optional[Path] = _OLD_OUT,
 ) -> None:
     """Merge the small segments of closed days into large ones (safe while sinks and readers run)."""
+    store = renamed("--store", store, "--out", old_out)
+    if store is None:
+        fail("--store DIR is required: the root directory of the stored files")
+    out = store
     import datetime as dt
 
     from sinks.compaction import compact
@@ -135,7 +171,7 @@ def sink_compact(
     if max_records < 1:
         fail(f"--max-records must be >= 1, got {max_records}")
     if not out.is_dir():
-        fail(f"--out {str(out)!r} is not a directory")
+        fail(f"--store {str(out)!r} is not a directory")
     for f in formats:
         n = compact(out, f, before_date=before, max_records=max_records)
         typer.echo(f"{f}: merged away {n} segments")

@@ -2,18 +2,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
 from swarmwatch.cli import sink_app
-from swarmwatch.cli.common import fail, run_async, start_service
+from swarmwatch.cli.common import (
+    CONNECT_TIMEOUT_HELP,
+    NATS_CREDS_HELP,
+    NATS_TOKEN_HELP,
+    NATS_URL_HELP,
+    fail,
+    parse_connect_timeout,
+    run_async,
+    start_service,
+)
 
 
 @sink_app.command("notify")
 def sink_notify(
     config: Path = typer.Option(..., "--config", "-c", help="YAML/TOML/JSON file with a 'notify:' section (docs/notify.md)."),
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL (comma-separated for a cluster)."),
+    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
+    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
+    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON log lines."),
 ) -> None:
@@ -25,12 +37,14 @@ def sink_notify(
     except ConfigError as exc:
         fail(str(exc))
     nats_cfg = _nats_section(config)
+    nats_cfg = nats_cfg.model_copy(update={k: v for k, v in (("creds", nats_creds), ("token", nats_token)) if v})
+    connect_timeout_s = parse_connect_timeout(connect_timeout)
 
     async def main() -> int:
         from swarmwatch.connect import redact_url
         from swarmwatch.streams import wait_for_streams
 
-        nc, stop = await start_service(nats, nats_cfg, "swarmwatch-sink-notify", log_level, log_json)
+        nc, stop = await start_service(nats, nats_cfg, "swarmwatch-sink-notify", log_level, log_json, connect_timeout_s)
         if not await wait_for_streams(nc.jetstream(), ("DERIVED",), stop):
             await nc.close()
             return 0

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, run_async
+from swarmwatch.cli.common import CONNECT_TIMEOUT_HELP, config_or_exit, parse_connect_timeout, renamed, run_async
 
 
 @app.command()
@@ -15,7 +15,11 @@ def up(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config (optional)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where streams and files go (default ./.swarmwatch)."),
     nats: Optional[str] = typer.Option(None, "--nats", help="Use this NATS instead of starting the embedded server."),
-    port: Optional[int] = typer.Option(None, "--port", help="Embedded nats-server port (default 4222; 0 = any free)."),
+    nats_port: Optional[int] = typer.Option(None, "--nats-port", help="Embedded nats-server port (default 4222; 0 = any free)."),
+    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help="Credentials for the --nats server (env SWARMWATCH_NATS_CREDS)."),
+    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help="Token for the --nats server (env SWARMWATCH_NATS_TOKEN)."),
+    connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
+    old_port: Optional[int] = typer.Option(None, "--port", hidden=True),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="This node's cluster name."),
     node: Optional[str] = typer.Option(None, "--node", help="This node's name (default: the hostname)."),
     interval: Optional[str] = typer.Option(None, "--interval", help="Producer interval, e.g. 1s."),
@@ -33,7 +37,9 @@ def up(
         {
             "data_dir": str(data_dir) if data_dir else None,
             "nats.url": nats,
-            "nats.port": port,
+            "nats.port": renamed("--nats-port", nats_port, "--port", old_port),
+            "nats.creds": nats_creds,
+            "nats.token": nats_token,
             "cluster": cluster,
             "node": node,
             "producer.interval": interval,
@@ -47,9 +53,11 @@ def up(
         },
     )
 
+    connect_timeout_s = parse_connect_timeout(connect_timeout)
+
     async def main() -> int:
         from swarmwatch.stack import Stack
 
-        return await Stack(cfg).run()
+        return await Stack(cfg, connect_timeout_s=connect_timeout_s).run()
 
     run_async(main)
