@@ -70,7 +70,7 @@ class RuleSet(BaseModel):
 
 
 def default_rules() -> list[Rule]:
-    """CPU, memory and disk usage: warning at 85 %, critical at 95 % (REQUIREMENTS.md)."""
+    """CPU, memory and disk usage: warning at 85 %, critical at 95 % (REQUIREMENTS.md); ``endpoint_down``."""
     out = []
     for metric, short, for_s, labels in (
         ("cpu.percent", "cpu", "10s", {}),  # total CPU; a busy single core is not an alert
@@ -92,7 +92,22 @@ def default_rules() -> list[Rule]:
                     **{"for": for_s},
                 )
             )
+    out.append(endpoint_down_rule())
     return out
+
+
+def endpoint_down_rule(for_s: str = "30s") -> Rule:
+    """``http.up`` (the sidecar's HTTP health checks) at 0 for ``for_s``, per checked target: critical."""
+    return Rule(
+        name="endpoint_down",
+        metric="http.up",
+        op="<",
+        threshold=0.5,
+        severity=Severity.CRITICAL,
+        labels=None,  # every target
+        summary="endpoint {series} checked from {cluster}/{node} is down",
+        **{"for": for_s},
+    )
 
 
 def load_rules(path: str | Path | None) -> list[Rule]:
@@ -219,7 +234,7 @@ class ThresholdRules(Operator):
                 series=series,
                 metric=name,
                 threshold=r.threshold,
-                summary=r.summary.format(metric=name, cluster=cluster, node=node, value=value, op=r.op, threshold=r.threshold),
+                summary=r.summary.format(metric=name, series=series, cluster=cluster, node=node, value=value, op=r.op, threshold=r.threshold),
                 details={"op": r.op, "for_s": r.for_s, "hysteresis": r.hysteresis, "clear_threshold": r.clear_threshold},
             )
             if emits:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from producers.sdk import REGISTRY, Counter, Gauge, Registry, Timer, counter, gauge, timed
     from producers.sidecar import BackgroundProducer, Producer, SampleSource, SidecarTask, run_producer
     from producers.spool import Spool, SpoolItem
+    from producers.scrape import Scraper, ScrapeTarget
+    from producers.checks import HealthChecker, HttpCheck
     from producers.probes import (
         JitterEstimator,
         PeerProber,
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, tuple[str, str]] = {
+    "Scraper": ("producers.scrape", "Scraper"),
+    "ScrapeTarget": ("producers.scrape", "ScrapeTarget"),
+    "HealthChecker": ("producers.checks", "HealthChecker"),
+    "HttpCheck": ("producers.checks", "HttpCheck"),
     "SystemCollector": ("producers.collectors", "SystemCollector"),
     "Discovery": ("producers.discovery", "Discovery"),
     "PeerTable": ("producers.discovery", "PeerTable"),
@@ -77,6 +83,8 @@ __all__ = [
     "Discovery",
     "Gauge",
     "GpuCollector",
+    "HealthChecker",
+    "HttpCheck",
     "JitterEstimator",
     "PeerProber",
     "PeerTable",
@@ -87,6 +95,8 @@ __all__ = [
     "Producer",
     "Publisher",
     "Registry",
+    "ScrapeTarget",
+    "Scraper",
     "SampleBuffer",
     "SampleSource",
     "SidecarTask",

@@ -79,3 +79,68 @@ def connect_options(
     if tls_hostname:
         opts["tls_hostname"] = tls_hostname
     return opts
+
+
+SIDECAR_CONFIG_KEYS = ("scrape", "checks")
+
+
+def read_sidecar_config(path: str) -> dict[str, Any]:
+    """The ``scrape:`` and ``checks:`` lists of a sidecar config file (YAML or TOML); ValueError names the problem."""
+    import tomllib
+
+    if not os.path.isfile(path):
+        raise ValueError(f"sidecar config {path!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if path.endswith(".toml"):
+            raw: Any = tomllib.loads(data.decode("utf-8"))
+        else:
+            import yaml
+
+            raw = yaml.safe_load(data)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"sidecar config {path!r} could not be read: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError without importing yaml up front
+        raise ValueError(f"sidecar config {path!r} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"sidecar config {path!r}: expected a mapping with 'scrape' and/or 'checks', got {type(raw).__name__}")
+    unknown = set(raw) - set(SIDECAR_CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"sidecar config {path!r}: unknown key(s) {sorted(unknown)}; expected {list(SIDECAR_CONFIG_KEYS)}")
+    for key in SIDECAR_CONFIG_KEYS:
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            raise ValueError(f"sidecar config {path!r}: {key!r} must be a list, got {type(raw[key]).__name__}")
+    return raw
+
+
+def sidecar_sources(
+    config: str | None = None,
+    scrape_urls: list[str] | tuple[str, ...] = (),
+    check_urls: list[str] | tuple[str, ...] = (),
+    scrape_interval: str | float | None = None,
+    check_interval: str | float | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """Scrape targets and HTTP checks from a sidecar config file plus ``--scrape``/``--http-check`` URLs.
+
+    Returns ``(targets, checks)`` (:class:`producers.scrape.ScrapeTarget`,
+    :class:`producers.checks.HttpCheck`); ValueError names the bad entry.
+    """
+    from producers.checks import DEFAULT_CHECK_INTERVAL_S, HttpCheck
+    from producers.scrape import DEFAULT_SCRAPE_INTERVAL_S, ScrapeTarget
+
+    s_int = parse_interval(scrape_interval) if scrape_interval is not None else DEFAULT_SCRAPE_INTERVAL_S
+    c_int = parse_interval(check_interval) if check_interval is not None else DEFAULT_CHECK_INTERVAL_S
+    raw = read_sidecar_config(config) if config else {}
+    targets = [ScrapeTarget.from_config(e, s_int) for e in raw.get("scrape") or []]
+    targets += [ScrapeTarget.from_config(u, s_int) for u in scrape_urls]
+    checks = [HttpCheck.from_config(e, c_int) for e in raw.get("checks") or []]
+    checks += [HttpCheck.from_config(u, c_int) for u in check_urls]
+    for what, items in (("scrape target", targets), ("http check", checks)):
+        names = [x.name for x in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{what} name(s) {dup} appear more than once; give each a distinct 'name'")
+    return targets, checks

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from producers.collectors import SystemCollector
 from producers.gpu import GpuCollector
-from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval
+from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval, sidecar_sources
 from producers.process import ProcessWatcher
 from producers.publisher import Publisher
 from producers.samples import SampleBuffer
@@ -339,6 +339,11 @@ def _arg_parser() -> Any:
     ap.add_argument("--max-peers", type=int, default=32)
     ap.add_argument("--no-discovery", action="store_true")
     ap.add_argument("--probe-delay-ms", type=float, default=0.0, help=argparse_suppress())
+    ap.add_argument("--config", default=None, help="sidecar config (YAML/TOML) with 'scrape:' and 'checks:' lists")
+    ap.add_argument("--scrape", action="append", default=[], help="Prometheus /metrics URL to scrape (repeatable)")
+    ap.add_argument("--scrape-interval", default=None, help="default scrape interval (10s)")
+    ap.add_argument("--http-check", action="append", default=[], help="URL to health-check (repeatable)")
+    ap.add_argument("--check-interval", default=None, help="default health-check interval (10s)")
     return ap
 
 
@@ -367,6 +372,25 @@ def probe_settings(no_probes: bool, peers: str, tcp: list[str], interval: str, m
     return ProbeSettings(names, tuple(tcp), parse_interval(interval), max_peers, not no_discovery, delay_ms)
 
 
+def source_tasks(targets: list[Any], checks: list[Any]) -> tuple[list[SampleSource], list[SidecarTask]]:
+    """Sample sources and sidecar tasks for Prometheus scrape targets and HTTP checks (none when both are empty)."""
+    sources: list[SampleSource] = []
+    tasks: list[SidecarTask] = []
+    if targets:
+        from producers.scrape import Scraper
+
+        scraper = Scraper(targets)
+        sources.append(scraper.samples)
+        tasks.append(scraper.run)
+    if checks:
+        from producers.checks import HealthChecker
+
+        checker = HealthChecker(checks)
+        sources.append(checker.samples)
+        tasks.append(checker.run)
+    return sources, tasks
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sidecar until SIGINT/SIGTERM; exit 2 with a one-line message on bad options."""
     import signal
@@ -383,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = connect_options(**{k: os.environ.get(env) or None for env, k in ENV_SECRETS.items()})
         probes = probe_settings(args.no_probes, args.peers, args.tcp_probe, args.probe_interval, args.max_peers,
                                 args.no_discovery, args.probe_delay_ms)
+        sources, tasks = source_tasks(*sidecar_sources(args.config, args.scrape, args.http_check,
+                                                       args.scrape_interval, args.check_interval))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -408,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             per_core=not args.no_per_core,
             connect_options=opts,
             probes=probes,
+            extra_sources=sources,
+            tasks=tasks,
             stop=stop,
         )
 

@@ -49,9 +49,15 @@ def produce(
     max_peers: int = typer.Option(32, "--max-peers", help="Peers probed per round (a stable subset in big clusters)."),
     no_discovery: bool = typer.Option(False, "--no-discovery", help="Do not announce on or listen to peer.join/heartbeat/leave."),
     probe_delay_ms: float = typer.Option(0.0, "--probe-delay-ms", hidden=True, help="Delay probe answers (testing)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Sidecar config (YAML/TOML) with 'scrape:' (Prometheus exporters) and 'checks:' (HTTP health checks) lists."),
+    scrape: Optional[list[str]] = typer.Option(None, "--scrape", help="Prometheus /metrics URL to scrape into this node's batches (repeatable)."),
+    scrape_interval: Optional[str] = typer.Option(None, "--scrape-interval", help="Scrape interval for --scrape URLs and config entries without one (default 10s)."),
+    http_check: Optional[list[str]] = typer.Option(None, "--http-check", help="URL to health-check: up/down, status, latency, TLS days left (repeatable)."),
+    check_interval: Optional[str] = typer.Option(None, "--check-interval", help="Interval for --http-check URLs and config entries without one (default 10s)."),
     in_process: bool = typer.Option(False, "--in-process", help="Run inside this CLI process instead of exec'ing the lean sidecar entry point."),
 ) -> None:
-    """Publish this node's CPU, memory, disk, network, GPU and watched-process metrics to NATS."""
+    """Publish this node's CPU, memory, disk, network, GPU and watched-process metrics to NATS,
+    plus scraped Prometheus exporters (--scrape) and HTTP health checks (--http-check)."""
     import os
     import sys
 
@@ -83,6 +89,9 @@ def produce(
         from producers.sidecar import probe_settings
 
         probe_settings(no_probes, peers, tcp_probe or [], probe_interval, max_peers, no_discovery, probe_delay_ms)
+        from producers.options import sidecar_sources
+
+        sidecar_sources(config, scrape or [], http_check or [], scrape_interval, check_interval)
     except ValueError as exc:
         _fail(str(exc))
     argv = ["--nats", nats_url, "--cluster", cluster, "--node", node_name, "--interval", interval,
@@ -104,6 +113,16 @@ def produce(
         argv.append("--no-discovery")
     if probe_delay_ms:
         argv += ["--probe-delay-ms", str(probe_delay_ms)]
+    if config is not None:
+        argv += ["--config", config]
+    for u in scrape or []:
+        argv += ["--scrape", u]
+    for u in http_check or []:
+        argv += ["--http-check", u]
+    if scrape_interval is not None:
+        argv += ["--scrape-interval", scrape_interval]
+    if check_interval is not None:
+        argv += ["--check-interval", check_interval]
     secrets = {"SWARMWATCH_NATS_CREDS": creds, "SWARMWATCH_NATS_TOKEN": token, "SWARMWATCH_NATS_USER": user,
                "SWARMWATCH_NATS_PASSWORD": password, "SWARMWATCH_TLS_CA": tls_ca, "SWARMWATCH_TLS_CERT": tls_cert,
                "SWARMWATCH_TLS_KEY": tls_key}
