@@ -51,11 +51,18 @@ def build_operators(cfg: Config, extra: Sequence[Operator] = ()) -> list[Operato
     return ops
 
 
-def make_runtime(nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: bool = False) -> Runtime:
+def make_runtime(
+    nc: NATS, cfg: Config, extra: Sequence[Operator] = (), fresh: bool = False, *, plugins: bool = True
+) -> Runtime:
+    """The processor role's runtime: configured operators, then installed plugins (``swarmwatch.operators``
+    entry points, unless ``plugins=False``), then ``extra``. Raises PluginError for a plugin that fails to load."""
+    from swarmwatch.plugins import load_installed
+
     p = cfg.processor
+    custom = [*load_installed(), *extra] if plugins else list(extra)
     return Runtime(
         nc,
-        build_operators(cfg, extra),
+        build_operators(cfg, custom),
         name=p.name,
         filter_subjects=p.filter or (),
         checkpoint_interval_s=p.checkpoint_interval_s,

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from swarmwatch.cli import app
 from swarmwatch.cli.common import (
@@ -13,6 +15,7 @@ from swarmwatch.cli.common import (
     NATS_TOKEN_HELP,
     NATS_URL_HELP,
     config_or_exit,
+    fail,
     nats_overrides,
     parse_connect_timeout,
     run_async,
@@ -20,7 +23,17 @@ from swarmwatch.cli.common import (
 )
 
 
-@app.command()
+class _ProcessCommand(TyperCommand):
+    """Lists the installed custom operators at the end of ``--help`` (looked up only when help is shown)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from swarmwatch.plugins import describe_installed
+
+        self.epilog = f"Installed custom operators (run by default; --no-plugins skips them): {describe_installed()}"
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_ProcessCommand)
 def process(
     nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
     nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
@@ -35,6 +48,10 @@ def process(
     ),
     checkpoint_interval: Optional[str] = typer.Option(None, "--checkpoint-interval", help="How often state is checkpointed and inputs acked, e.g. 2s."),
     partition: Optional[str] = typer.Option(None, "--partition", help="I/N: take the nodes with crc32(cluster.node) % N == I (each instance needs its own --name)."),
+    operator: Optional[list[str]] = typer.Option(
+        None, "--operator", help="A custom operator to run as well, pkg.module:attr (an Operator, a subclass, an @operator function or a factory); repeatable."
+    ),
+    no_plugins: bool = typer.Option(False, "--no-plugins", help="Do not run the operators installed under the entry-point group swarmwatch.operators."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the checkpoint and start from the beginning of the stream."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
@@ -54,6 +71,13 @@ def process(
     )
     connect_timeout_s = parse_connect_timeout(connect_timeout)
 
+    from swarmwatch.plugins import PluginError, load_operators
+
+    try:
+        custom = load_operators(operator or (), include_installed=not no_plugins)
+    except PluginError as exc:
+        fail(str(exc))
+
     async def main() -> int:
         from swarmwatch.connect import redact_url
         from swarmwatch.pipeline import make_runtime
@@ -62,7 +86,10 @@ def process(
         nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-{cfg.processor.name}", cfg.log_level, cfg.log_json, connect_timeout_s)
         r = cfg.retention
         await ensure_streams(nc.jetstream(), *r.limits())
-        rt = make_runtime(nc, cfg, fresh=fresh)
+        try:
+            rt = make_runtime(nc, cfg, custom, fresh=fresh, plugins=False)
+        except ValueError as exc:  # e.g. a custom operator named like a built-in one
+            fail(str(exc))
         await rt.start()
         typer.echo(f"processor {cfg.processor.name} running on {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
