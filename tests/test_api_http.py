@@ -18,7 +18,7 @@ from sinks.api import ApiServer, FleetState
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 
 
 def agg(node: str, end: float, cpu: float, cluster: str = "c1", window_s: float = 10.0) -> WindowAggregate:
@@ -234,12 +234,12 @@ async def test_token_is_required_for_data_but_not_for_health(nats_server: Embedd
                 assert r.status_code == 401, path
             assert (await c.get("/api/nodes", headers={"Authorization": "Bearer wrong"})).status_code == 401
             assert (await c.get("/api/nodes", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
-            assert (await c.get("/metrics", params={"token": TOKEN})).status_code == 200
+            assert (await c.get("/metrics", params={"token": TOKEN})).status_code == 401  # never from the URL
         ws_url = server.url.replace("http", "ws") + "/ws"
         with pytest.raises(InvalidStatus):
             async with ws_connect(ws_url):
                 pass
-        async with ws_connect(ws_url + f"?token={TOKEN}") as ws:
+        async with ws_connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
             assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "hello"
     finally:
         await server.stop()

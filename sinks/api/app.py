@@ -1,9 +1,12 @@
 """The FastAPI application: REST, WebSocket, /metrics, /health and the dashboard.
 
 ``create_app(state, token=None, hub=None)`` builds it over a FleetState. With a
-token, /api/*, /ws and /metrics need it (``Authorization: Bearer <token>``, or
-``?token=`` where a header cannot be set: browsers' WebSockets, links); the
-dashboard's static files, /health and the OpenAPI docs stay open.
+token (at least 16 characters), /api/*, /ws and /metrics need it
+(``Authorization: Bearer <token>``; a browser's WebSocket offers the subprotocol
+``bearer.<base64url(token)>``); a token in the URL is not accepted, so it never
+lands in logs or history. The dashboard's static files, /health and the OpenAPI
+docs stay open. Requests with a foreign ``Origin`` or ``Host`` are refused
+(sinks/api/security.py), and wrong tokens are throttled per client address.
 
 Every handler is ``async``: it reads FleetState on the event-loop thread that
 also applies live messages to it, so no lock is needed and no thread sees a
@@ -28,11 +31,13 @@ from fastapi.staticfiles import StaticFiles
 from sinks.api.exposition import DEFAULT_STATS, SelectorError, negotiate, render, render_bytes
 from sinks.api.live import STREAM_TYPES, Hub, TooManyClients
 from sinks.api.state import POINT_FIELDS, STATUSES, FleetState, series_key
+from sinks.api.security import WS_PROTOCOL, LoginLimiter, OriginGuard, check_token_strength, token_of
 from sinks.api.timerange import TimeRangeError, parse_range
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_PAGE = 10_000
 MAX_POINTS = 5_000  # per series in one history answer; longer ones are thinned evenly
+DEFAULT_MAX_RANGE_S = 7 * 86_400.0  # longest since..until of one history query
 _STATUS_RANK = {s: i for i, s in enumerate(reversed(STATUSES))}  # unresponsive first
 
 
@@ -70,13 +75,6 @@ def stored_history(
     return out
 
 
-def _token_of(headers: Any, query: Any) -> str | None:
-    auth = headers.get("authorization")
-    if auth and auth.lower().startswith("bearer "):
-        return str(auth[7:].strip())
-    return headers.get("x-swarmwatch-token") or query.get("token")
-
-
 def create_app(
     state: FleetState,
     token: str | None = None,
@@ -85,14 +83,25 @@ def create_app(
     metric_stats: Sequence[str] = DEFAULT_STATS,
     nats_connected: Callable[[], bool] | None = None,
     store_root: str | Path | None = None,
+    allowed_hosts: Sequence[str] = ("*",),
+    allowed_origins: Sequence[str] = (),
+    max_range_s: float = DEFAULT_MAX_RANGE_S,
+    login_limiter: LoginLimiter | None = None,
 ) -> FastAPI:
     """The HTTP service over ``state``; ``hub`` feeds /ws (a private one is made if None).
 
     ``store_root``: the file sinks' directory; history older than the in-memory
-    ring is read from its stored aggregates.
+    ring is read from its stored aggregates. ``allowed_hosts``: Host headers
+    served (ApiServer passes loopback names for a loopback bind);
+    ``allowed_origins``: browser origins besides the API's own that may call it;
+    ``max_range_s``: the longest time range one history query may ask for.
     """
     if token is not None and not token:
         raise ValueError("token must be a non-empty string, or None for no authentication")
+    check_token_strength(token)
+    if not max_range_s > 0:
+        raise ValueError(f"max_range_s must be > 0, got {max_range_s!r}")
+    limiter = login_limiter or LoginLimiter()
     hub = hub or Hub(state)
     render(state, metric_stats)  # fail now on a bad stat name
     app = FastAPI(
@@ -104,26 +113,53 @@ def create_app(
     )
     app.state.fleet = state
     app.state.hub = hub
+    app.state.login_limiter = limiter
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    def authorized(headers: Any, query: Any) -> bool:
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(OriginGuard, allowed_origins=list(allowed_origins))  # added last: runs first
+
+    def check(headers: Any, client: Any) -> int:
+        """200 if allowed, 401 for a missing or wrong token, 429 for a client with too many wrong ones."""
         if token is None:
-            return True
-        got = _token_of(headers, query)
-        return got is not None and hmac.compare_digest(got.encode(), token.encode())
+            return 200
+        addr = client.host if client is not None else "?"
+        if limiter.retry_after(addr) > 0:
+            limiter.refused += 1
+            return 429
+        got = token_of(headers)
+        if got is not None and hmac.compare_digest(got.encode(), token.encode()):
+            return 200
+        limiter.fail(addr)
+        return 401
 
     def require(request: Request) -> None:
-        if not authorized(request.headers, request.query_params):
+        code = check(request.headers, request.client)
+        if code == 429:
+            wait = limiter.retry_after(request.client.host if request.client else "?")
+            raise HTTPException(
+                status_code=429,
+                detail=f"too many wrong access tokens from this address; try again in {wait:.0f} s",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+        if code == 401:
             raise HTTPException(
                 status_code=401,
-                detail="missing or wrong access token; send 'Authorization: Bearer <token>' or ?token=<token>",
+                detail="missing or wrong access token; send 'Authorization: Bearer <token>' (tokens in the URL are not accepted)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
     def times(since: str | None, until: str | None) -> tuple[float, float]:
         try:
-            return parse_range(since, until, time.time())
+            s, u = parse_range(since, until, time.time())
         except TimeRangeError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
+        if u - s > max_range_s:
+            raise HTTPException(
+                status_code=400,
+                detail=f"time range since..until is {(u - s) / 86_400.0:.1f} days; at most {max_range_s / 86_400.0:g} days per query",
+            )
+        return s, u
 
     @app.get("/health", summary="Liveness of the service", tags=["service"])
     async def health() -> Response:
@@ -275,15 +311,17 @@ def create_app(
         Send ``{"subscribe": {"types": [...], "cluster": c, "node": n}}`` to filter;
         cluster/node filter aggregates and trust (cluster also health), alerts always all.
         """
-        if not authorized(websocket.headers, websocket.query_params):
-            await websocket.close(code=1008, reason="missing or wrong access token")
+        code = check(websocket.headers, websocket.client)
+        if code != 200:
+            await websocket.close(code=1008, reason="too many wrong access tokens" if code == 429 else "missing or wrong access token")
             return
         try:
             client = hub.register()
         except TooManyClients as exc:
             await websocket.close(code=1013, reason=str(exc)[:120])
             return
-        await websocket.accept()
+        offered = [p.strip() for p in (websocket.headers.get("sec-websocket-protocol") or "").split(",")]
+        await websocket.accept(subprotocol=WS_PROTOCOL if WS_PROTOCOL in offered else None)
 
         async def reader() -> None:
             while True:

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 from sinks.api.app import create_app
 from sinks.api.exposition import DEFAULT_STATS
 from sinks.api.live import DEFAULT_ALERT_BACKFILL_S, DEFAULT_BACKFILL_S, Hub, LiveFeed
+from sinks.api.security import check_token_strength, default_allowed_hosts
 from sinks.api.state import FleetState
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback bind without a token."""
+    """Refuse a non-loopback bind without a token, and any token shorter than 16 characters."""
+    check_token_strength(token or None)
     if not is_loopback(host) and not token:
         raise ValueError(
             f"refusing to serve the API on {host!r} without an access token: anyone who can reach it could read "
@@ -81,6 +83,8 @@ class ApiServer:
         metric_stats: Sequence[str] = DEFAULT_STATS,
         store_root: str | Path | None = None,
         log_level: str = "warning",
+        allowed_hosts: Sequence[str] | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         check_bind(host, token)
         if not 0 <= port <= 65535:
@@ -99,6 +103,8 @@ class ApiServer:
             metric_stats=metric_stats,
             nats_connected=None if nc is None else (lambda: bool(nc.is_connected)),
             store_root=store_root,
+            allowed_hosts=default_allowed_hosts(host) if allowed_hosts is None else allowed_hosts,
+            allowed_origins=allowed_origins,
         )
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets-sansio")
         self._server = _InProcessServer(config)

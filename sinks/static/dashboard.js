@@ -3,11 +3,17 @@
 (() => {
   'use strict';
 
-  // ---------- access token (?token=... once, then kept for the tab) ----------
-  const params = new URLSearchParams(location.search);
-  let token = params.get('token') || sessionStorage.getItem('sw_token') || '';
-  if (params.get('token')) sessionStorage.setItem('sw_token', token);
+  // ---------- access token (#token=... once, then kept for the tab) ----------
+  // Only in the fragment, which browsers never send to the server, and removed from the address bar at once;
+  // the server accepts tokens in headers only (Authorization, or the WebSocket subprotocol below).
+  const frag = new URLSearchParams(location.hash.replace(/^#/, ''));
+  let token = frag.get('token') || sessionStorage.getItem('sw_token') || '';
+  if (frag.get('token')) {
+    sessionStorage.setItem('sw_token', token);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
   const headers = () => (token ? { Authorization: 'Bearer ' + token } : {});
+  const b64url = (s) => btoa(String.fromCharCode(...new TextEncoder().encode(s))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 
   async function api(path) {
     const r = await fetch(path, { headers: headers(), cache: 'no-store' });
@@ -449,7 +455,7 @@
   function connect() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const base = location.pathname.replace(/[^/]*$/, '');
-    const ws = new WebSocket(`${proto}//${location.host}${base}ws${token ? '?token=' + encodeURIComponent(token) : ''}`);
+    const ws = new WebSocket(`${proto}//${location.host}${base}ws`, token ? ['swarmwatch', 'bearer.' + b64url(token)] : ['swarmwatch']);
     S.ws = ws;
     const conn = $('conn');
     ws.onopen = () => { backoff = 500; conn.className = 'conn live'; $('conn-text').textContent = 'live'; subscribe(); };
