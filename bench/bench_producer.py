@@ -26,11 +26,11 @@ import psutil
 from swarmwatch.server import EmbeddedServer
 
 
-def producer_command(url: str, interval: str) -> list[str]:
+def producer_command(url: str, interval: str, edge_hz: float = 10.0) -> list[str]:
     exe = Path(sys.executable).parent / "swarmwatch"
     base = [str(exe)] if exe.exists() else [sys.executable, "-c", "from swarmwatch.cli import main; main()"]
     return base + ["produce", "--nats", url, "--cluster", "bench", "--node", "bench-node", "--interval", interval,
-                   "--log-level", "warning"]
+                   "--log-level", "warning", "--edge-hz", str(edge_hz)]
 
 
 HEAVY = ("pydantic", "numpy", "pyarrow", "fastapi", "rich", "uvicorn", "starlette", "typer", "yaml", "pynvml")
@@ -84,7 +84,8 @@ async def stored_batches(url: str) -> int:
         await nc.close()
 
 
-async def make_stream(url: str) -> None:
+async def make_stream(url: str, watch: bool = True) -> int:
+    """The streams, and (``watch``) the default rules' thresholds in sw_watch, as a processor publishes them."""
     import nats
 
     nc = await nats.connect(url)
@@ -92,6 +93,12 @@ async def make_stream(url: str) -> None:
         from swarmwatch.streams import ensure_streams
 
         await ensure_streams(nc.jetstream())
+        if not watch:
+            return 0
+        from processors import ThresholdRules
+        from swarmwatch.pipeline import export_watches
+
+        return await export_watches(nc, [ThresholdRules()], "bench")
     finally:
         await nc.close()
 
@@ -101,11 +108,13 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="measured seconds (after warm-up)")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds skipped after start")
     ap.add_argument("--interval", default="1s")
+    ap.add_argument("--edge-hz", type=float, default=10.0, help="edge sampling rate of watched thresholds (0: off)")
+    ap.add_argument("--no-watch", action="store_true", help="publish no watched thresholds (fast sampling idle)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as d, EmbeddedServer(Path(d) / "nats", port=0) as srv:
-        asyncio.run(make_stream(srv.url))
-        proc = subprocess.Popen(producer_command(srv.url, args.interval), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        watches = asyncio.run(make_stream(srv.url, not args.no_watch))
+        proc = subprocess.Popen(producer_command(srv.url, args.interval, args.edge_hz), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             p = psutil.Process(proc.pid)
             time.sleep(args.warmup)
@@ -132,6 +141,8 @@ def main() -> None:
         "bench": "producer_overhead",
         "command": " ".join(["swarmwatch", "produce", "--interval", args.interval]),
         "interval": args.interval,
+        "edge_hz": args.edge_hz,
+        "watched_thresholds": watches,  # the default rules: cpu.percent and mem.percent are sampled fast
         "measured_s": round(w1 - w0, 1),
         "cpu_percent_of_one_core": round(100.0 * cpu_s / (w1 - w0), 3),
         "rss_mb_end": round(rss_end / 2**20, 1),

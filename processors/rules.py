@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas import AlertKind, MetricBatch, Severity, subjects
+from schemas.watches import Watch
 
 from processors.alerting import AlertTracker
 from processors.configfile import ConfigError, format_validation_error, parse_duration, read_config_file
@@ -241,6 +242,14 @@ class ThresholdRules(Operator):
                 out.extend(emits)
         self.stats.outputs += len(out)
         return out
+
+    def watches(self) -> list[Watch]:
+        """The thresholds these rules compare, for producers' edge sampling (:mod:`schemas.watches`)."""
+        return [
+            Watch(metric=r.metric, op=r.op, threshold=r.threshold, hysteresis=r.hysteresis,
+                  labels=None if r.labels is None else dict(r.labels), rule=r.name)
+            for r in self.rules
+        ]
 
     def firing(self) -> list[tuple[str, str, str, str]]:
         """(rule, cluster, node, series) of every firing alert."""

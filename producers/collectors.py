@@ -113,6 +113,14 @@ class SystemCollector:
             out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
         return self._cpu_extras(out)
 
+    def rebase_cpu(self, cores: list[tuple[float, float, float]]) -> None:
+        """Count the next ``cpu.percent`` from this reading (per core: total, busy, iowait seconds).
+
+        Edge sampling publishes CPU over the time up to a crossing; the next
+        regular sample then covers only the time after it, so the two never overlap.
+        """
+        self._last_cpu = list(cores)
+
     def _cpu_extras(self, out: SampleBuffer) -> None:
         """Load average, frequency and temperature."""
         load = os.getloadavg() if hasattr(os, "getloadavg") else None

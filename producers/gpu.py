@@ -94,6 +94,18 @@ class GpuCollector:
             power_mw = self._read(lambda: nv.nvmlDeviceGetPowerUsage(h))
             out.add("gpu.power_w", None if power_mw is None else power_mw / 1000.0, "W", labels)
 
+    def collect_fast(self, out: SampleBuffer, utilization: bool = True, temperature: bool = True) -> None:
+        """Only the cheap, fast-changing values (utilisation, temperature) per device, for edge sampling."""
+        if not self.available:
+            return
+        nv = self._nvml
+        for i, h in enumerate(self._handles):
+            labels = {"gpu": str(i)}
+            if utilization:
+                out.add("gpu.utilization_percent", self._read(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu), "%", labels)
+            if temperature:
+                out.add("gpu.temperature_c", self._read(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)), "C", labels)
+
     def _read(self, fn: Any) -> Any:
         """One NVML query; None when the device does not support it or it failed (counted)."""
         try:

@@ -6,6 +6,7 @@
     peers.set(42)
     blocks = REGISTRY.counter("chain.blocks_total", unit="blocks")
     blocks.inc()
+    REGISTRY.event("chain.reorg", {"depth": 3})  # published at once, not on the next tick
 
     @REGISTRY.timed("rpc.validate")
     async def validate(req): ...
@@ -16,7 +17,9 @@ gauges and counters as their current value, and for every timed function
 ``<name>.success_rate`` (0-1), ``<name>.latency_{mean,p50,p95,p99,max}_ms``
 and the cumulative ``<name>.calls_total`` / ``<name>.errors_total``.
 Label sets per metric are capped (``max_series``); extra series are refused and
-counted, never silently grown. Publish numbers only — never secrets, user
+counted, never silently grown. A gauge change that crosses a threshold the
+processor watches is published at once by a producer with edge sampling
+(:mod:`producers.edges`). Publish numbers only — never secrets, user
 names or addresses in labels.
 """
 from __future__ import annotations
@@ -26,11 +29,13 @@ import functools
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from schemas.models import MAX_LABELS, MAX_NAME_LEN, Sample, check_metric_name
+from schemas.models import MAX_LABELS, MAX_NAME_LEN, Event, Sample, check_metric_name
+from schemas.subjects import check_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 LabelKey = tuple[tuple[str, str], ...]
@@ -38,6 +43,7 @@ LabelKey = tuple[tuple[str, str], ...]
 DEFAULT_MAX_SERIES = 1000  # label sets per metric
 RESERVOIR_SIZE = 1024  # latencies kept per timed series and interval for the quantiles
 RESERVED_PREFIX = "swarmwatch."
+MAX_QUEUED_EVENTS = 1000  # events held while no producer publishes them
 _TIMER_SUFFIXES = (
     ".requests_per_s", ".errors", ".success_rate", ".calls_total", ".errors_total",
     ".latency_mean_ms", ".latency_p50_ms", ".latency_p95_ms", ".latency_p99_ms", ".latency_max_ms",
@@ -97,15 +103,23 @@ class Gauge(_Metric):
             self._registry.invalid += 1
             return
         key = _label_key(labels)
-        with self._registry._lock:
-            if self._admit(key):
-                self._values[key] = v
+        reg = self._registry
+        with reg._lock:
+            if not self._admit(key):
+                return
+            self._values[key] = v
+        if reg.on_gauge is not None:  # a producer with edge sampling: publishes at once if this crossed a watch
+            reg.on_gauge(self, key, v)
 
     def inc(self, amount: float = 1.0, labels: dict[str, Any] | None = None) -> None:
         key = _label_key(labels)
-        with self._registry._lock:
-            if self._admit(key):
-                self._values[key] = self._values.get(key, 0.0) + float(amount)
+        reg = self._registry
+        with reg._lock:
+            if not self._admit(key):
+                return
+            v = self._values[key] = self._values.get(key, 0.0) + float(amount)
+        if reg.on_gauge is not None:
+            reg.on_gauge(self, key, v)
 
     def dec(self, amount: float = 1.0, labels: dict[str, Any] | None = None) -> None:
         self.inc(-float(amount), labels)
@@ -282,6 +296,11 @@ class Registry:
         self._metrics: dict[str, Gauge | Counter | Timer] = {}
         self._lock = threading.Lock()
         self._last_collect_s: float | None = None
+        self._events: deque[Event] = deque()
+        self.on_gauge: Callable[[Gauge, LabelKey, float], None] | None = None
+        """Set by a producer with edge sampling: called after every gauge change (any thread)."""
+        self.on_event: Callable[[], None] | None = None
+        """Set by a running producer: called (any thread) when an event is queued, so it publishes at once."""
 
     def _register(self, cls: type, name: str, *args: Any) -> Any:
         check_metric_name(name)
@@ -361,10 +380,36 @@ class Registry:
                 out.extend(m._samples(interval) if isinstance(m, Timer) else m._samples())
             return out
 
+    def event(self, kind: str, payload: dict[str, Any] | None = None, ts: float | None = None) -> None:
+        """Queue an event (``kind`` like ``chain.reorg``) that the producer publishes at once.
+
+        It goes to ``sw.events.<cluster>.<node>.<kind>``; with no producer
+        running it waits for one (at most ``MAX_QUEUED_EVENTS``; the oldest
+        beyond that is dropped and counted in ``refused``).
+        """
+        check_kind(kind)
+        ev = Event(cluster="local", node="local", ts=time.time() if ts is None else float(ts), kind=kind, payload=dict(payload or {}))
+        with self._lock:
+            if len(self._events) >= MAX_QUEUED_EVENTS:
+                self._events.popleft()
+                self.refused += 1
+            self._events.append(ev)
+        hook = self.on_event
+        if hook is not None:
+            hook()
+
+    def take_events(self) -> list[Event]:
+        """The queued events, oldest first (the producer stamps its cluster and node on them)."""
+        with self._lock:
+            out = list(self._events)
+            self._events.clear()
+            return out
+
     def clear(self) -> None:
         """Forget every metric (tests, or an app that re-registers)."""
         with self._lock:
             self._metrics.clear()
+            self._events.clear()
             self._last_collect_s = None
 
 
@@ -385,3 +430,8 @@ def counter(name: str, unit: str | None = None, help: str = "") -> Counter:
 def timed(name: str | None = None, labels: dict[str, Any] | None = None) -> Callable[[F], F]:
     """``@timed("rpc.validate")`` on the default :data:`REGISTRY`."""
     return REGISTRY.timed(name, labels)
+
+
+def event(kind: str, payload: dict[str, Any] | None = None, ts: float | None = None) -> None:
+    """Queue an event in the default :data:`REGISTRY`; a running producer publishes it at once."""
+    REGISTRY.event(kind, payload, ts)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from producers.collectors import SystemCollector
+from producers.edges import DEFAULT_EDGE_HZ, EdgeSampler, follow_watches
 from producers.gpu import GpuCollector
 from producers.options import DEFAULT_INTERVAL_S, connect_options, default_node_name, parse_interval, sidecar_sources
 from producers.process import ProcessWatcher
@@ -25,7 +26,7 @@ from producers.sdk import REGISTRY, Registry
 from producers.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, Spool
 from schemas.codec import encode
 from schemas.models import MAX_SAMPLES_PER_BATCH, MetricBatch, Sample
-from schemas.subjects import check_token, metrics as metrics_subject
+from schemas.subjects import check_token, events as events_subject, metrics as metrics_subject
 
 if TYPE_CHECKING:
     from producers.probes import ProbeSettings
@@ -70,6 +71,9 @@ class Producer:
         self.ticks_skipped = 0
         self.tick_errors = 0  # snapshots that raised (a bug, logged)
         self.collect_ms = 0.0
+        self.edges = EdgeSampler(self.system, self.gpu, per_core=per_core)
+        self.edge_batches = 0  # out-of-band batches published on a threshold crossing
+        self.events_sent = 0  # SDK events published
         self._self_proc: Any = None
         self._self_cpu: tuple[float, float] | None = None
         if gpu:
@@ -122,6 +126,11 @@ class Producer:
         out.add(SELF_PREFIX + "tick_errors", self.tick_errors)
         out.add(SELF_PREFIX + "collect_ms", self.collect_ms, "ms")
         out.add(SELF_PREFIX + "gpu_available", 1.0 if self.gpu.available else 0.0)
+        out.add(SELF_PREFIX + "watches", len(self.edges.watches))
+        out.add(SELF_PREFIX + "edge_batches", self.edge_batches)
+        out.add(SELF_PREFIX + "edge_crossings", self.edges.crossings)
+        out.add(SELF_PREFIX + "edge_suppressed", self.edges.suppressed)
+        out.add(SELF_PREFIX + "events_sent", self.events_sent)
         try:
             if self._self_proc is None:
                 import psutil
@@ -142,7 +151,92 @@ class Producer:
         """Collect and publish one batch (pipelined: returns before the broker acks)."""
         batch = self.snapshot()
         await self.publisher.publish(self.subject, encode(batch), f"{self.node}:{self.boot_id}:{batch.seq}")
+        await self.publish_events()
         return batch
+
+    async def publish_edge(self, samples: list[Sample]) -> MetricBatch:
+        """Publish an out-of-band batch of just ``samples`` (a threshold crossing), numbered like the regular ones."""
+        self.seq += 1
+        batch = MetricBatch(self.cluster, self.node, time.time(), samples[:MAX_SAMPLES_PER_BATCH], self.seq)
+        await self.publisher.publish(self.subject, encode(batch), f"{self.node}:{self.boot_id}:{batch.seq}")
+        self.edge_batches += 1
+        return batch
+
+    async def publish_events(self) -> int:
+        """Publish the SDK events queued since the last call, stamped with this node; returns how many."""
+        if self.registry is None:
+            return 0
+        n = 0
+        for ev in self.registry.take_events():
+            ev.cluster, ev.node = self.cluster, self.node
+            self.events_sent += 1
+            await self.publisher.publish(events_subject(self.cluster, self.node, ev.kind), encode(ev),
+                                         f"{self.node}:{self.boot_id}:ev{self.events_sent}")
+            n += 1
+        return n
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Publish SDK events and watched gauge crossings at once, from whatever thread the app calls from."""
+        reg = self.registry
+        if reg is None:
+            return
+        loop_thread = threading.get_ident()
+        pending: set[asyncio.Task[Any]] = set()
+
+        def spawn(coro: Any) -> None:
+            t = loop.create_task(coro)
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+        def on_gauge_here(sample: Sample) -> None:
+            if self.edges.crossed((sample,)) and self.edges.admit():
+                spawn(self.publish_edge([sample]))
+
+        def on_gauge(gauge: Any, key: Any, value: float) -> None:
+            if not self.edges.watches_name(gauge.name):
+                return
+            sample = Sample(gauge.name, value, gauge.unit, dict(key) if key else None)
+            if threading.get_ident() == loop_thread:
+                on_gauge_here(sample)
+            else:
+                loop.call_soon_threadsafe(on_gauge_here, sample)
+
+        def on_event() -> None:
+            if threading.get_ident() == loop_thread:
+                spawn(self.publish_events())
+            else:
+                loop.call_soon_threadsafe(lambda: spawn(self.publish_events()))
+
+        reg.on_gauge = on_gauge
+        reg.on_event = on_event
+
+    def detach(self) -> None:
+        if self.registry is not None:
+            self.registry.on_gauge = None
+            self.registry.on_event = None
+
+    async def run_edges(self, hz: float, stop: asyncio.Event, changed: asyncio.Event) -> None:
+        """Sample the watched cheap sources ``hz`` times a second; publish a batch on a crossing."""
+        period = 1.0 / hz
+        while not stop.is_set():
+            if not self.edges.active:  # nothing watched that we can sample fast: wait for new watches
+                changed.clear()
+                waiter = asyncio.ensure_future(changed.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            next_s = time.monotonic() + period
+            samples = self.edges.sample()
+            if samples and self.edges.crossed(samples) and self.edges.admit():
+                try:
+                    await self.publish_edge(samples)
+                except Exception:  # noqa: BLE001 - counted like a failed tick, never fatal
+                    self.tick_errors += 1
+                    log.exception("edge batch failed; carrying on")
+                self.edges.rebase_system_cpu()
+            await asyncio.sleep(max(0.0, next_s - time.monotonic()))
 
 
 async def run_producer(
@@ -167,6 +261,7 @@ async def run_producer(
     stop: asyncio.Event | None = None,
     max_batches: int | None = None,
     close_timeout_s: float = 5.0,
+    edge_hz: float = DEFAULT_EDGE_HZ,
 ) -> dict[str, float]:
     """Publish a snapshot every ``interval_s`` until ``stop`` is set (or ``max_batches`` were made).
 
@@ -175,9 +270,14 @@ async def run_producer(
     ``publisher`` (not started) replaces the one built from ``nats_url`` and the
     spool options, so other parts (peer probes, discovery) can publish through
     it; each of ``tasks`` runs as ``task(publisher, stop)`` until ``stop``,
-    which is set on return. Returns the final publisher counters.
+    which is set on return. ``edge_hz`` > 0 turns on edge-triggered sampling
+    (:mod:`producers.edges`): the thresholds the processor watches are read
+    that often and a crossing is published at once; 0 turns it off. Returns
+    the final publisher counters.
     """
     interval = parse_interval(interval_s)
+    if not 0 <= edge_hz <= 100:
+        raise ValueError(f"edge sampling rate {edge_hz!r} must be between 0 (off) and 100 per second")
     check_token(cluster, "cluster")
     check_token(node, "node")
     if watch_pid is not None and watch_pid <= 0:
@@ -203,6 +303,21 @@ async def run_producer(
     producer = Producer(publisher, cluster, node, watch_pid=watch_pid, gpu=gpu, per_core=per_core, registry=registry,
                         extra_sources=extra_sources)
     stop = stop or asyncio.Event()
+    producer.attach(asyncio.get_running_loop())
+    if edge_hz > 0:
+        changed = asyncio.Event()
+
+        def on_watches(watches: list[Any]) -> None:
+            producer.edges.set_watches(watches)
+            changed.set()
+
+        async def watch_task(pub: Publisher, stop_ev: asyncio.Event) -> None:
+            await follow_watches(pub, on_watches, stop_ev)
+
+        async def edge_task(pub: Publisher, stop_ev: asyncio.Event) -> None:
+            await producer.run_edges(edge_hz, stop_ev, changed)
+
+        tasks = [*tasks, watch_task, edge_task]
     await publisher.start()
     side: list[asyncio.Task[None]] = []
     made = 0
@@ -241,11 +356,13 @@ async def run_producer(
                 except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a side task's failure is logged, not raised
                     if not t.cancelled() and t.exception() is not None:
                         log.warning("sidecar task %s failed: %r", t.get_name(), t.exception())
+        producer.detach()
         await publisher.close(close_timeout_s)
         producer.gpu.close()
     result = publisher.counters()
     result["batches"] = float(made)
     result["invalid"] = float(producer.invalid)
+    result["edge_batches"] = float(producer.edge_batches)
     return result
 
 
@@ -344,6 +461,8 @@ def _arg_parser() -> Any:
     ap.add_argument("--scrape-interval", default=None, help="default scrape interval (10s)")
     ap.add_argument("--http-check", action="append", default=[], help="URL to health-check (repeatable)")
     ap.add_argument("--check-interval", default=None, help="default health-check interval (10s)")
+    ap.add_argument("--edge-hz", type=float, default=DEFAULT_EDGE_HZ,
+                    help="samples per second of the thresholds the processor watches (0: no edge sampling)")
     return ap
 
 
@@ -437,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             extra_sources=sources,
             tasks=tasks,
             stop=stop,
+            edge_hz=args.edge_hz,
         )
 
     try:

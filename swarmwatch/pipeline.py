@@ -72,6 +72,33 @@ def make_runtime(
     )
 
 
+async def export_watches(nc: NATS, operators: Sequence[Operator], processor: str) -> int:
+    """Publish the thresholds of the running rules to the ``sw_watch`` bucket for producers' edge sampling.
+
+    Returns how many; a processor without threshold rules deletes its record.
+    A failure is logged, never fatal: producers then just publish on their tick.
+    """
+    from nats.js.errors import KeyNotFoundError
+
+    from schemas.watches import WATCH_BUCKET, encode_watches, watch_key
+
+    watches = [w for op in operators if isinstance(op, ThresholdRules) for w in op.watches()]
+    try:
+        kv = await nc.jetstream().key_value(WATCH_BUCKET)
+        if watches:
+            await kv.put(watch_key(processor), encode_watches(watches))
+        else:
+            try:
+                await kv.delete(watch_key(processor))
+            except KeyNotFoundError:
+                pass
+    except Exception as exc:  # noqa: BLE001 - edge sampling is an optimisation; alerting goes on without it
+        log.warning("could not publish watched thresholds to %s: %s: %s", WATCH_BUCKET, type(exc).__name__, exc)
+        return 0
+    log.info("published %d watched thresholds to %s", len(watches), WATCH_BUCKET)
+    return len(watches)
+
+
 async def run_until_stopped(stop: asyncio.Event) -> None:
     """Wait for ``stop`` (set by a signal handler)."""
     await stop.wait()

@@ -20,7 +20,7 @@ from processors.configfile import ConfigError
 from swarmwatch.config import Config
 from swarmwatch.connect import ConnectStopped, connect
 from swarmwatch.logs import setup_logging
-from swarmwatch.pipeline import make_runtime
+from swarmwatch.pipeline import export_watches, make_runtime
 from swarmwatch.server import EmbeddedServer, ServerError
 from swarmwatch.streams import ensure_streams
 
@@ -111,6 +111,7 @@ class Stack:
         if cfg.processor.enabled:
             rt = make_runtime(nc, cfg)
             await rt.start()
+            await export_watches(nc, rt.operators, cfg.processor.name)
             self.runtime = rt
             self._stoppers.append(("processor", rt.stop))
         if cfg.producer.enabled:

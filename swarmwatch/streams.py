@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from schemas.subjects import DERIVED_SUBJECTS, TELEMETRY_SUBJECTS
+from schemas.watches import WATCH_BUCKET
 
 TELEMETRY = "TELEMETRY"
 DERIVED = "DERIVED"
@@ -66,7 +67,20 @@ async def ensure_streams(
             await js.update_stream(cfg)
         except BadRequestError as exc:
             raise RuntimeError(f"stream {cfg.name} exists with an incompatible config: {exc}") from exc
-    await ensure_state_store(js, (telemetry or StreamLimits(DEFAULT_TELEMETRY_MAX_AGE_S)).replicas)
+    replicas = (telemetry or StreamLimits(DEFAULT_TELEMETRY_MAX_AGE_S)).replicas
+    await ensure_state_store(js, replicas)
+    await ensure_watch_bucket(js, replicas)
+
+
+async def ensure_watch_bucket(js: JetStreamContext, replicas: int = 1) -> None:
+    """The KV bucket where processors publish the thresholds producers sample fast (schemas.watches)."""
+    try:
+        await js.key_value(WATCH_BUCKET)
+    except NotFoundError:
+        try:
+            await js.create_key_value(KeyValueConfig(bucket=WATCH_BUCKET, history=1, replicas=replicas))
+        except BadRequestError:  # created concurrently by another process
+            await js.key_value(WATCH_BUCKET)
 
 
 async def ensure_state_store(js: JetStreamContext, replicas: int = 1) -> None:

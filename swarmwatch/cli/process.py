@@ -80,7 +80,7 @@ def process(
 
     async def main() -> int:
         from swarmwatch.connect import redact_url
-        from swarmwatch.pipeline import make_runtime
+        from swarmwatch.pipeline import export_watches, make_runtime
         from swarmwatch.streams import ensure_streams
 
         nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-{cfg.processor.name}", cfg.log_level, cfg.log_json, connect_timeout_s)
@@ -91,6 +91,7 @@ def process(
         except ValueError as exc:  # e.g. a custom operator named like a built-in one
             fail(str(exc))
         await rt.start()
+        await export_watches(nc, rt.operators, cfg.processor.name)
         typer.echo(f"processor {cfg.processor.name} running on {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
         await rt.stop()

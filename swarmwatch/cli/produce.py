@@ -54,6 +54,7 @@ def produce(
     scrape_interval: Optional[str] = typer.Option(None, "--scrape-interval", help="Scrape interval for --scrape URLs and config entries without one (default 10s)."),
     http_check: Optional[list[str]] = typer.Option(None, "--http-check", help="URL to health-check: up/down, status, latency, TLS days left (repeatable)."),
     check_interval: Optional[str] = typer.Option(None, "--check-interval", help="Interval for --http-check URLs and config entries without one (default 10s)."),
+    edge_hz: float = typer.Option(10.0, "--edge-hz", help="Samples per second of the thresholds the processor watches; a crossing publishes at once (0: off)."),
     in_process: bool = typer.Option(False, "--in-process", help="Run inside this CLI process instead of exec'ing the lean sidecar entry point."),
 ) -> None:
     """Publish this node's CPU, memory, disk, network, GPU and watched-process metrics to NATS,
@@ -84,6 +85,8 @@ def produce(
             raise ValueError(f"--watch-pid {watch_pid!r} must be a positive process id")
         if spool_max_mb < 0:
             raise ValueError(f"--spool-max-mb {spool_max_mb!r} must be >= 0")
+        if not 0 <= edge_hz <= 100:
+            raise ValueError(f"--edge-hz {edge_hz!r} must be between 0 (off) and 100")
         connect_options(creds=creds, token=token, user=user, password=password,
                         tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         from producers.sidecar import probe_settings
@@ -123,6 +126,7 @@ def produce(
         argv += ["--scrape-interval", scrape_interval]
     if check_interval is not None:
         argv += ["--check-interval", check_interval]
+    argv += ["--edge-hz", str(edge_hz)]
     secrets = {"SWARMWATCH_NATS_CREDS": creds, "SWARMWATCH_NATS_TOKEN": token, "SWARMWATCH_NATS_USER": user,
                "SWARMWATCH_NATS_PASSWORD": password, "SWARMWATCH_TLS_CA": tls_ca, "SWARMWATCH_TLS_CERT": tls_cert,
                "SWARMWATCH_TLS_KEY": tls_key}

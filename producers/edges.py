@@ -1,0 +1,273 @@
+"""Edge-triggered sampling: the thresholds the processor watches, sampled fast, published on a crossing.
+
+The processor publishes its rules' thresholds to the KV bucket ``sw_watch``
+(:mod:`schemas.watches`); :func:`follow_watches` keeps a producer's copy. An
+:class:`EdgeSampler` reads just the watched metrics among the cheap sources
+(CPU from /proc/stat deltas, memory, swap, load, NVML utilisation and
+temperature) at ``edge_hz`` (default 10 Hz), and SDK gauges on every
+``set()``. When a watched value crosses its threshold, or crosses back past the
+clear threshold (the rule's hysteresis), the sidecar publishes an out-of-band
+MetricBatch with the fast samples at once; the regular batch goes on as
+before. The processor still decides (``for``, hysteresis, dedup): the edge
+sample only reaches it earlier, and a later regular sample of the same value
+changes nothing there.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from producers.samples import SampleBuffer
+from schemas.models import Sample
+from schemas.watches import WATCH_BUCKET, Watch, decode_watches
+
+if TYPE_CHECKING:
+    from producers.collectors import SystemCollector
+    from producers.gpu import GpuCollector
+    from producers.publisher import Publisher
+
+DEFAULT_EDGE_HZ = 10.0  # fast samples per second of the watched cheap sources
+MAX_EDGE_BATCHES_PER_S = 5.0  # edge batches a producer may add per second (burst of as many); more wait for the tick
+WATCH_RETRY_S = 10.0  # how often a producer looks again for a missing bucket or a lost watch
+
+log = logging.getLogger("swarmwatch.producer")
+
+_CPU = ("cpu.percent", "cpu.iowait_percent")
+_MEM = ("mem.percent", "mem.available_bytes", "mem.used_bytes")
+_SWAP = ("swap.percent",)
+_LOAD = ("load.1m", "load.5m", "load.15m")
+_GPU_UTIL = "gpu.utilization_percent"
+_GPU_TEMP = "gpu.temperature_c"
+FAST_METRICS = (*_CPU, *_MEM, *_SWAP, *_LOAD, _GPU_UTIL, _GPU_TEMP)
+"""System metrics an edge sampler can read fast; SDK gauges come on ``set()``."""
+
+StateKey = tuple[Any, ...]
+
+
+def _watch_key(w: Watch) -> tuple[Any, ...]:
+    labels = None if w.labels is None else tuple(sorted(w.labels.items()))
+    return (w.rule, w.metric, w.op, w.threshold, w.hysteresis, labels)
+
+
+def _series(labels: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return () if not labels else tuple(sorted(labels.items()))
+
+
+class EdgeSampler:
+    """Fast sampling and crossing detection for the watched thresholds (no NATS here).
+
+    ``crossings`` counts threshold crossings seen; ``suppressed`` those whose
+    edge batch the rate limit left to the regular tick.
+    """
+
+    def __init__(
+        self,
+        system: SystemCollector | None = None,
+        gpu: GpuCollector | None = None,
+        *,
+        per_core: bool = True,
+        max_batches_per_s: float = MAX_EDGE_BATCHES_PER_S,
+    ) -> None:
+        self.system = system
+        self.gpu = gpu
+        self.per_core = per_core
+        self.max_batches_per_s = max_batches_per_s
+        self.watches: list[Watch] = []
+        self.crossings = 0
+        self.suppressed = 0
+        self.errors = 0
+        self._state: dict[StateKey, bool] = {}
+        self._by_name: dict[str, list[tuple[Watch, tuple[Any, ...]]]] = {}
+        self._need: set[str] = set()
+        self._percore = False
+        self._last_cpu: list[tuple[float, float, float]] | None = None
+        self._tokens = max_batches_per_s
+        self._tokens_at = time.monotonic()
+
+    # --- watches --------------------------------------------------------------
+    def set_watches(self, watches: Iterable[Watch]) -> None:
+        """Replace the watched thresholds; crossing state is kept for thresholds that did not change."""
+        self.watches = list(watches)
+        keep = {_watch_key(w) for w in self.watches}
+        self._state = {k: v for k, v in self._state.items() if k[0] in keep}
+        self._by_name = {}
+        self._need = {n for n in FAST_METRICS if self._matching(n)}
+        self._percore = self.per_core and any(
+            w.labels is None or "core" in w.labels for w, _ in self._matching("cpu.percent")
+        )
+        if not self._need & set(_CPU):
+            self._last_cpu = None
+
+    @property
+    def active(self) -> bool:
+        """True when some watched metric is one this sampler reads fast."""
+        return bool(self._need)
+
+    def watches_name(self, name: str) -> bool:
+        return bool(self._matching(name))
+
+    def _matching(self, name: str) -> list[tuple[Watch, tuple[Any, ...]]]:
+        got = self._by_name.get(name)
+        if got is None:
+            got = [(w, _watch_key(w)) for w in self.watches if w.matches_name(name)]
+            if len(self._by_name) < 10_000:
+                self._by_name[name] = got
+        return got
+
+    # --- crossings ------------------------------------------------------------
+    def crossed(self, samples: Iterable[Sample]) -> bool:
+        """Feed samples; True if any watched series crossed its threshold (either way) since its last sample.
+
+        A series seen for the first time counts as coming from the clear side:
+        a value already past its threshold (a new watch, a gauge first set high)
+        is published at once too; the processor decides whether that is news.
+        """
+        hit = False
+        for s in samples:
+            for w, wk in self._matching(s.name):
+                if not w.matches_labels(s.labels):
+                    continue
+                key = (wk, _series(s.labels))
+                was = self._state.get(key)
+                now = w.active(s.value, bool(was))
+                self._state[key] = now
+                if now != bool(was):
+                    self.crossings += 1
+                    hit = True
+        return hit
+
+    def admit(self, now_s: float | None = None) -> bool:
+        """Take one edge batch from the rate limit; False (counted in ``suppressed``) when it is spent."""
+        now = time.monotonic() if now_s is None else now_s
+        self._tokens = min(self.max_batches_per_s, self._tokens + max(0.0, now - self._tokens_at) * self.max_batches_per_s)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
+
+    # --- fast sampling --------------------------------------------------------
+    def sample(self) -> list[Sample]:
+        """Read the watched cheap sources now (about 0.1 ms); CPU is over the time since the last call."""
+        out = SampleBuffer()
+        need = self._need
+        try:
+            if "cpu.percent" in need or "cpu.iowait_percent" in need:
+                self._cpu(out)
+            if need.intersection(_MEM):
+                import psutil
+
+                vm = psutil.virtual_memory()
+                out.add("mem.percent", vm.percent, "%")
+                out.add("mem.available_bytes", vm.available, "B")
+                out.add("mem.used_bytes", vm.used, "B")
+            if "swap.percent" in need:
+                import psutil
+
+                sw = psutil.swap_memory()
+                out.add("swap.percent", sw.percent if sw.total else 0.0, "%")
+            if need.intersection(_LOAD) and hasattr(os, "getloadavg"):
+                l1, l5, l15 = os.getloadavg()
+                out.add("load.1m", l1)
+                out.add("load.5m", l5)
+                out.add("load.15m", l15)
+            if self.gpu is not None and (_GPU_UTIL in need or _GPU_TEMP in need):
+                self.gpu.collect_fast(out, _GPU_UTIL in need, _GPU_TEMP in need)
+        except Exception:  # noqa: BLE001 - a broken source must not stop the sampler
+            self.errors += 1
+        return out.items
+
+    def _cpu(self, out: SampleBuffer) -> None:
+        import psutil
+
+        now: list[tuple[float, float, float]] = []
+        for t in psutil.cpu_times(percpu=True):
+            total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+            idle = t.idle + getattr(t, "iowait", 0.0)
+            now.append((total, total - idle, getattr(t, "iowait", 0.0)))
+        last, self._last_cpu = self._last_cpu, now
+        if last is None or len(last) != len(now):
+            return
+        sum_dt = sum_busy = sum_wait = 0.0
+        for i, ((t1, b1, w1), (t0, b0, w0)) in enumerate(zip(now, last)):
+            dt, db, dw = t1 - t0, b1 - b0, w1 - w0
+            if dt <= 0 or db < 0 or dw < 0:
+                continue
+            sum_dt += dt
+            sum_busy += db
+            sum_wait += dw
+            if self._percore:
+                out.add("cpu.percent", min(100.0, 100.0 * db / dt), "%", {"core": str(i)})
+        if sum_dt > 0:
+            out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
+            out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
+
+    def rebase_system_cpu(self) -> None:
+        """After an edge batch with CPU: the regular CPU sample restarts from the same reading."""
+        if self.system is not None and self._last_cpu is not None:
+            self.system.rebase_cpu(self._last_cpu)
+
+
+async def follow_watches(
+    publisher: Publisher,
+    on_change: Callable[[list[Watch]], None],
+    stop: asyncio.Event,
+    retry_s: float = WATCH_RETRY_S,
+) -> None:
+    """Keep ``on_change`` fed with the union of every processor's watches in the ``sw_watch`` bucket.
+
+    Read only: it needs no right to write the bucket. A missing bucket (no
+    processor yet) or a lost connection is retried every ``retry_s``.
+    """
+    records: dict[str, list[Watch]] = {}
+    said_missing = False
+    while not stop.is_set():
+        nc = publisher.client
+        watcher = None
+        try:
+            if nc is None or not nc.is_connected:
+                raise ConnectionError("not connected")
+            kv = await nc.jetstream().key_value(WATCH_BUCKET)
+            watcher = await kv.watchall()
+            said_missing = False
+            while not stop.is_set():
+                getter = asyncio.ensure_future(watcher.updates(timeout=3600.0))
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                stopper.cancel()
+                entry = getter.result()
+                if entry is None:  # the initial values are all in
+                    continue
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    records.pop(entry.key, None)
+                else:
+                    try:
+                        records[entry.key] = decode_watches(entry.value)
+                    except ValueError as exc:
+                        log.warning("ignoring watch record %s: %s", entry.key, exc)
+                        continue
+                on_change([w for ws in records.values() for w in ws])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no bucket yet, no permission, disconnected: retry later
+            if not said_missing:
+                log.info("no watched thresholds yet (%s: %s); edge sampling waits for them", type(exc).__name__, exc)
+                said_missing = True
+        finally:
+            if watcher is not None:
+                try:
+                    await watcher.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+        try:
+            await asyncio.wait_for(stop.wait(), retry_s)
+        except asyncio.TimeoutError:
+            pass

@@ -1,0 +1,157 @@
+"""Edge-triggered sampling: watched thresholds go from the processor to producers, a crossing is published at once."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from processors import Runtime, ThresholdRules
+from processors.rules import Rule
+from producers.collectors import SystemCollector
+from producers.edges import EdgeSampler
+from producers.sdk import Registry
+from producers.sidecar import run_producer
+from schemas import Alert, AlertStatus, MetricBatch, subjects
+from schemas.codec import decode
+from schemas.models import Sample
+from schemas.watches import Watch, decode_watches, encode_watches
+from swarmwatch.pipeline import export_watches
+from swarmwatch.streams import ensure_streams
+from tests.support import stored, wait_for
+
+GAUGE = "app.queue_fill"
+
+
+def test_rules_export_their_thresholds_and_the_record_round_trips() -> None:
+    rules = ThresholdRules()
+    ws = decode_watches(encode_watches(rules.watches()))
+    cpu = next(w for w in ws if w.rule == "cpu_usage_critical")
+    assert (cpu.metric, cpu.op, cpu.threshold, cpu.hysteresis, cpu.labels) == ("cpu.percent", ">", 95.0, 5.0, {})
+    disk = next(w for w in ws if w.rule == "disk_usage_warning")
+    assert disk.labels is None  # every mount
+
+
+def test_a_record_with_an_unknown_operator_is_refused_with_its_name() -> None:
+    with pytest.raises(ValueError, match="'=='"):
+        decode_watches(b'{"watches": [{"metric": "x", "op": "==", "threshold": 1}]}')
+
+
+def test_a_crossing_is_seen_either_way_and_hysteresis_keeps_noise_from_crossing_back() -> None:
+    edges = EdgeSampler()
+    edges.set_watches([Watch("mem.percent", ">", 90.0, hysteresis=5.0, labels={})])
+    seen = [edges.crossed([Sample("mem.percent", v)]) for v in (50.0, 95.0, 88.0, 91.0, 84.0, 86.0)]
+    # 50 is clear; 95 crosses up; 88 and 91 stay inside the hysteresis; 84 crosses back; 86 stays clear
+    assert seen == [False, True, False, False, True, False]
+    assert edges.crossings == 2
+    edges.set_watches([Watch("mem.percent", ">", 90.0, hysteresis=5.0)])  # any series
+    assert edges.crossed([Sample("mem.percent", 97.0, labels={"numa": "1"})])  # a new series already past it
+
+
+def test_label_rules_of_the_watch_apply_and_series_are_tracked_separately() -> None:
+    edges = EdgeSampler()
+    edges.set_watches([Watch("cpu.percent", ">", 90.0, labels={})])  # total only, not per core
+    assert not edges.crossed([Sample("cpu.percent", 10.0, labels={"core": "0"}), Sample("cpu.percent", 10.0)])
+    assert not edges.crossed([Sample("cpu.percent", 99.0, labels={"core": "0"})])
+    assert edges.crossed([Sample("cpu.percent", 99.0)])
+
+
+def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_the_regular_sample() -> None:
+    system = SystemCollector(per_core=False)
+    edges = EdgeSampler(system, per_core=False)
+    assert not edges.active and edges.sample() == []
+    edges.set_watches([Watch("mem.*", ">", 99.9), Watch("disk.percent", ">", 95.0)])  # disk is not a fast source
+    names = {s.name for s in edges.sample()}
+    assert names == {"mem.percent", "mem.available_bytes", "mem.used_bytes"}
+    edges.set_watches([Watch("cpu.percent", ">", 95.0, labels={})])
+    edges.sample()
+    edges.sample()
+    edges.rebase_system_cpu()
+    assert system._last_cpu == edges._last_cpu
+
+
+def test_the_rate_limit_leaves_extra_crossings_to_the_regular_tick() -> None:
+    edges = EdgeSampler(max_batches_per_s=2.0)
+    assert [edges.admit(100.0) for _ in range(3)] == [True, True, False]
+    assert edges.suppressed == 1
+    assert edges.admit(100.6)  # refilled at 2 per second
+
+
+async def _collect(nc: Any, subject: str, into: list[Any], kind: type) -> Any:
+    async def on_msg(msg: Any) -> None:
+        into.append(decode(msg.data, kind))
+
+    return await nc.subscribe(subject, cb=on_msg)
+
+
+async def test_sdk_gauge_crossing_is_published_before_the_next_tick_and_edge_plus_regular_make_one_alert(
+    nats_server: Any, nc: Any
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    rule = Rule(name="queue_full", metric=GAUGE, op=">", threshold=90.0, severity="critical", labels={})
+    rules = ThresholdRules([rule])
+    runtime = Runtime(nc, [rules], name="processor")
+    await runtime.start()
+    assert await export_watches(nc, runtime.operators, "processor") == 1
+    batches: list[MetricBatch] = []
+    sub = await _collect(nc, subjects.metrics("c1", "n1"), batches, MetricBatch)
+    reg = Registry()
+    gauge = reg.gauge(GAUGE)
+    gauge.set(50.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_producer(nats_server.url, "c1", "n1", "1s", registry=reg, gpu=False, stop=stop))
+    try:
+        # the producer learns the watch from the bucket (its own metric says so), then a set() crossing it publishes at once
+        await wait_for(lambda: any(s.name == "swarmwatch.producer.watches" and s.value == 1 for b in batches for s in b.samples),
+                       20, "a regular batch reporting the watch")
+        regular_before = len(batches)
+        gauge.set(97.0)
+        await wait_for(lambda: len(batches) >= regular_before + 2, 20, "the edge batch and the next regular batch")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await sub.unsubscribe()
+    after = batches[regular_before:]
+    edge, regular = after[0], after[1]
+    assert [s.name for s in edge.samples] == [GAUGE] and edge.samples[0].value == 97.0  # out of band: just the crossing
+    assert len(regular.samples) > 1 and any(s.name == GAUGE and s.value == 97.0 for s in regular.samples)
+    assert edge.seq < regular.seq and edge.ts <= regular.ts  # the edge batch came before the next regular tick
+    try:  # the live processor saw both batches and raised one alert, not two
+        await wait_for(lambda: runtime.stats.processed >= len(batches), 20, "the processor reading every batch")
+        alerts = [decode(d, Alert) for d in await stored(js, "sw.alerts.>")]
+    finally:
+        await runtime.stop()
+    assert [(a.rule, a.status) for a in alerts] == [("queue_full", AlertStatus.FIRING)]
+    assert alerts[0].value == 97.0 and alerts[0].started_at == edge.ts  # raised by the edge sample
+
+
+async def test_a_gauge_that_is_not_watched_waits_for_the_tick_and_sdk_events_publish_at_once(
+    nats_server: Any, nc: Any
+) -> None:
+    from schemas.models import Event
+
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await export_watches(nc, [ThresholdRules([Rule(name="other", metric="app.other", threshold=1.0)])], "processor")
+    batches: list[MetricBatch] = []
+    events: list[Event] = []
+    sub = await _collect(nc, subjects.metrics("c1", "n2"), batches, MetricBatch)
+    esub = await _collect(nc, "sw.events.c1.n2.>", events, Event)
+    reg = Registry()
+    gauge = reg.gauge(GAUGE)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_producer(nats_server.url, "c1", "n2", "30s", registry=reg, gpu=False, stop=stop))
+    try:
+        await wait_for(lambda: len(batches) >= 1, 20, "the first regular batch")
+        await asyncio.sleep(0.3)
+        gauge.set(97.0)
+        reg.event("chain.reorg", {"depth": 3})
+        await wait_for(lambda: len(events) >= 1, 20, "the SDK event")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await sub.unsubscribe()
+        await esub.unsubscribe()
+    assert (events[0].cluster, events[0].node, events[0].kind, events[0].payload) == ("c1", "n2", "chain.reorg", {"depth": 3})
+    assert len(batches) == 1  # with a 30 s tick, the unwatched gauge change published nothing by itself
