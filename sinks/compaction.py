@@ -30,7 +30,11 @@ from sinks.segments import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COMPACT_MAX_RECORDS = 500_000  # rows per merged segment; bounds memory while merging
+DEFAULT_COMPACT_MAX_RECORDS = 500_000_000  # rows per merged segment (Parquet is merged streaming; see sort_rows)
+DEFAULT_JSON_COMPACT_MAX_RECORDS = 500_000  # rows per merged JSON-lines segment
+DEFAULT_SETTLED_RECORDS = 1_000_000  # a segment this large is left alone while its day is open
+DEFAULT_SORT_ROWS = 2_000_000  # rows sorted together while merging Parquet: bounds memory (~100-200 MB)
+DEFAULT_ROW_GROUP_ROWS = 262_144
 
 
 def _row_count(seg: Segment, fmt: str) -> int:
@@ -42,13 +46,23 @@ def _row_count(seg: Segment, fmt: str) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def _groups(segs: list[Segment], fmt: str, max_records: int) -> list[list[Segment]]:
-    """Consecutive runs of segments (in seq order) holding at most ``max_records`` rows together."""
+def _groups(segs: list[Segment], fmt: str, max_records: int, settled_records: int) -> list[list[Segment]]:
+    """Runs of consecutive small segments (in seq order) holding at most ``max_records`` rows together.
+
+    A segment of ``settled_records`` rows or more (an earlier compaction's
+    output) ends a run and is left as it is, so compacting the open day every
+    hour merges only what arrived since, not the whole day again.
+    """
     out: list[list[Segment]] = []
     cur: list[Segment] = []
     rows = 0
     for s in segs:
         n = _row_count(s, fmt)
+        if n >= settled_records:
+            if cur:
+                out.append(cur)
+            cur, rows = [], 0
+            continue
         if cur and rows + n > max_records:
             out.append(cur)
             cur, rows = [], 0
@@ -68,29 +82,55 @@ def _overlapping(group: list[Segment]) -> bool:
     return False
 
 
-def _merge_parquet(group: list[Segment], kind: str, out: Path) -> None:
+def _merge_parquet(group: list[Segment], kind: str, out: Path, sort_rows: int = DEFAULT_SORT_ROWS,
+                   row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+    """Merge segments (either layout) into one of the current layout, streaming.
+
+    Rows are read segment by segment into a buffer of about ``sort_rows``; each
+    full buffer is sorted (one series' values together, in time order, see
+    ``sinks.parquet.SORT_KEYS``) and written as row groups of ``row_group_rows``,
+    so memory stays bounded by the buffer however large the output grows, and a
+    row group holds few nodes (its statistics let a per-node query skip the rest).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sinks.parquet import COMPRESSION, SCHEMAS
+    from sinks.parquet import COMPACT_COMPRESSION_LEVEL, SCHEMAS, sort_for_storage, to_current_layout, writer_options
 
     overlap = _overlapping(group)
-    tables = []
-    seen: set[int] = set()
-    for s in group:
-        t = pq.read_table(s.path, schema=SCHEMAS[kind])
-        if overlap:
-            seqs = t["_seq"].to_pylist()
-            if seen:
-                t = t.filter(pa.array([q not in seen for q in seqs], type=pa.bool_()))
-            seen.update(seqs)
-        tables.append(t)
-    merged = pa.concat_tables(tables)
-    if overlap:
-        merged = merged.sort_by("_seq")  # stable: rows of one message keep their order
 
     def write(f: BinaryIO) -> None:
-        pq.write_table(merged, f, compression=COMPRESSION)
+        writer: pq.ParquetWriter | None = None
+        buf: list[pa.Table] = []
+        buffered = 0
+        seen: set[int] = set()
+
+        def drain() -> None:
+            nonlocal writer, buf, buffered
+            if not buf:
+                return
+            t = sort_for_storage(kind, pa.concat_tables(buf))
+            buf, buffered = [], 0
+            if writer is None:
+                writer = pq.ParquetWriter(f, SCHEMAS[kind], **writer_options(kind, t, level=COMPACT_COMPRESSION_LEVEL))
+            writer.write_table(t, row_group_size=row_group_rows)
+
+        for s in group:
+            t = to_current_layout(kind, pq.read_table(s.path))
+            if overlap:
+                seqs = t["_seq"].to_pylist()
+                if seen:
+                    t = t.filter(pa.array([q not in seen for q in seqs], type=pa.bool_()))
+                seen.update(seqs)
+            buf.append(t)
+            buffered += t.num_rows
+            if buffered >= sort_rows:
+                drain()
+        drain()
+        if writer is None:
+            pq.write_table(SCHEMAS[kind].empty_table(), f)
+        else:
+            writer.close()
 
     write_atomic(out, write)
 
@@ -125,18 +165,30 @@ def compact(
     kinds: tuple[str, ...] = KINDS,
     before_date: str | None = None,
     max_records: int = DEFAULT_COMPACT_MAX_RECORDS,
+    open_day: bool = False,
+    settled_records: int = DEFAULT_SETTLED_RECORDS,
+    sort_rows: int = DEFAULT_SORT_ROWS,
 ) -> int:
     """Merge small segments of ``<root>/<fmt>`` in date partitions before ``before_date`` (default: today, UTC).
 
-    Returns how many segments were merged away. Days still being written are
-    left alone unless ``before_date`` says otherwise.
+    With ``open_day`` every date partition is compacted, the day still being
+    written included (the file sinks do this every hour, so a day holds a few
+    dozen files instead of one per flush). Segments of ``settled_records`` rows
+    or more are left as they are. Parquet output is in the current layout
+    (``sinks.parquet``), sorted by series and time, whatever the inputs' layout;
+    JSON-lines segments hold at most ``DEFAULT_JSON_COMPACT_MAX_RECORDS`` rows.
+    Returns how many segments were merged away.
     """
     if fmt not in FORMAT_EXT:
         raise ValueError(f"unknown file format {fmt!r}; expected 'json' or 'parquet'")
     if max_records < 1:
         raise ValueError(f"max_records must be >= 1, got {max_records!r}")
     r = Path(root)
-    before = before_date or _dt.datetime.fromtimestamp(time.time(), _dt.timezone.utc).date().isoformat()
+    if open_day and before_date is None:
+        before = "9999-12-31"
+    else:
+        before = before_date or _dt.datetime.fromtimestamp(time.time(), _dt.timezone.utc).date().isoformat()
+    limit = max_records if fmt == "parquet" else min(max_records, DEFAULT_JSON_COMPACT_MAX_RECORDS)
     ext = FORMAT_EXT[fmt]
     removed = 0
     for kind in kinds:
@@ -146,12 +198,12 @@ def compact(
             if s.date < before:
                 by_part.setdefault((s.date, s.cluster), []).append(s)
         for segs in by_part.values():
-            for group in _groups(segs, fmt, max_records):
+            for group in _groups(segs, fmt, limit, settled_records):
                 first = min(s.first_seq for s in group)
                 last = max(s.last_seq for s in group)
                 out = group[0].path.parent / segment_name(kind, first, last, ext)
                 if fmt == "parquet":
-                    _merge_parquet(group, kind, out)
+                    _merge_parquet(group, kind, out, sort_rows=sort_rows)
                 else:
                     _merge_jsonl(group, kind, out)
                 for s in group:

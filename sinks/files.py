@@ -22,8 +22,8 @@ One sink instance per format and durable name.
 
 Around that: retention deletes date partitions older than ``retention_days``
 (at start and every ``retention_interval_s``; late messages for such days are
-acked unwritten and counted), compaction merges closed days' segments
-(``compact_interval_s``), undecodable messages go to ``sw.dlq.sink-<format>``,
+acked unwritten and counted), compaction merges the small segments of every
+day, the open one included (every ``compact_interval_s``, default hourly), undecodable messages go to ``sw.dlq.sink-<format>``,
 and the counters are published on ``sw.self.sink-<format>``.
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ class FileSinkSettings:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     retention_days: float | None = None
     retention_interval_s: float = DEFAULT_RETENTION_INTERVAL_S
-    compact_interval_s: float | None = DEFAULT_COMPACT_INTERVAL_S  # merge closed days' segments; None: never
+    compact_interval_s: float | None = DEFAULT_COMPACT_INTERVAL_S  # merge small segments (open day too); None: never
     compact_max_records: int = DEFAULT_COMPACT_MAX_RECORDS
     self_metrics_interval_s: float = DEFAULT_SELF_METRICS_INTERVAL_S
     durable: str | None = None  # default sink-<format>
@@ -546,12 +546,15 @@ class FileSink:
             await asyncio.sleep(self.settings.retention_interval_s)
             await self._retention_once()
 
-    async def compact_once(self, before_date: str | None = None) -> int:
-        """Merge small segments of days before ``before_date`` (default today, UTC). Returns segments merged away."""
+    async def compact_once(self, before_date: str | None = None, *, open_day: bool = True) -> int:
+        """Merge small segments: of every day, the open one included (default), or of days before ``before_date``.
+
+        Returns how many segments were merged away.
+        """
         try:
             n = await asyncio.to_thread(
                 compact, self.root, self.format.name, before_date=before_date,
-                max_records=self.settings.compact_max_records,
+                max_records=self.settings.compact_max_records, open_day=open_day and before_date is None,
             )
         except Exception as exc:
             log.error("%s: compaction under %s failed: %s", self.stage, self.base, exc)

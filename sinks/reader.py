@@ -6,7 +6,7 @@ with a different flush boundary) is returned once. Temp files are never read.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,8 @@ def read_records(
 
     ``root`` is the sinks' root directory (holding ``json/`` and/or ``parquet/``);
     ``fmt`` picks one, by default Parquet when present. The time column is
-    ``start`` for ``agg`` and ``ts`` for the others; ties keep stream order.
+    ``start`` for ``agg`` and ``ts`` for the others; ties are in stream order,
+    then (the rows of one message) by series name and labels.
     """
     rows: list[dict[str, Any]] = []
     for attempt in range(READ_ATTEMPTS):
@@ -132,6 +133,19 @@ def read_records(
         except FileNotFoundError:  # compaction or retention removed a segment while it was being read: list again
             if attempt == READ_ATTEMPTS - 1:
                 raise
-    tcol = TIME_COLUMN[kind]
-    rows.sort(key=lambda r: (r[tcol], r["_seq"]))
+    rows.sort(key=row_order(kind))
     return rows
+
+
+def _labels_text(labels: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if labels else ""
+
+
+def row_order(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Sort key of stored rows: time, stream seq, then (metrics, agg) series, so any layout reads back in one order."""
+    tcol = TIME_COLUMN[kind]
+    if kind == "metrics":
+        return lambda r: (r[tcol], r["_seq"], r["metric"], _labels_text(r.get("labels")))
+    if kind == "agg":
+        return lambda r: (r[tcol], r["_seq"], r["metric"], _labels_text(r.get("labels")), r["window_s"])
+    return lambda r: (r[tcol], r["_seq"])

@@ -147,17 +147,21 @@ def sink_compact(
     store: Optional[Path] = typer.Option(None, "--store", help="Root directory of the stored files (required)."),
     fmt: Optional[list[str]] = typer.Option(None, "--format", help="json or parquet (repeatable; default both)."),
     before: Optional[str] = typer.Option(None, "--before", help="Compact days before this date, YYYY-MM-DD (default today, UTC)."),
-    max_records: int = typer.Option(500_000, "--max-records", help="Rows per merged segment at most."),
+    max_records: Optional[int] = typer.Option(None, "--max-records", help="Rows per merged segment at most (default: 500M Parquet, 500k JSON lines)."),
+    open_day: bool = typer.Option(False, "--open-day", help="Also compact today's partition, still being written (the sinks do this hourly)."),
     old_out: Optional[Path] = _OLD_OUT,
 ) -> None:
-    """Merge the small segments of closed days into large ones (safe while sinks and readers run)."""
+    """Merge small segments into large ones (safe while sinks and readers run); Parquet output is in the current layout."""
     store = renamed("--store", store, "--out", old_out)
     if store is None:
         fail("--store DIR is required: the root directory of the stored files")
     out = store
     import datetime as dt
 
-    from sinks.compaction import compact
+    from sinks.compaction import DEFAULT_COMPACT_MAX_RECORDS, compact
+
+    if max_records is None:
+        max_records = DEFAULT_COMPACT_MAX_RECORDS
 
     if before is not None:
         try:
@@ -173,5 +177,5 @@ def sink_compact(
     if not out.is_dir():
         fail(f"--store {str(out)!r} is not a directory")
     for f in formats:
-        n = compact(out, f, before_date=before, max_records=max_records)
+        n = compact(out, f, before_date=before, max_records=max_records, open_day=open_day)
         typer.echo(f"{f}: merged away {n} segments")
