@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from producers.spool import Spool, SpoolItem
     from producers.scrape import Scraper, ScrapeTarget
     from producers.checks import HealthChecker, HttpCheck
+    from producers.otlp import OtlpMapper, OtlpReceiver, ResourceMapping
     from producers.probes import (
         JitterEstimator,
         PeerProber,
@@ -39,6 +40,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ScrapeTarget": ("producers.scrape", "ScrapeTarget"),
     "HealthChecker": ("producers.checks", "HealthChecker"),
     "HttpCheck": ("producers.checks", "HttpCheck"),
+    "OtlpMapper": ("producers.otlp", "OtlpMapper"),
+    "OtlpReceiver": ("producers.otlp", "OtlpReceiver"),
+    "ResourceMapping": ("producers.otlp", "ResourceMapping"),
     "SystemCollector": ("producers.collectors", "SystemCollector"),
     "Discovery": ("producers.discovery", "Discovery"),
     "PeerTable": ("producers.discovery", "PeerTable"),
@@ -86,6 +90,8 @@ __all__ = [
     "HealthChecker",
     "HttpCheck",
     "JitterEstimator",
+    "OtlpMapper",
+    "OtlpReceiver",
     "PeerProber",
     "PeerTable",
     "ProbeResponder",
@@ -95,6 +101,7 @@ __all__ = [
     "Producer",
     "Publisher",
     "Registry",
+    "ResourceMapping",
     "ScrapeTarget",
     "Scraper",
     "SampleBuffer",
