@@ -1,0 +1,638 @@
+"""Replay stored telemetry through operators: what would these rules have fired, when, and how many pages?
+
+The inputs come from the TELEMETRY stream while it still holds the range
+(an ordered, ephemeral consumer that is deleted afterwards) and from the file
+sinks' store after that; :func:`replay` takes any iterable of messages, so an
+incident bundle replays the same way. Operators run through the same
+:class:`~processors.dispatch.Dispatcher` as the live processor, on a clock
+driven by event time (the newest event time seen so far), so a replay of the
+same input with the same rules gives the same alerts, with the same ids.
+
+Outputs never reach live subjects: they are collected into a
+:class:`ReplayResult` (and :class:`ReplayReport`, which sets what fired then
+next to what would fire now), and published, if asked, only under
+``replay.<id>.`` on core NATS, which no stream stores.
+"""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from processors.dispatch import DispatchStats, Dispatcher, decode_message
+from processors.operator import Emit, Operator
+from schemas import Alert, AlertKind, AlertStatus, DecodeError, Event, MetricBatch, Sample, Severity, decode
+
+TELEMETRY_STREAM = "TELEMETRY"
+DERIVED_STREAM = "DERIVED"
+REPLAY_PREFIX = "replay"
+STORE_CHUNK_S = 600.0  # the store is read ten minutes of event time at a time (bounded memory)
+STREAM_IDLE_S = 2.0  # the stream is done when nothing arrives for this long
+LATE_MARGIN_S = 30.0  # stored time may trail event time by this much (see the runtime's replay margin)
+ARRIVAL_MARGIN_S = 3600.0  # the stream is read until messages stored this long after ``until`` (spooled backlogs arrive late)
+PROGRESS_EVERY = 2000  # items between progress updates
+
+ReplayItem = MetricBatch | Event
+Progress = Callable[[float, int], None]  # (event time reached, items so far)
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run as asked (the message says why and what to do)."""
+
+
+# ---------------------------------------------------------------------------- result
+
+
+@dataclass(slots=True)
+class Fired:
+    """One alert message and the processor-clock time it was (or would have been) sent."""
+
+    at: float
+    alert: Alert
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay fed and what came out of it."""
+
+    since: float | None
+    until: float | None
+    source: str
+    items: int = 0
+    skipped: int = 0  # outside the range or the cluster/node filter
+    invalid: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    seconds: float = 0.0  # wall time
+    alerts: list[Fired] = field(default_factory=list)
+    outputs: dict[str, int] = field(default_factory=dict)  # Emits by subject family (agg, alerts, ...)
+    stats: DispatchStats = field(default_factory=DispatchStats)
+
+    @property
+    def speedup(self) -> float:
+        """Event time covered per wall second (how many times faster than real time)."""
+        if self.first_ts is None or self.last_ts is None or self.seconds <= 0:
+            return 0.0
+        return (self.last_ts - self.first_ts) / self.seconds
+
+
+class Replayer:
+    """Feeds items to operators on an event-time clock and collects what they emit.
+
+    ``on_emit(emit, now)`` is called for every output (e.g. to publish it under
+    ``replay.<id>.``). Items outside [since, until) or the cluster/node globs
+    are skipped and counted.
+    """
+
+    def __init__(
+        self,
+        operators: Sequence[Operator],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        cluster: str | None = None,
+        node: str | None = None,
+        source: str = "messages",
+        on_emit: Callable[[Emit, float], None] | None = None,
+    ) -> None:
+        self.dispatch = Dispatcher(operators)
+        self.result = ReplayResult(since, until, source, stats=self.dispatch.stats)
+        self.since = since
+        self.until = until
+        self.cluster = cluster
+        self.node = node
+        self.on_emit = on_emit
+        self.now = 0.0
+        self._t0 = time.perf_counter()
+        self._finished = False
+
+    def accepts(self, item: ReplayItem) -> bool:
+        ts = item.ts
+        if self.since is not None and ts < self.since:
+            return False
+        if self.until is not None and ts >= self.until:
+            return False
+        if self.cluster is not None and not fnmatch.fnmatchcase(item.cluster, self.cluster):
+            return False
+        return self.node is None or fnmatch.fnmatchcase(item.node, self.node)
+
+    def feed(self, item: ReplayItem) -> None:
+        """One decoded input, in stream order."""
+        r = self.result
+        if not self.accepts(item):
+            r.skipped += 1
+            return
+        r.items += 1
+        ts = item.ts
+        if r.first_ts is None:
+            r.first_ts = ts
+        if ts > self.now:
+            self.now = ts
+            r.last_ts = ts
+            self._collect(self.dispatch.tick(ts)[0])
+        self._collect(self.dispatch.dispatch(item, self.now)[0])
+
+    def feed_raw(self, subject: str, data: bytes) -> ReplayItem | None:
+        """One TELEMETRY message as bytes; invalid ones are counted and skipped."""
+        try:
+            item = decode_message(subject, data)
+        except DecodeError:
+            self.result.invalid += 1
+            self.dispatch.stats.invalid += 1
+            return None
+        self.feed(item)
+        return item
+
+    def finish(self) -> ReplayResult:
+        """Flush the operators (no more input) and return the result."""
+        if not self._finished:
+            self._finished = True
+            self._collect(self.dispatch.flush(self.now)[0])
+            self.result.seconds = time.perf_counter() - self._t0
+        return self.result
+
+    def _collect(self, emits: list[Emit]) -> None:
+        if not emits:
+            return
+        now = self.now
+        out = self.result.outputs
+        for e in emits:
+            fam = e.subject.split(".", 2)[1] if e.subject.count(".") >= 1 else e.subject
+            out[fam] = out.get(fam, 0) + 1
+            if isinstance(e.message, Alert):
+                self.result.alerts.append(Fired(now, e.message))
+            if self.on_emit is not None:
+                self.on_emit(e, now)
+
+
+def replay(
+    messages: Iterable[ReplayItem | tuple[str, bytes]],
+    operators: Sequence[Operator],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    source: str = "messages",
+    on_emit: Callable[[Emit, float], None] | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Run ``operators`` over ``messages`` (decoded items or ``(subject, bytes)`` pairs) as fast as possible.
+
+    The messages must be in stream (arrival) order; the result holds every
+    alert with the event time it was emitted at. This is the entry point for
+    other readers too (an incident bundle, a file of messages).
+    """
+    rp = Replayer(operators, since=since, until=until, cluster=cluster, node=node, source=source, on_emit=on_emit)
+    n = 0
+    for m in messages:
+        if isinstance(m, tuple):
+            rp.feed_raw(m[0], m[1])
+        else:
+            rp.feed(m)
+        n += 1
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(rp.now, n)
+    res = rp.finish()
+    if progress is not None:
+        progress(rp.now, n)
+    return res
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def _labels(v: Any) -> dict[str, str] | None:
+    return dict(v) if v else None
+
+
+def store_items(
+    root: str | Path,
+    since: float,
+    until: float,
+    *,
+    cluster: str | None = None,
+    node: str | None = None,
+    chunk_s: float = STORE_CHUNK_S,
+) -> Iterator[ReplayItem]:
+    """MetricBatches and Events rebuilt from the file sinks' store, in (event time, stream seq) order.
+
+    Reads ``chunk_s`` of event time at a time, so memory holds one chunk.
+    ``cluster``/``node`` are exact names (globs are filtered by the caller).
+    """
+    from sinks.reader import iter_records
+
+    exact_cluster = cluster if cluster and not any(c in cluster for c in "*?[") else None
+    exact_node = node if node and not any(c in node for c in "*?[") else None
+    t = since
+    while t < until:
+        end = min(until, t + chunk_s)
+        parts: dict[int, tuple[str, str, float, list[Sample]]] = {}
+        for row in iter_records(root, "metrics", since=t, until=end, cluster=exact_cluster, node=exact_node):
+            seq = row["_seq"]
+            p = parts.get(seq)
+            if p is None:
+                p = parts[seq] = (row["cluster"], row["node"], float(row["ts"]), [])
+            p[3].append(Sample(row["metric"], float(row["value"]), row.get("unit") or None, _labels(row.get("labels"))))
+        items: list[tuple[float, int, ReplayItem]] = [(p[2], seq, MetricBatch(p[0], p[1], p[2], p[3])) for seq, p in parts.items()]
+        for row in iter_records(root, "events", since=t, until=end, cluster=exact_cluster, node=exact_node):
+            payload = row.get("payload")
+            if isinstance(payload, (str, bytes)):
+                payload = orjson.loads(payload)
+            ev = Event(row["cluster"], row["node"], float(row["ts"]), row["kind"], payload or {})
+            items.append((ev.ts, row["_seq"], ev))
+        items.sort(key=lambda x: (x[0], x[1]))
+        for _, _, item in items:
+            yield item
+        t = end
+
+
+def store_alerts(root: str | Path, since: float, until: float, cluster: str | None = None) -> list[Fired]:
+    """Alerts the live processors stored (what fired then), from the file sinks' store."""
+    from sinks.reader import read_records
+
+    out: list[Fired] = []
+    seen: set[tuple[str, str]] = set()
+    for row in read_records(root, "alerts", since=since, until=until, cluster=cluster):
+        if (row["id"], row["status"]) in seen:
+            continue
+        seen.add((row["id"], row["status"]))
+        details = row.get("details")
+        if isinstance(details, (str, bytes)):
+            details = orjson.loads(details)
+        a = Alert(
+            id=row["id"], status=AlertStatus(row["status"]), severity=Severity(row["severity"]), kind=AlertKind(row["kind"]), rule=row["rule"],
+            cluster=row["cluster"], node=row["node"], started_at=row["started_at"], ended_at=row.get("ended_at"),
+            summary=row.get("summary") or "", metric=row.get("metric"), value=row.get("value"),
+            threshold=row.get("threshold"), details=details or {},
+        )
+        out.append(Fired(float(row["ts"]), a))
+    return out
+
+
+def store_range(root: str | Path) -> tuple[float, float] | None:
+    """(first, last) event time of the metrics the store holds, from its date partitions (whole UTC days)."""
+    from sinks.reader import available_format
+    from sinks.segments import date_dirs
+
+    fmt = available_format(root, "metrics")
+    if fmt is None:
+        return None
+    days = sorted(d for d, _ in date_dirs(Path(root), fmt, "metrics"))
+    if not days:
+        return None
+    first = datetime.fromisoformat(days[0] + "T00:00:00+00:00").timestamp()
+    last = datetime.fromisoformat(days[-1] + "T00:00:00+00:00").timestamp() + 86400.0
+    return first, last
+
+
+# ---------------------------------------------------------------------------- JetStream
+
+
+def _parse_rfc3339(s: str) -> float:
+    """UNIX seconds from the server's RFC 3339 time (nanosecond fractions allowed)."""
+    s = s.replace("Z", "+00:00")
+    if "." in s:
+        head, rest = s.split(".", 1)
+        i = next((k for k, ch in enumerate(rest) if not ch.isdigit()), len(rest))
+        s = f"{head}.{rest[:i][:6]}{rest[i:]}"
+    return datetime.fromisoformat(s).timestamp()
+
+
+async def stream_first_time(nc: Any, stream: str) -> tuple[float | None, int]:
+    """(time of the oldest message the stream holds or None if empty, its last sequence)."""
+    info = await _stream_state(nc, stream)
+    if not info.get("messages"):
+        return None, int(info.get("last_seq", 0))
+    return _parse_rfc3339(info["first_ts"]), int(info["last_seq"])
+
+
+async def _stream_state(nc: Any, stream: str) -> dict[str, Any]:
+    resp = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)
+    info = orjson.loads(resp.data)
+    if "error" in info:
+        raise ReplayError(f"stream {stream} is not available: {info['error'].get('description', info['error'])}")
+    return dict(info.get("state", {}))
+
+
+async def stream_holds(nc: Any, stream: str, since: float) -> bool | None:
+    """Whether ``stream`` still holds everything stored from ``since`` on; None if it is empty.
+
+    True when nothing was ever removed (its first sequence is 1) or its oldest
+    message was stored at or before ``since``.
+    """
+    st = await _stream_state(nc, stream)
+    if not st.get("messages"):
+        return None
+    return int(st.get("first_seq", 0)) <= 1 or _parse_rfc3339(st["first_ts"]) <= since
+
+
+async def stream_messages(
+    nc: Any,
+    stream: str,
+    since: float,
+    until: float,
+    *,
+    filter_subject: str | None = None,
+    idle_s: float = STREAM_IDLE_S,
+    arrival_margin_s: float = ARRIVAL_MARGIN_S,
+) -> AsyncIterator[tuple[str, bytes, int, float]]:
+    """(subject, data, stream seq, stored time) stored from ``since`` on, up to the last message stored now.
+
+    Reading stops early at messages stored ``arrival_margin_s`` after
+    ``until``: anything later cannot be in the range unless a producer's
+    spool held it back longer than that.
+
+    An ordered consumer (ephemeral, no acks, in memory) is deleted at the end,
+    so the replay leaves nothing behind on the server.
+    """
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from processors.consumer import ack_tokens
+
+    _first, last_seq = await stream_first_time(nc, stream)
+    if last_seq == 0:
+        return
+    js = nc.jetstream()
+    start = max(0.0, since - LATE_MARGIN_S)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + f".{int((start % 1) * 1e6):06d}Z"
+    cfg = ConsumerConfig(opt_start_time=iso, inactive_threshold=30.0)
+    sub = await js.subscribe(
+        filter_subject or ">",
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        config=cfg,
+        pending_msgs_limit=200_000,
+        pending_bytes_limit=512 * 1024 * 1024,
+    )
+    stop_at = until + arrival_margin_s
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                return
+            except Exception as exc:  # nats-py raises its own TimeoutError type
+                if "imeout" in type(exc).__name__:
+                    return
+                raise
+            seq, _cseq, _n, stored_ns = ack_tokens(msg.reply)
+            stored = stored_ns / 1e9
+            if stored >= stop_at:
+                return
+            yield msg.subject, msg.data, seq, stored
+            if seq >= last_seq:
+                return
+    finally:
+        await _delete_ordered(nc, stream, sub)
+
+
+async def _delete_ordered(nc: Any, stream: str, sub: Any) -> None:
+    name = None
+    try:
+        name = sub._consumer  # the ordered consumer's current (server-generated) name
+    except AttributeError:
+        pass
+    try:
+        await sub.unsubscribe()
+    except Exception:
+        pass
+    if name:
+        try:
+            await nc.jetstream().delete_consumer(stream, name)
+        except Exception:
+            pass  # already gone (ephemeral consumers also expire on their own)
+
+
+async def stream_alerts(nc: Any, since: float, until: float, cluster: str | None = None, node: str | None = None) -> list[Fired]:
+    """Alerts the live processors published (what fired then), from the DERIVED stream."""
+    subject = f"sw.alerts.*.{cluster or '*'}.{node or '*'}.*" if cluster or node else "sw.alerts.>"
+    if cluster and any(c in cluster for c in "*?["):
+        subject = "sw.alerts.>"
+    if node and any(c in node for c in "*?["):
+        subject = "sw.alerts.>"
+    out: list[Fired] = []
+    seen: set[tuple[str, str]] = set()
+    async for _subj, data, _seq, stored in stream_messages(nc, DERIVED_STREAM, since, until, filter_subject=subject, idle_s=0.5):
+        try:
+            a = decode(data, Alert)
+        except DecodeError:
+            continue
+        t = a.ended_at if a.status is AlertStatus.RESOLVED and a.ended_at is not None else a.started_at
+        if not since <= t < until + LATE_MARGIN_S:
+            continue
+        if cluster and not fnmatch.fnmatchcase(a.cluster, cluster) or node and not fnmatch.fnmatchcase(a.node, node):
+            continue
+        if (a.id, a.status.value) in seen:
+            continue
+        seen.add((a.id, a.status.value))
+        out.append(Fired(stored, a))
+    return out
+
+
+async def replay_stream(
+    nc: Any,
+    operators: Sequence[Operator],
+    since: float,
+    until: float,
+    *,
+    cluster: str | None = None,
+    node: str | None = None,
+    speed: float | None = None,
+    publish_prefix: str | None = None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+) -> ReplayResult:
+    """Replay TELEMETRY from JetStream; ``speed`` N paces event time at N x real time (None: as fast as possible).
+
+    ``publish_prefix`` (``replay.<id>``) publishes every output on core NATS
+    under that prefix, never on live subjects.
+    """
+    pending: list[tuple[str, bytes, str | None]] = []
+
+    def on_emit(e: Emit, now: float) -> None:
+        if publish_prefix is not None:
+            from schemas import encode
+
+            data = e.message if isinstance(e.message, (bytes, bytearray)) else encode(e.message)
+            pending.append((f"{publish_prefix}.{e.subject}", bytes(data), e.msg_id))
+
+    rp = Replayer(operators, since=since, until=until, cluster=cluster, node=node, source="jetstream", on_emit=on_emit)
+    filt = None
+    if cluster and not any(c in cluster for c in "*?["):
+        filt = f"sw.*.{cluster}.>"
+    wall0 = time.monotonic()
+    ev0: float | None = None
+    n = 0
+    async for subject, data, _seq, _stored in stream_messages(nc, TELEMETRY_STREAM, since, until, filter_subject=filt):
+        item = rp.feed_raw(subject, data)
+        n += 1
+        if speed is not None and item is not None and since <= item.ts < until:
+            if ev0 is None:
+                ev0 = item.ts
+            ahead = (item.ts - ev0) / speed - (time.monotonic() - wall0)
+            if ahead > 0.001:
+                await asyncio.sleep(ahead)
+        if pending:
+            for subj, payload, mid in pending:
+                await nc.publish(subj, payload, headers={"Nats-Msg-Id": mid} if mid else None)
+            pending.clear()
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(rp.now, n)
+            await asyncio.sleep(0)
+        if stop is not None and stop.is_set():
+            break
+    res = rp.finish()
+    for subj, payload, mid in pending:
+        await nc.publish(subj, payload, headers={"Nats-Msg-Id": mid} if mid else None)
+    if publish_prefix is not None:
+        await nc.flush()
+    if progress is not None:
+        progress(rp.now, n)
+    return res
+
+
+# ---------------------------------------------------------------------------- report
+
+
+@dataclass(slots=True)
+class RuleLine:
+    """Per rule: firings and first firing then and now."""
+
+    rule: str
+    fired_then: int = 0
+    fired_now: int = 0
+    first_then: float | None = None
+    first_now: float | None = None
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What fired then next to what would fire now, with the pages each would have sent."""
+
+    since: float
+    until: float
+    source: str
+    then_known: bool
+    then: list[Fired]
+    now: list[Fired]
+    pages_then: int | None
+    pages_now: int
+    result: ReplayResult
+
+    @staticmethod
+    def _key(a: Alert) -> tuple[str, str]:
+        return (a.id, a.status.value)
+
+    def rules(self) -> list[RuleLine]:
+        lines: dict[str, RuleLine] = {}
+        for which, fired in (("then", self.then), ("now", self.now)):
+            for f in fired:
+                if f.alert.status is not AlertStatus.FIRING:
+                    continue
+                ln = lines.setdefault(f.alert.rule, RuleLine(f.alert.rule))
+                if which == "then":
+                    ln.fired_then += 1
+                    ln.first_then = f.at if ln.first_then is None else min(ln.first_then, f.at)
+                else:
+                    ln.fired_now += 1
+                    ln.first_now = f.at if ln.first_now is None else min(ln.first_now, f.at)
+        return sorted(lines.values(), key=lambda ln: (-(ln.fired_now + ln.fired_then), ln.rule))
+
+    def only_now(self) -> list[Fired]:
+        then = {self._key(f.alert) for f in self.then}
+        return [f for f in self.now if self._key(f.alert) not in then]
+
+    def only_then(self) -> list[Fired]:
+        now = {self._key(f.alert) for f in self.now}
+        return [f for f in self.then if self._key(f.alert) not in now]
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.result
+
+        def fired(f: Fired) -> dict[str, Any]:
+            a = f.alert
+            return {
+                "at": f.at, "id": a.id, "status": a.status.value, "severity": a.severity.value, "rule": a.rule,
+                "cluster": a.cluster, "node": a.node, "series": (a.details or {}).get("series", ""),
+                "started_at": a.started_at, "ended_at": a.ended_at, "value": a.value, "summary": a.summary,
+            }
+
+        return {
+            "since": self.since,
+            "until": self.until,
+            "source": self.source,
+            "inputs": r.items,
+            "skipped": r.skipped,
+            "invalid": r.invalid,
+            "seconds": round(r.seconds, 3),
+            "speedup": round(r.speedup, 1),
+            "outputs": r.outputs,
+            "operators": {k: {"inputs": c.inputs, "outputs": c.outputs, "errors": c.errors} for k, c in r.stats.by_operator.items()},
+            "then_known": self.then_known,
+            "pages_then": self.pages_then,
+            "pages_now": self.pages_now,
+            "rules": [
+                {"rule": ln.rule, "fired_then": ln.fired_then, "fired_now": ln.fired_now, "first_then": ln.first_then, "first_now": ln.first_now}
+                for ln in self.rules()
+            ],
+            "then": [fired(f) for f in self.then],
+            "now": [fired(f) for f in self.now],
+            "only_now": [fired(f) for f in self.only_now()],
+            "only_then": [fired(f) for f in self.only_then()],
+        }
+
+
+def count_pages(fired: Sequence[Fired], notify: Any | None = None, until: float | None = None) -> int:
+    """How many notifications the notify sink's grouping would have sent for these alerts.
+
+    ``notify`` is a NotifyConfig; without one, a single primary channel (so
+    warnings and criticals page, info only logs). Silences are not applied.
+    """
+    from sinks.notify.config import parse_config
+    from sinks.notify.grouping import Grouper
+    from sinks.notify.routing import Router
+
+    cfg = notify or parse_config({"channels": [{"name": "pager", "url": "json://localhost/", "primary": True}]}, check_urls=False)
+    router = Router(cfg)
+    grouper = Grouper(cfg.grouping, cfg.flap)
+    pages = 0
+
+    def advance(to: float) -> None:
+        nonlocal pages
+        guard = 0
+        while grouper.next_due <= to and guard < 100_000:
+            guard += 1
+            at = grouper.next_due
+            for n in grouper.due(at, lambda a: None):
+                pages += 1
+                grouper.record(n.channel, n.refs())
+            grouper.collect_done(at)
+
+    def settle(at: float) -> None:
+        nonlocal pages
+        for n in grouper.due(at, lambda a: None):
+            pages += 1
+            grouper.record(n.channel, n.refs())
+        grouper.collect_done(at)
+
+    events = sorted(fired, key=lambda f: f.at)
+    for f in events:
+        advance(f.at)
+        chans = router.channels_for(f.alert)
+        if chans:
+            grouper.observe(f.alert, chans, f.at)
+        settle(f.at)
+    if events:
+        end = until if until is not None and math.isfinite(until) else events[-1].at
+        advance(max(end, events[-1].at))
+    return pages
