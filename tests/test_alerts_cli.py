@@ -42,6 +42,38 @@ async def test_alerts_shows_stored_and_live_alerts_readably(nats_server: Embedde
     assert "RESOLVED" in lines[1] and "disk back to 40 %" in lines[1]
 
 
+async def test_alerts_shows_what_is_firing_now_first_without_since(nats_server: EmbeddedServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    tracker = AlertTracker("mem_high", AlertKind.THRESHOLD, Severity.WARNING)
+    t0 = time.time() - 3600
+    emits = []
+    for node in ("a", "b", "c"):
+        emits += tracker.update("lab", node, True, t0, 95.0, metric="mem.percent", summary=f"{node} hot")
+    emits += tracker.update("lab", "b", False, t0 + 60, 40.0, metric="mem.percent", summary="b cool")  # b resolved
+    for e in emits:
+        await js.publish(e.subject, encode(e.message), headers={"Nats-Msg-Id": e.msg_id})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmwatch", "alerts", "--nats", nats_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        await asyncio.sleep(3.0)
+        (new,) = tracker.update("lab", "d", True, time.time(), 99.0, metric="mem.percent", summary="d hot")
+        await js.publish(new.subject, encode(new.message), headers={"Nats-Msg-Id": new.msg_id})
+        await asyncio.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        await nc.close()
+    lines = [ln for ln in out.splitlines() if "mem_high" in ln]
+    assert "firing now: 2" in out, out + err
+    nodes = [ln.split("lab/")[1].split()[0] for ln in lines]
+    assert sorted(nodes[:2]) == ["a", "c"] and nodes[2:] == ["d"], out + err  # b resolved: not firing now
+    assert all("FIRING" in ln for ln in lines)
+
+
 def test_alerts_says_at_once_when_no_server_is_reachable() -> None:
     from swarmwatch.server import free_port
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -38,7 +38,7 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="Print raw JSON lines."),
     since: Optional[str] = typer.Option(None, "--since", help="Also show stored alerts from this long ago, e.g. 1h."),
 ) -> None:
-    """Tail sw.alerts.<severity>.<cluster>.<node>.<rule> in a readable form (Ctrl-C to stop)."""
+    """Show the alerts firing now (from the DERIVED stream), then follow new ones (Ctrl-C to stop)."""
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -65,29 +65,83 @@ def alerts(
             except DecodeError as exc:
                 console.print(f"[red]unreadable alert:[/] {exc}")
 
-        if since:
-            from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-            start = time.time() - parse_duration(since)
-            iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
-            cfg = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=iso, ack_policy=AckPolicy.NONE)
-            psub = await nc.jetstream().pull_subscribe(subject, stream="DERIVED", config=cfg)
-            while True:
-                try:
-                    msgs = await psub.fetch(500, timeout=0.5)
-                except Exception:  # timeout: nothing older left
-                    break
-                for m in msgs:
-                    show(m.data)
-            await psub.unsubscribe()
+        # subscribe first so nothing published while the stream is read is missed
+        buffered: list[bytes] = []
+        following = False
 
         async def on_msg(m: object) -> None:
-            show(m.data)  # type: ignore[attr-defined]
+            data = m.data  # type: ignore[attr-defined]
+            if following:
+                show(data)
+            else:
+                buffered.append(data)
 
         await nc.subscribe(subject, cb=on_msg)
-        console.print(f"[dim]listening on {subject} at {redact_url(nats)} (Ctrl-C to stop)[/]")
+        history = await stored_alerts(nc, subject)
+        seen = {(a.id, a.status.value) for _, a in history}
+        now_firing = firing_now(history)
+        if not as_json:
+            console.print(f"[bold]firing now: {len(now_firing)}[/]" if now_firing else "[dim]nothing firing now[/]")
+        for data, _a in now_firing:
+            show(data)
+        if since:
+            start = time.time() - parse_duration(since)
+            if not as_json:
+                console.print(f"[bold]since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(start))}:[/]")
+            shown = {id(d) for d, _ in now_firing}
+            for data, a in history:
+                if (a.ended_at or a.started_at) >= start and id(data) not in shown:
+                    show(data)
+        for data in buffered:
+            try:
+                a = decode(data, Alert)
+            except DecodeError:
+                show(data)
+                continue
+            if (a.id, a.status.value) not in seen:
+                show(data)
+        buffered.clear()
+        following = True
+        if not as_json:
+            console.print(f"[dim]listening on {subject} at {redact_url(nats)} (Ctrl-C to stop)[/]")
         await stop.wait()
         await nc.close()
         return 0
 
     run_async(main)
+
+
+async def stored_alerts(nc: Any, subject: str) -> list[tuple[bytes, Any]]:
+    """Every alert the DERIVED stream holds under ``subject``, in stream order, as (bytes, Alert).
+
+    Read with an ordered consumer that is deleted afterwards; an unreadable
+    message is skipped, a missing stream gives nothing.
+    """
+    import math
+
+    from schemas import Alert, DecodeError, decode
+    from swarmwatch.replay import DERIVED_STREAM, ReplayError, stream_messages
+
+    out: list[tuple[bytes, Any]] = []
+    try:
+        async for _subj, data, _seq, _stored in stream_messages(nc, DERIVED_STREAM, 0.0, math.inf, filter_subject=subject, idle_s=0.5):
+            try:
+                out.append((data, decode(data, Alert)))
+            except DecodeError:
+                continue
+    except ReplayError:
+        pass
+    return out
+
+
+def firing_now(history: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
+    """The alerts whose latest message is a firing one, oldest start first."""
+    last: dict[str, tuple[bytes, Any]] = {}
+    for data, a in history:
+        prev = last.get(a.id)
+        if prev is not None and prev[1].status.value == "resolved":
+            continue  # a late firing duplicate after its resolve
+        last[a.id] = (data, a)
+    firing = [x for x in last.values() if x[1].status.value == "firing"]
+    firing.sort(key=lambda x: (x[1].started_at, x[1].id))
+    return firing
