@@ -309,19 +309,22 @@ class ReportBuilder:
 def report_from_files(
     root: str, since: float, until: float, *, cluster: str | None = None, metrics: Sequence[str] = (), window_s: float | None = None
 ) -> Report:
-    """Build from the file sinks' directory (``<root>/<json|parquet>/<kind>/...``)."""
-    from sinks.reader import available_format, iter_records
+    """Build from the file sinks' directory (``<root>/<json|parquet>/<kind>/...``), read through :mod:`sinks.query`."""
+    from sinks.query import AT, StoreQuery, at
+    from sinks.reader import available_format
 
     if not any(available_format(root, k) for k in ("agg", "alerts", "health")):
         raise ReportError(f"no stored aggregates, alerts or health under {root!r}; expected <root>/json/agg or <root>/parquet/agg")
     b = ReportBuilder(since, until, metrics=metrics, cluster=cluster, window_s=window_s)
-    # agg rows are partitioned by window start; a window ending in range may start before it
-    for row in iter_records(root, "agg", since=since - 86_400.0, until=until, cluster=cluster):
-        b.add_agg_row(row)
-    for row in iter_records(root, "alerts", since=since, until=until + 1e-6, cluster=cluster):
-        b.add_alert_row(row)
-    for row in iter_records(root, "health", since=since, until=until + 1e-6, cluster=cluster):
-        b.add_health_row(row)
+    cl = "" if cluster is None else " AND cluster = ?"
+    cp = [] if cluster is None else [cluster]
+    with StoreQuery(root, since=since, until=until, clusters=None if cluster is None else [cluster]) as q:
+        for row in q.records("aggregates", f'"end" > {AT} AND "end" <= {AT}' + cl, [at(since), at(until), *cp], order='"end", _seq'):
+            b.add_agg_row(row)
+        for row in q.records("alerts", f"ts >= {AT} AND ts <= {AT}" + cl, [at(since), at(until), *cp], order="ts, _seq"):
+            b.add_alert_row(row)
+        for row in q.records("health", f"ts >= {AT} AND ts <= {AT}" + cl, [at(since), at(until), *cp], order="ts, _seq"):
+            b.add_health_row(row)
     b.report.source = f"files under {root}"
     return b.build()
 

@@ -28,9 +28,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from sinks.api.history import stored_history
 from sinks.api.exposition import DEFAULT_STATS, SelectorError, negotiate, render, render_bytes
 from sinks.api.live import STREAM_TYPES, Hub, TooManyClients
-from sinks.api.state import POINT_FIELDS, STATUSES, FleetState, series_key
+from sinks.api.state import POINT_FIELDS, STATUSES, FleetState
 from sinks.api.security import WS_PROTOCOL, LoginLimiter, OriginGuard, check_token_strength, token_of
 from sinks.api.timerange import TimeRangeError, parse_range
 
@@ -50,29 +51,6 @@ def _thin(points: list[list[float]], limit: int) -> list[list[float]]:
         return points
     step = len(points) / limit
     return [points[int(i * step)] for i in range(limit - 1)] + [points[-1]]
-
-
-def stored_history(
-    root: str | Path, cluster: str, node: str, metrics: Sequence[str], since: float, until: float
-) -> dict[str, list[list[float]]]:
-    """History points of one node from the file sinks' stored aggregates (finest window only)."""
-    from sinks.reader import read_records
-
-    rows = read_records(root, "agg", since=since, until=until, cluster=cluster, node=node)
-    rows = [r for r in rows if r["metric"] in metrics or series_key(r["metric"], r.get("labels")) in metrics]
-    if not rows:
-        return {}
-    finest = min(float(r["window_s"]) for r in rows)
-    out: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if float(r["window_s"]) != finest or not since <= r["end"] <= until:
-            continue
-        out.setdefault(series_key(r["metric"], r.get("labels")), []).append(
-            [r["end"], r["mean"], r["min"], r["max"], r["p95"], r["last"], float(r["count"])]
-        )
-    for pts in out.values():
-        pts.sort(key=lambda p: p[0])
-    return out
 
 
 def create_app(

@@ -28,6 +28,7 @@ from swarmwatch.cli import silence as _silence, sink_notify as _sink_notify  # n
 from swarmwatch.cli import report as _report, sink_api as _sink_api  # noqa: E402,F401
 from swarmwatch.cli import ingest as _ingest  # noqa: E402,F401
 from swarmwatch.cli import replay as _replay  # noqa: E402,F401
+from swarmwatch.cli import query as _query  # noqa: E402,F401
 # --- end registrations ---
 
 
