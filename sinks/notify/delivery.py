@@ -5,6 +5,13 @@ Each message is retried with exponential backoff until ``max_retry_s`` after
 it was queued, then reported as undeliverable (the sink dead-letters it to
 ``sw.dlq.notify``). Messages to one channel go out in order, so a resolve never
 overtakes its firing.
+
+``stop`` returns within a grace period whatever a delivery is doing: the
+message in flight (or in backoff) is handed back unconfirmed, so a restart
+sends it again. Python 3.11's ``asyncio.wait_for`` swallows a cancel that
+arrives as its future completes (CPython gh-86296), and Apprise wraps sends in
+it, so one cancel is not enough: the worker also checks a closing flag and
+``stop`` repeats the cancel until the grace period ends.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import apprise
 
@@ -21,6 +29,29 @@ from sinks.notify.config import ChannelConfig, DeliveryConfig, redact_url
 from sinks.notify.redaction import Redactor
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 5.0  # the longest a channel's stop waits for its worker
+_RECANCEL_S = 0.1  # how often stop repeats a cancel a library may have swallowed
+
+
+async def stop_task(task: asyncio.Task[Any], grace_s: float, what: str) -> bool:
+    """Cancel ``task`` and wait at most ``grace_s`` for it; True if it ended.
+
+    The cancel is repeated every ``_RECANCEL_S``: one may be swallowed by a
+    ``wait_for`` that saw its future complete in the same loop turn.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            log.warning("%s did not stop within %g s; leaving it behind", what, grace_s)
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(left, _RECANCEL_S))
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r while stopping", what, task.exception())
+    return True
 
 
 class DeliveryError(RuntimeError):
@@ -59,11 +90,11 @@ class ChannelSender:
 
     async def send(self, title: str, body: str, notify_type: str) -> None:
         try:
-            result = await asyncio.wait_for(
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: it can swallow a stop's cancel on 3.11
                 # text: Apprise escapes it for HTML and Markdown targets, so label values never render as markup
-                self._apprise.async_notify(title=title, body=body, notify_type=notify_type, body_format=apprise.NotifyFormat.TEXT),
-                self.timeout_s,
-            )
+                result = await self._apprise.async_notify(
+                    title=title, body=body, notify_type=notify_type, body_format=apprise.NotifyFormat.TEXT
+                )
         except TimeoutError:
             raise DeliveryError(f"no answer within {self.timeout_s:g} s") from None
         except Exception as exc:  # a plugin crash: report, do not leak the URL
@@ -84,6 +115,7 @@ class ChannelQueue:
         self.outcome = outcome
         self.queue: asyncio.Queue[Outbound] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.sent = 0
         self.failed_attempts = 0
         self.undeliverable = 0
@@ -96,21 +128,24 @@ class ChannelQueue:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"notify-channel-{self.name}")
 
-    async def stop(self) -> None:
-        """Stop at once; queued messages are not confirmed, so a restart sends them again."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop within ``grace_s``: the delivery in flight is cancelled; it and the queued
+        messages are not confirmed, so a restart sends them again."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        await stop_task(task, grace_s, f"channel {self.name!r}")
 
     def put(self, item: Outbound) -> None:
         self.queue.put_nowait(item)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             item = await self.queue.get()
             delivered = await self._deliver(item)
+            if delivered is None or self._closing:
+                return  # stopping: the message is handed back unconfirmed
             try:
                 await self.outcome(item, delivered)
             except asyncio.CancelledError:
@@ -118,7 +153,8 @@ class ChannelQueue:
             except Exception:
                 log.exception("recording the outcome of a message to channel %r failed", self.name)
 
-    async def _deliver(self, item: Outbound) -> bool:
+    async def _deliver(self, item: Outbound) -> bool | None:
+        """True: sent; False: undeliverable within ``max_retry_s``; None: stopped first."""
         delay = self.config.backoff_initial_s
         deadline = item.queued_at + self.config.max_retry_s
         while True:
@@ -131,6 +167,8 @@ class ChannelQueue:
                 if self.up:
                     log.warning("channel %r (%s) failed: %s; retrying", self.name, self.sender.redacted, item.error)
                 self.up = False
+                if self._closing:
+                    return None
                 if time.time() + delay > deadline:
                     self.undeliverable += 1
                     return False

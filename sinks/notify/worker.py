@@ -40,7 +40,7 @@ from processors.consumer import JetStreamPuller
 from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, codec, subjects
 
 from sinks.notify.config import NotifyConfig
-from sinks.notify.delivery import ChannelQueue, ChannelSender, Outbound
+from sinks.notify.delivery import STOP_GRACE_S, ChannelQueue, ChannelSender, Outbound, stop_task
 from sinks.notify.redaction import Redactor, install_log_scrubber, remove_log_scrubber
 from sinks.notify.grouping import Grouper, Notification, Tracked
 from sinks.notify.messages import notify_type, render
@@ -102,6 +102,7 @@ class NotifySink:
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._self_metrics: asyncio.Task[None] | None = None
+        self._closing = False  # set by stop(): loops end even if a library swallowed the cancel
         self._to_persist: dict[str, Tracked] = {}
         self._to_ack: list[Msg] = []
         self._persist_lock = asyncio.Lock()
@@ -135,6 +136,7 @@ class NotifySink:
         await self._reload()
         for q in self.channels.values():
             q.start()
+        self._closing = False
         self._scheduler = asyncio.create_task(self._schedule(), name="notify-scheduler")
         self._self_metrics = asyncio.create_task(self._publish_self_metrics(), name="notify-self-metrics")
         self.puller = JetStreamPuller(
@@ -149,15 +151,15 @@ class NotifySink:
         )
 
     async def stop(self) -> None:
-        """Stop consuming and sending; unconfirmed messages are sent again after a restart."""
+        """Stop consuming and sending within a bounded time (each task gets STOP_GRACE_S);
+        unconfirmed messages are sent again after a restart."""
         if self.puller is not None:
             await self.puller.stop()
             self.puller = None
+        self._closing = True
         for task in (self._scheduler, self._self_metrics):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task, STOP_GRACE_S, task.get_name())
         self._scheduler = None
         self._self_metrics = None
         with contextlib.suppress(Exception):
@@ -278,12 +280,11 @@ class NotifySink:
         return reason
 
     async def _schedule(self) -> None:
-        while True:
+        while not self._closing:
             wait_s = min(self.config.tick_s, max(0.0, self.grouper.next_due - self.clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait_s)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):  # not wait_for: it can swallow stop()'s cancel on 3.11
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.tick()
