@@ -140,10 +140,39 @@ class ScrapeTarget:
         )
 
     def wants(self, family: str) -> bool:
-        """Whether a family passes the allow-list (empty: all) and not the deny-list."""
-        if self.allow and not any(fnmatch.fnmatchcase(family, p) for p in self.allow):
+        """Whether a family passes the allow-list (empty: all) and not the deny-list.
+
+        A counter matches by either of its names (``x_total`` as exposed, ``x`` as parsed).
+        """
+        names = (family, family[:-6]) if family.endswith("_total") else (family, family + "_total")
+        if self.allow and not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.allow):
             return False
-        return not any(fnmatch.fnmatchcase(family, p) for p in self.deny)
+        return not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.deny)
+
+    def prefilter(self, text: str) -> str:
+        """Only the lines of wanted families, before parsing (parsing dominates a scrape's cost)."""
+        if not self.allow and not self.deny:
+            return text
+        keep: list[str] = []
+        current: str | None = None
+        wanted = False
+        for line in text.splitlines(keepends=True):
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    if parts[2] != current:
+                        current, wanted = parts[2], self.wants(parts[2])
+                    if wanted:
+                        keep.append(line)
+                continue
+            name = line.split("{", 1)[0].split(None, 1)[0] if line.strip() else ""
+            if not name:
+                continue
+            if current is None or not name.startswith(current):
+                current, wanted = name, self.wants(name)
+            if wanted:
+                keep.append(line)
+        return "".join(keep)
 
 
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -210,7 +239,7 @@ class ExpositionMapper:
                 dropped += 1
 
         try:
-            families = list(text_string_to_metric_families(text))
+            families = list(text_string_to_metric_families(t.prefilter(text)))
         except Exception as exc:  # noqa: BLE001 - the parser raises ValueError and friends on bad text
             self.parse_errors += 1
             raise ValueError(f"exposition from {t.url} is not the Prometheus text format: {exc}") from None

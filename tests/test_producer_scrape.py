@@ -302,3 +302,27 @@ def test_produce_refuses_bad_scrape_and_check_options(args: list[str], message: 
     result = CliRunner().invoke(app, ["produce", "--nats", "nats://127.0.0.1:1", *args])
     text = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == 2 and message in text and "Traceback" not in text
+
+
+def test_allow_list_filters_before_parsing_and_matches_either_counter_name() -> None:
+    text = """\
+# HELP node_cpu_seconds_total Seconds.
+# TYPE node_cpu_seconds_total counter
+node_cpu_seconds_total{cpu="0",mode="idle"} 10
+# TYPE node_memory_MemAvailable_bytes gauge
+node_memory_MemAvailable_bytes 1e9
+# TYPE go_gc_duration_seconds summary
+go_gc_duration_seconds{quantile="0.5"} 0.001
+go_gc_duration_seconds_sum 1
+go_gc_duration_seconds_count 10
+untyped_thing 3
+"""
+    t = ScrapeTarget("http://h:1/metrics", allow=("node_cpu_seconds_total", "node_memory_*", "untyped_*"))
+    kept = t.prefilter(text)
+    assert "go_gc" not in kept and "node_cpu_seconds_total{" in kept and "untyped_thing 3" in kept
+    m = ExpositionMapper(t)
+    m.convert(text, 0.0)
+    out = m.convert(text.replace("} 10", "} 12"), 1.0)
+    assert {s.name for s in out} == {"node_cpu_seconds_total:rate", "node_memory_MemAvailable_bytes", "untyped_thing"}
+    denied = ScrapeTarget("http://h:1/metrics", deny=("node_cpu_seconds",))
+    assert "node_cpu" not in denied.prefilter(text) and "go_gc_duration_seconds_count 10" in denied.prefilter(text)
