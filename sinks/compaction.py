@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from sinks.rows import KINDS, check_kind
@@ -82,39 +83,68 @@ def _overlapping(group: list[Segment]) -> bool:
     return False
 
 
-def _merge_parquet(group: list[Segment], kind: str, out: Path, sort_rows: int = DEFAULT_SORT_ROWS,
-                   row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
-    """Merge segments (either layout) into one of the current layout, streaming.
+def write_sorted_parquet(
+    f: BinaryIO,
+    kind: str,
+    tables: Iterable[Any],
+    *,
+    sort_rows: int = DEFAULT_SORT_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+) -> int:
+    """Write tables of the current layout (in stream order) as one compacted segment; returns the rows written.
 
-    Rows are read segment by segment into a buffer of about ``sort_rows``; each
-    full buffer is sorted (one series' values together, in time order, see
-    ``sinks.parquet.SORT_KEYS``) and written as row groups of ``row_group_rows``,
-    so memory stays bounded by the buffer however large the output grows, and a
-    row group holds few nodes (its statistics let a per-node query skip the rest).
+    Rows are buffered up to about ``sort_rows``; each full buffer is sorted (one
+    series' values together, in time order, see ``sinks.parquet.SORT_KEYS``) and
+    written as row groups of ``row_group_rows``, so memory stays bounded by the
+    buffer however large the output grows, and a row group holds few nodes (its
+    statistics let a per-node query skip the others). Encodings are chosen on
+    the first buffer (``sinks.parquet.choose_encodings``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sinks.parquet import COMPACT_COMPRESSION_LEVEL, SCHEMAS, sort_for_storage, to_current_layout, writer_options
+    from sinks.parquet import COMPACT_COMPRESSION_LEVEL, SCHEMAS, sort_for_storage, writer_options
+
+    writer: pq.ParquetWriter | None = None
+    buf: list[pa.Table] = []
+    buffered = 0
+    written = 0
+
+    def drain() -> None:
+        nonlocal writer, buf, buffered, written
+        if not buf:
+            return
+        t = sort_for_storage(kind, pa.concat_tables(buf))
+        buf, buffered = [], 0
+        if writer is None:
+            writer = pq.ParquetWriter(f, SCHEMAS[kind], **writer_options(kind, t, level=COMPACT_COMPRESSION_LEVEL))
+        writer.write_table(t, row_group_size=row_group_rows)
+        written += t.num_rows
+
+    for t in tables:
+        buf.append(t)
+        buffered += t.num_rows
+        if buffered >= sort_rows:
+            drain()
+    drain()
+    if writer is None:
+        pq.write_table(SCHEMAS[kind].empty_table(), f)
+    else:
+        writer.close()
+    return written
+
+
+def _merge_parquet(group: list[Segment], kind: str, out: Path, sort_rows: int = DEFAULT_SORT_ROWS) -> None:
+    """Merge segments (either layout) into one of the current layout, streaming (see :func:`write_sorted_parquet`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sinks.parquet import to_current_layout
 
     overlap = _overlapping(group)
 
-    def write(f: BinaryIO) -> None:
-        writer: pq.ParquetWriter | None = None
-        buf: list[pa.Table] = []
-        buffered = 0
+    def tables() -> Iterator[Any]:
         seen: set[int] = set()
-
-        def drain() -> None:
-            nonlocal writer, buf, buffered
-            if not buf:
-                return
-            t = sort_for_storage(kind, pa.concat_tables(buf))
-            buf, buffered = [], 0
-            if writer is None:
-                writer = pq.ParquetWriter(f, SCHEMAS[kind], **writer_options(kind, t, level=COMPACT_COMPRESSION_LEVEL))
-            writer.write_table(t, row_group_size=row_group_rows)
-
         for s in group:
             t = to_current_layout(kind, pq.read_table(s.path))
             if overlap:
@@ -122,17 +152,9 @@ def _merge_parquet(group: list[Segment], kind: str, out: Path, sort_rows: int = 
                 if seen:
                     t = t.filter(pa.array([q not in seen for q in seqs], type=pa.bool_()))
                 seen.update(seqs)
-            buf.append(t)
-            buffered += t.num_rows
-            if buffered >= sort_rows:
-                drain()
-        drain()
-        if writer is None:
-            pq.write_table(SCHEMAS[kind].empty_table(), f)
-        else:
-            writer.close()
+            yield t
 
-    write_atomic(out, write)
+    write_atomic(out, lambda f: write_sorted_parquet(f, kind, tables(), sort_rows=sort_rows))
 
 
 def _merge_jsonl(group: list[Segment], kind: str, out: Path) -> None:
