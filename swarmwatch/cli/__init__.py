@@ -29,6 +29,7 @@ from swarmwatch.cli import report as _report, sink_api as _sink_api  # noqa: E40
 from swarmwatch.cli import ingest as _ingest  # noqa: E402,F401
 from swarmwatch.cli import replay as _replay  # noqa: E402,F401
 from swarmwatch.cli import query as _query  # noqa: E402,F401
+from swarmwatch.cli import incident as _incident  # noqa: E402,F401
 # --- end registrations ---
 
 
