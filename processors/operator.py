@@ -145,6 +145,14 @@ class Operator:
 
     replaying: bool = False
 
+    def metrics_wanted(self) -> set[str] | None:
+        """The metric names this operator reads, or None for all of them.
+
+        Replay from the store reads only the samples some operator wants, so an
+        operator that names its metrics makes a what-if over days fast.
+        """
+        return None
+
     def wants_event(self, kind: str) -> bool:
         kinds = self.event_kinds
         if kinds is None:

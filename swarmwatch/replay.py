@@ -221,12 +221,17 @@ def store_items(
     *,
     cluster: str | None = None,
     node: str | None = None,
+    metrics: set[str] | None = None,
     chunk_s: float = STORE_CHUNK_S,
 ) -> Iterator[ReplayItem]:
     """MetricBatches and Events rebuilt from the file sinks' store, in (event time, stream seq) order.
 
     Reads ``chunk_s`` of event time at a time, so memory holds one chunk.
     ``cluster``/``node`` are exact names (globs are filtered by the caller).
+    ``metrics``: only samples of these names are read (what the operators
+    look at; None means all), which is what makes a what-if over days fast.
+    Samples of one batch come back in stored order, which compaction sorts by
+    series, so several alerts of one batch may come out in another order.
     """
     from sinks.reader import iter_records
 
@@ -235,14 +240,18 @@ def store_items(
     t = since
     while t < until:
         end = min(until, t + chunk_s)
-        parts: dict[int, tuple[str, str, float, list[Sample]]] = {}
-        for row in iter_records(root, "metrics", since=t, until=end, cluster=exact_cluster, node=exact_node):
-            seq = row["_seq"]
-            p = parts.get(seq)
-            if p is None:
-                p = parts[seq] = (row["cluster"], row["node"], float(row["ts"]), [])
-            p[3].append(Sample(row["metric"], float(row["value"]), row.get("unit") or None, _labels(row.get("labels"))))
-        items: list[tuple[float, int, ReplayItem]] = [(p[2], seq, MetricBatch(p[0], p[1], p[2], p[3])) for seq, p in parts.items()]
+        items = _parquet_batches(root, t, end, exact_cluster, exact_node, metrics)
+        if items is None:  # JSON lines, or segments that overlap (a crash rewrote some): the row reader dedupes
+            parts: dict[int, tuple[str, str, float, list[Sample]]] = {}
+            for row in iter_records(root, "metrics", since=t, until=end, cluster=exact_cluster, node=exact_node):
+                if metrics is not None and row["metric"] not in metrics:
+                    continue
+                seq = row["_seq"]
+                p = parts.get(seq)
+                if p is None:
+                    p = parts[seq] = (row["cluster"], row["node"], float(row["ts"]), [])
+                p[3].append(Sample(row["metric"], float(row["value"]), row.get("unit") or None, _labels(row.get("labels"))))
+            items = [(p[2], seq, MetricBatch(p[0], p[1], p[2], p[3])) for seq, p in parts.items()]
         for row in iter_records(root, "events", since=t, until=end, cluster=exact_cluster, node=exact_node):
             payload = row.get("payload")
             if isinstance(payload, (str, bytes)):
@@ -253,6 +262,123 @@ def store_items(
         for _, _, item in items:
             yield item
         t = end
+
+
+def _parquet_batches(
+    root: str | Path, since: float, until: float, cluster: str | None, node: str | None, metrics: set[str] | None
+) -> list[tuple[float, int, ReplayItem]] | None:
+    """Metric batches of [since, until) read column-wise from Parquet; None when the fast path does not apply."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from sinks.parquet import LEGACY_SCHEMAS, SCHEMAS, file_layout, seconds_to_ns, to_row_layout, TIMESTAMP_TYPE
+    from sinks.reader import available_format
+    from sinks.rows import utc_date
+    from sinks.segments import list_segments
+
+    if available_format(root, "metrics") != "parquet":
+        return None
+    segs = list_segments(Path(root), "parquet", "metrics", first_date=utc_date(since), last_date=utc_date(until), cluster=cluster)
+    hi: dict[tuple[str, str], int] = {}
+    for sg in segs:  # sorted by date, cluster, first seq
+        k = (sg.date, sg.cluster)
+        if sg.first_seq <= hi.get(k, -1):
+            return None
+        hi[k] = sg.last_seq
+    by_layout: dict[int, list[str]] = {}
+    for sg in segs:
+        by_layout.setdefault(file_layout(sg.path), []).append(str(sg.path))
+    tables = []
+    for layout, paths in sorted(by_layout.items()):
+        schema = SCHEMAS["metrics"] if layout >= 2 else LEGACY_SCHEMAS["metrics"]
+
+        def bound(v: float, layout: int = layout) -> Any:
+            return pa.scalar(int(seconds_to_ns([v])[0].value), TIMESTAMP_TYPE) if layout >= 2 else v
+
+        expr = (ds.field("ts") >= bound(since)) & (ds.field("ts") < bound(until))
+        if node is not None:
+            expr = expr & (ds.field("node") == node)
+        t = ds.dataset(paths, format="parquet", schema=schema).to_table(filter=expr)
+        if metrics is not None:  # after the scan: a pushed-down string filter costs more than it saves here
+            t = t.filter(pc.is_in(t["metric"], value_set=pa.array(sorted(metrics), type=pa.string())))
+        tables.append(to_row_layout("metrics", t))
+    if not tables:
+        return []
+    table = pa.concat_tables(tables).sort_by([("_seq", "ascending")])
+    n = table.num_rows
+    if n == 0:
+        return []
+    seq = table["_seq"].to_numpy()
+    import numpy as np
+
+    starts = np.flatnonzero(np.diff(seq)) + 1
+    bounds = [0, *starts.tolist(), n]
+    firsts = pa.array(bounds[:-1], type=pa.int64())
+    ts = pc.take(table["ts"], firsts).to_pylist()
+    clusters = pc.take(table["cluster"], firsts).to_pylist()
+    nodes = pc.take(table["node"], firsts).to_pylist()
+    seqs = seq[bounds[:-1]].tolist()
+    names = table["metric"].to_pylist()
+    values = table["value"].to_pylist()
+    units = table["unit"].to_pylist()
+    labels = _label_dicts(table["labels"])
+    out: list[tuple[float, int, ReplayItem]] = []
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        samples = [
+            Sample(names[k], values[k], units[k] or None, labels[k]) for k in range(a, b)
+        ]
+        out.append((ts[i], seqs[i], MetricBatch(clusters[i], nodes[i], ts[i], samples)))
+    return out
+
+
+def _label_dicts(col: Any) -> list[dict[str, str] | None]:
+    """A map<string, string> column as one dict (or None when empty) per row, built from its flat keys and values."""
+    import pyarrow as pa
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if arr.null_count == n:
+        return [None] * n
+    offsets = arr.offsets.to_pylist()
+    keys = arr.keys.to_pylist()
+    items = arr.items.to_pylist()
+    valid = arr.is_valid().to_pylist()
+    out: list[dict[str, str] | None] = []
+    cache: dict[tuple[str, ...], dict[str, str]] = {}
+    for i in range(n):
+        a, b = offsets[i], offsets[i + 1]
+        if not valid[i] or a == b:
+            out.append(None)
+            continue
+        key = (*keys[a:b], *items[a:b])
+        d = cache.get(key)
+        if d is None:
+            d = cache[key] = dict(zip(keys[a:b], items[a:b]))
+        out.append(dict(d))
+    return out
+
+
+def metrics_wanted(operators: Sequence[Operator]) -> set[str] | None:
+    """The metric names the operators look at, when every one of them says (threshold rules with exact names); else None."""
+    from processors.rules import ThresholdRules
+
+    names: set[str] = set()
+    for op in operators:
+        if not op.wants_metrics:
+            continue
+        if isinstance(op, ThresholdRules):
+            for r in op.rules:
+                if any(c in r.metric for c in "*?["):
+                    return None
+                names.add(r.metric)
+            continue
+        got = op.metrics_wanted()
+        if got is None:
+            return None
+        names |= set(got)
+    return names
 
 
 def store_alerts(root: str | Path, since: float, until: float, cluster: str | None = None) -> list[Fired]:

@@ -16,7 +16,7 @@ from processors import Operator, Rule, Runtime, ThresholdRules, TumblingWindows
 from schemas import Alert, Event, Severity, MetricBatch, Sample, decode, encode, subjects
 from sinks.rows import message_rows, utc_date
 from sinks.segments import get_format, partition_dir, segment_name, write_atomic
-from swarmwatch.replay import count_pages, replay, replay_stream, store_items, stream_alerts, Fired
+from swarmwatch.replay import Fired, count_pages, metrics_wanted, replay, replay_stream, store_items, stream_alerts
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 from tests.support import stored, wait_for
@@ -141,6 +141,29 @@ def test_the_store_replays_the_same_alerts_as_the_messages(tmp_path: Path) -> No
     assert len(items) == len(msgs)
     from_store = replay(items, operators(), since=t0, until=t0 + 200, source="store")
     assert [key(f.alert) for f in from_store.alerts] == [key(f.alert) for f in direct.alerts] and direct.alerts
+
+
+def test_a_what_if_reads_only_the_metrics_its_rules_look_at_and_fires_the_same(tmp_path: Path) -> None:
+    t0 = time.time() - 7200
+    msgs = fleet(t0, seconds=120)
+    write_store(tmp_path, msgs)
+    want = metrics_wanted([ThresholdRules(rules())])
+    assert want == {"mem.percent", "cpu.percent"}
+    items = list(store_items(tmp_path, t0, t0 + 120, metrics=want))
+    assert {s.name for b in items if isinstance(b, MetricBatch) for s in b.samples} == want
+    direct = replay(msgs, [ThresholdRules(rules())])
+    projected = replay(items, [ThresholdRules(rules())])
+    assert [key(f.alert) for f in projected.alerts] == [key(f.alert) for f in direct.alerts] and direct.alerts
+    assert metrics_wanted(operators()) is None  # windows read every metric
+
+
+def test_segments_written_twice_after_a_crash_replay_each_message_once(tmp_path: Path) -> None:
+    t0 = time.time() - 7200
+    msgs = fleet(t0, seconds=30)
+    write_store(tmp_path, msgs[:50])
+    write_store(tmp_path, msgs)  # the same messages again, in one wider segment
+    items = list(store_items(tmp_path, t0, t0 + 30))
+    assert len([i for i in items if isinstance(i, MetricBatch)]) == len([m for m in msgs if m[0].startswith("sw.metrics.")])
 
 
 def test_pages_follow_notification_grouping_and_severity_routing() -> None:

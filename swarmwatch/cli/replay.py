@@ -208,7 +208,7 @@ def replay_cmd(
                             data = e.message if isinstance(e.message, (bytes, bytearray)) else encode(e.message)
                             emitted.append((f"{prefix}.{e.subject}", bytes(data), e.msg_id))
 
-                    items = rp.store_items(store_root, t_since, t_until, cluster=cluster, node=node)
+                    items = rp.store_items(store_root, t_since, t_until, cluster=cluster, node=node, metrics=rp.metrics_wanted(ops))
                     result = rp.replay(
                         paced(items, pace), ops, since=t_since, until=t_until, cluster=cluster, node=node,
                         source="store", on_emit=keep, progress=tick,
