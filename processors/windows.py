@@ -19,12 +19,14 @@ from typing import Any
 
 from schemas import MetricBatch, Sample, SeriesStats, WindowAggregate, subjects
 
+from processors.cardinality import CardinalityLimiter
 from processors.operator import Emit, Operator
 
 DEFAULT_WINDOWS_S = (10.0, 60.0)
 DEFAULT_ALLOWED_LATENESS_S = 5.0
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_MAX_SERIES_PER_NODE = 2_000
+DEFAULT_MAX_SERIES_PER_CLUSTER = 1_000_000
 DEFERRED_TICK_S = 0.05  # tick period when closing is deferred
 QUIET_SCAN_S = 1.0  # how often silent nodes are looked for
 DEFAULT_MAX_ROWS_PER_WINDOW = 10_000  # batches per node and base window; beyond this they are dropped and counted
@@ -225,6 +227,7 @@ class TumblingWindows(Operator):
         max_nodes: int = DEFAULT_MAX_NODES,
         max_series_per_node: int = DEFAULT_MAX_SERIES_PER_NODE,
         closes_per_tick: int | None = None,
+        max_series_per_cluster: int = DEFAULT_MAX_SERIES_PER_CLUSTER,
     ) -> None:
         super().__init__()
         if closes_per_tick is not None and closes_per_tick < 1:
@@ -252,6 +255,8 @@ class TumblingWindows(Operator):
         self.lateness = float(allowed_lateness_s)
         self.max_nodes = max_nodes
         self.max_series = max_series_per_node
+        # series per node and cluster; least recently seen idle ones give way, else new ones are refused and alerted
+        self.limiter = CardinalityLimiter(self.name, max_series_per_node, max_series_per_cluster)
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._tokens = {w: subjects.window_token(w) for w in sizes}
 
@@ -285,7 +290,7 @@ class TumblingWindows(Operator):
         names, labels = layout(batch)
         shape = nd.shape
         if shape is None or shape.names != names or shape.labels != labels:
-            shape = nd.shape = self._shape(nd, samples, names, labels)
+            shape = nd.shape = self._shape(key, nd, samples, names, labels, now)
         rows = nd.open.get(start)
         if rows is None:
             rows = nd.open[start] = _Rows()
@@ -307,24 +312,38 @@ class TumblingWindows(Operator):
                 return self._close(key, nd, ts - self.lateness, "watermark")
         return ()
 
-    def _shape(self, nd: _Node, samples: list[Sample], names: list[str], labels: list[dict[str, str] | None]) -> _Shape:
+    def _shape(
+        self, key: tuple[str, str], nd: _Node, samples: list[Sample], names: list[str], labels: list[dict[str, str] | None], now: float
+    ) -> _Shape:
         keys: list[str | None] = []
         meta = nd.meta
+        cluster, node = key
+        limiter = self.limiter
         for smp, name, lab in zip(samples, names, labels):
             sk = name if lab is None else series_key(name, lab)
             if sk not in meta:
-                if len(meta) >= self.max_series:
+                if not limiter.seen(cluster, node, sk, now):
                     self.stats.inc("refused_series")
                     keys.append(None)
                     continue
+                if limiter.evicted:
+                    self._drop_evicted()
                 meta[sk] = (name, lab, smp.unit)
             keys.append(sk)
         return _Shape(names, labels, keys)
 
+    def _drop_evicted(self) -> None:
+        """Forget series the limiter evicted (idle ones that gave way to new series)."""
+        for c, n, sk in self.limiter.pop_evicted():
+            nd = self._nodes.get((c, n))
+            if nd is not None and nd.meta.pop(sk, None) is not None:  # type: ignore[call-overload]
+                nd.shape = None  # its layout named the evicted series
+                self.stats.inc("evicted_series")
+
     def on_tick(self, now: float) -> Iterable[Emit]:
         """Close a slice of the windows due (deferred mode), and every open window of nodes
         that have been quiet for a base window plus the lateness (once a second)."""
-        out: list[Emit] = []
+        out: list[Emit] = self.limiter.alerts(now)
         budget = self.closes_per_tick or 0
         while self._due and budget > 0:
             key = next(iter(self._due))
@@ -391,8 +410,10 @@ class TumblingWindows(Operator):
     def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, bucket: _Bucket, why: str) -> Emit:
         cluster, node = key
         meta = nd.meta
+        if w == self.base:
+            self.limiter.touch(cluster, node, bucket.values.keys(), nd.last_arrival)
         series = summarize_many(
-            [(meta.get(sk, (sk, None, None)), vals, bucket.last.get(sk, vals[-1])) for sk, vals in bucket.values.items()]
+            [(meta[sk], vals, bucket.last.get(sk, vals[-1])) for sk, vals in bucket.values.items() if sk in meta]
         )
         late = 0
         if w == self.base:
@@ -407,13 +428,22 @@ class TumblingWindows(Operator):
     # ------------------------------------------------------------ state
 
     def snapshot(self) -> Any:
-        """Per node: newest event time and how far each size has closed. Open windows are rebuilt by replay."""
-        return [[c, n, nd.max_ts, [[w, e] for w, e in nd.closed.items()]] for (c, n), nd in self._nodes.items()]
+        """Per node: newest event time and how far each size has closed (open windows are rebuilt by
+        replay), and the firing ``cardinality_limit`` alerts."""
+        return {
+            "nodes": [[c, n, nd.max_ts, [[w, e] for w, e in nd.closed.items()]] for (c, n), nd in self._nodes.items()],
+            "cardinality": self.limiter.snapshot(),
+        }
 
     def restore(self, state: Any) -> None:
         self._nodes = {}
         self._due = {}
-        for c, n, max_ts, closed in state or []:
+        lim = self.limiter
+        self.limiter = CardinalityLimiter(self.name, lim.max_per_node, lim.max_per_cluster, idle_s=lim.idle_s, quiet_s=lim.quiet_s)
+        if isinstance(state, dict):
+            self.limiter.restore(state.get("cardinality"))
+            state = state.get("nodes")
+        for c, n, max_ts, closed in state or []:  # a list: a checkpoint from before the cardinality state
             self._nodes[(c, n)] = _Node(max_ts=max_ts, closed={float(w): e for w, e in closed})
 
     def replay_from(self) -> float | None:

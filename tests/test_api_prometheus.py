@@ -187,3 +187,19 @@ def test_match_selectors_keep_only_the_series_asked_for() -> None:
 def test_bad_selectors_are_refused_with_a_reason(bad: str) -> None:
     with pytest.raises(SelectorError):
         parse_selector(bad)
+
+
+def test_the_fast_writer_is_byte_identical_to_prometheus_clients_encoders() -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from sinks.api.exposition import FleetCollector
+
+    st = full_state()
+    hostile = [{"a.b": "1", "a-b": "2", "a_b": "3"}, {"path": "/x,evil=1", "q": 'a"b\\c\nd}'}, {"node": "x", "stat": "y"}, {"a.b": "x"}, {"a_b": "x"}]
+    now = time.time()
+    st.apply_agg(WindowAggregate("c-2", "h", 10.0, now - 10, now, [SeriesStats("m", 1, 1, 1, float(i), 1, 1, 1, 1, 1e-7, labels=lab) for i, lab in enumerate(hostile)]))
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    for stats in (("mean",), ("mean", "min", "max", "p95", "last", "count")):
+        assert render_bytes(st, stats)[0] == generate_latest(FleetCollector(st, stats))  # type: ignore[arg-type]
+        assert render_bytes(st, stats, fmt="openmetrics")[0] == generate_openmetrics(FleetCollector(st, stats))

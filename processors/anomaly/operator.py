@@ -7,9 +7,12 @@ alerts (kind ``anomaly``) fire once per episode and resolve like threshold
 alerts, on ``sw.alerts.<severity>.<cluster>.<node>.<rule>``, carrying the
 score, the detector's baseline and the recent window that triggered them.
 
-Bounded: at most ``max_series`` series are followed (new ones beyond that are
-refused and counted in ``stats.extra["series_refused"]``), series silent for
-``series_ttl_s`` are dropped, and every detector holds O(1) state.
+Bounded: at most ``max_series_per_node`` series per node and ``max_series``
+per cluster are followed, through a shared
+:class:`~processors.cardinality.CardinalityLimiter` (least recently seen series
+give way once idle; otherwise new ones are refused, counted in
+``stats.extra["series_refused"]``, logged and alerted as ``cardinality_limit``),
+series silent for ``series_ttl_s`` are dropped, and every detector holds O(1) state.
 
 Cumulative counters (``*_total`` by default) are turned into per-second rates;
 a counter that goes down was reset, so that point is skipped (counted in
@@ -29,9 +32,11 @@ from schemas import AlertKind, MetricBatch, Severity, subjects
 from processors.alerting import AlertTracker
 from processors.anomaly.base import AnomalyDetector
 from processors.anomaly.registry import DETECTORS, make_detector
+from processors.cardinality import CardinalityLimiter
 from processors.operator import Emit, Operator
 
-DEFAULT_MAX_SERIES = 10_000
+DEFAULT_MAX_SERIES = 10_000  # per cluster
+DEFAULT_MAX_SERIES_PER_NODE = 500
 DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
 DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
 ANOMALY_RULE = "anomaly"
@@ -114,12 +119,13 @@ class AnomalyOperator(Operator):
         families: Sequence[MetricFamily] | None = None,
         *,
         max_series: int = DEFAULT_MAX_SERIES,
+        max_series_per_node: int = DEFAULT_MAX_SERIES_PER_NODE,
         series_ttl_s: float = DEFAULT_SERIES_TTL_S,
         window_points: int = DEFAULT_WINDOW_POINTS,
     ) -> None:
         super().__init__()
-        if max_series < 1:
-            raise ValueError(f"max_series {max_series!r} must be >= 1")
+        if max_series < 1 or max_series_per_node < 1:
+            raise ValueError(f"max_series {max_series!r} and max_series_per_node {max_series_per_node!r} must be >= 1")
         if series_ttl_s <= 0:
             raise ValueError(f"series_ttl_s {series_ttl_s!r} must be > 0 seconds")
         if window_points < 1:
@@ -129,6 +135,7 @@ class AnomalyOperator(Operator):
         self.series_ttl_s = float(series_ttl_s)
         self.window_points = window_points
         self._series: dict[tuple[str, str, str], _Series] = {}
+        self.limiter = CardinalityLimiter(self.name, min(max_series_per_node, max_series), max_series)
         self._family_of: dict[str, int | None] = {}
         self._trackers: dict[str, AlertTracker] = {}
         for fam in self.families:
@@ -179,10 +186,14 @@ class AnomalyOperator(Operator):
             key = (cluster, node, series)
             st = self._series.get(key)
             if st is None:
-                if len(self._series) >= self.max_series:
+                if not self.limiter.seen(cluster, node, series, now):
                     self.stats.inc("series_refused")
                     continue
+                if self.limiter.evicted:
+                    out.extend(self._drop_evicted(ts))
                 st = self._series[key] = _Series(idx, self.families[idx].build(), window=deque(maxlen=self.window_points))
+            else:
+                self.limiter.seen(cluster, node, series, now)
             if ts <= st.last_ts:
                 self.stats.late += 1
                 continue
@@ -240,11 +251,25 @@ class AnomalyOperator(Operator):
             cluster, node, active, ts, x, series=series, metric=series, threshold=det.threshold, summary=summary, details=details
         )
 
-    def on_tick(self, now: float) -> Iterable[Emit]:
-        """Drop series silent for ``series_ttl_s``, resolving their open alerts."""
+    def _drop_evicted(self, ts: float) -> list[Emit]:
+        """Drop the series the limiter evicted to make room, resolving their open alerts."""
         out: list[Emit] = []
+        for c, n, s in self.limiter.pop_evicted():
+            st = self._series.pop((c, n, s), None)  # type: ignore[arg-type]
+            if st is None:
+                continue
+            self.stats.inc("series_evicted")
+            tracker = self._trackers[self.families[st.family].rule]
+            if tracker.is_firing(c, n, s):  # type: ignore[arg-type]
+                out.extend(tracker.expire(c, n, ts, f"{s} on {c}/{n} was evicted by the cardinality limit", series=s))  # type: ignore[arg-type]
+        return out
+
+    def on_tick(self, now: float) -> Iterable[Emit]:
+        """Drop series silent for ``series_ttl_s``, resolving their open alerts; publish cardinality alerts."""
+        out: list[Emit] = self.limiter.alerts(now)
         stale = [k for k, st in self._series.items() if now - st.last_ts > self.series_ttl_s]
         for key in stale:
+            self.limiter.forget(*key)
             st = self._series.pop(key)
             tracker = self._trackers[self.families[st.family].rule]
             if tracker.is_firing(*key):
@@ -263,18 +288,22 @@ class AnomalyOperator(Operator):
                 for (c, n, s), st in self._series.items()
             ],
             "trackers": {rule: t.snapshot() for rule, t in self._trackers.items()},
+            "cardinality": self.limiter.snapshot(),
         }
 
     def restore(self, state: Any) -> None:
         state = state or {}
         self._series = {}
+        lim = self.limiter
+        self.limiter = CardinalityLimiter(self.name, lim.max_per_node, lim.max_per_cluster, idle_s=lim.idle_s, quiet_s=lim.quiet_s)
         patterns = {fam.pattern: i for i, fam in enumerate(self.families)}
         for c, n, s, pattern, last_ts, last_raw, det_state, window in state.get("series", []):
             idx = patterns.get(pattern)
-            if idx is None or len(self._series) >= self.max_series:
-                continue  # the family is gone from the configuration: start over
+            if idx is None or not self.limiter.seen(c, n, s, last_ts):
+                continue  # the family is gone from the configuration (or over the limits): start over
             det = self.families[idx].build()
             det.restore(det_state)
             self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, deque((tuple(p) for p in window), maxlen=self.window_points))
         for rule, t in self._trackers.items():
             t.restore(state.get("trackers", {}).get(rule))
+        self.limiter.restore(state.get("cardinality"))

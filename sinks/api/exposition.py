@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from prometheus_client.exposition import generate_latest as _generate_text
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
+from prometheus_client.utils import floatToGoString
 
 from schemas import Severity
 from sinks.api.state import STATUSES, FleetState, SeriesId
@@ -176,14 +177,43 @@ def parse_selectors(texts: Sequence[str]) -> tuple[Selector, ...]:
     return tuple(parse_selector(t) for t in texts)
 
 
+def _esc(value: str) -> str:
+    """Label value escaping of the text format (as prometheus_client's encoder does it)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
 class _Family:
-    """One metric family being filled: samples with free label sets, duplicates dropped."""
+    """One metric family being filled: samples with free label sets, duplicates dropped.
+
+    ``lines``: text-format lines written directly (the fast path for the one big
+    family, byte-identical to prometheus_client's encoder; see the tests).
+    """
 
     def __init__(self, collector: FleetCollector, name: str, type_: str, help_: str) -> None:
         self.metric = Metric(name, help_, type_)
         self.sample_name = name + "_total" if type_ == "counter" else name
         self.collector = collector
         self._seen: set[tuple[tuple[str, str], ...]] = set()
+        self.lines: list[str] | None = None
+
+    def add_stats(self, base: dict[str, str], stat_label: str, stats: Sequence[str], values: dict[str, float]) -> None:
+        """One sample per stat of one series; the text fast path writes them as lines."""
+        if self.lines is None or self.collector.selectors:
+            for stat in stats:
+                self.add({**base, stat_label: stat}, values[stat])
+            return
+        key = tuple(sorted(base.items()))
+        if key in self._seen:
+            self.collector.collisions += len(stats)
+            return
+        self._seen.add(key)
+        pre = ",".join(f'{k}="{_esc(v)}"' for k, v in key if k < stat_label)
+        post = ",".join(f'{k}="{_esc(v)}"' for k, v in key if k > stat_label)
+        head = f"{self.sample_name}{{{pre}{',' if pre else ''}{stat_label}=\""
+        tail = f'"{"," if post else ""}{post}}} '
+        lines = self.lines
+        for stat in stats:
+            lines.append(f"{head}{stat}{tail}{floatToGoString(values[stat])}\n")
 
     def add(self, labels: dict[str, str], value: float) -> None:
         sel = self.collector.selectors
@@ -200,7 +230,9 @@ class _Family:
 class FleetCollector:
     """A ``prometheus_client`` collector over a FleetState (``collect()`` yields metric families)."""
 
-    def __init__(self, state: FleetState, stats: Sequence[str] = DEFAULT_STATS, selectors: Sequence[Selector] = ()) -> None:
+    def __init__(
+        self, state: FleetState, stats: Sequence[str] = DEFAULT_STATS, selectors: Sequence[Selector] = (), *, text_lines: bool = False
+    ) -> None:
         bad = [s for s in stats if s not in ALL_STATS]
         if bad:
             raise ValueError(f"unknown stat(s) {bad!r}; expected some of {sorted(ALL_STATS)}")
@@ -208,6 +240,19 @@ class FleetCollector:
         self.stats = tuple(stats)
         self.selectors = tuple(selectors)
         self.collisions = 0  # samples dropped because their sanitised labels equalled another's
+        self.text_lines = text_lines  # write the big family as text lines (render_bytes' fast path)
+
+    def _node_wanted(self, name: str, cluster: str, node: str) -> bool:
+        """Whether any selector could match a sample of this family for this node (by equality matchers only)."""
+        if not self.selectors:
+            return True
+        for sel in self.selectors:
+            if sel.name is not None and sel.name not in (name, name + "_total"):
+                continue
+            if all(op != "=" or (label != "cluster" or want == cluster) and (label != "node" or want == node)
+                   for label, op, want in sel.matchers):
+                return True
+        return False
 
     def _wanted(self, name: str) -> bool:
         """Whether any selector could match a family (cheap pre-check by name only)."""
@@ -220,6 +265,23 @@ class FleetCollector:
             if fam.metric.samples or not self.selectors:
                 yield fam.metric
 
+    def encode(self, fmt: str = "text") -> bytes:
+        """The exposition in ``fmt``: the big family written directly, the rest by prometheus_client's encoders."""
+        gen = _generate_openmetrics if fmt == "openmetrics" else _generate_text
+        eof = b"# EOF\n"
+        out: list[bytes] = []
+        for fam in self._families():
+            if fam.lines is not None and not self.selectors:
+                m = fam.metric
+                head = gen(_One(Metric(m.name, m.documentation, m.type)))  # type: ignore[arg-type]
+                out.append(head[: -len(eof)] if head.endswith(eof) else head)
+                out.append("".join(fam.lines).encode())
+            elif fam.metric.samples or not self.selectors:
+                part = gen(_One(fam.metric))  # type: ignore[arg-type]
+                out.append(part[: -len(eof)] if fmt == "openmetrics" and part.endswith(eof) else part)
+        if fmt == "openmetrics":
+            out.append(eof)
+        return b"".join(out)
     def _families(self) -> Iterator[_Family]:
         state = self.state
         nodes = sorted(state.nodes.values(), key=lambda s: (s.cluster, s.node))
@@ -228,10 +290,14 @@ class FleetCollector:
             return _Family(self, name, type_, help_)
 
         f = family("swarmwatch_node_metric", "gauge", "Newest window aggregate of each node series; stat is mean, min, max, p95, last or count.")
+        if self.text_lines:
+            f.lines = []
         if self._wanted(f.metric.name):
             fixed = ("cluster", "node", "metric", "stat")
             names_cache: dict[SeriesId, list[str]] = {}
             for st in nodes:
+                if not self._node_wanted(f.metric.name, st.cluster, st.node):
+                    continue
                 for sid in sorted(st.agg):
                     agg = st.agg[sid]
                     metric, pairs = sid
@@ -241,8 +307,7 @@ class FleetCollector:
                     base = {"cluster": st.cluster, "node": st.node, "metric": metric}
                     for (_, v), ln in zip(pairs, extra):
                         base[ln] = v
-                    for stat in self.stats:
-                        f.add({**base, "stat": stat}, agg[stat])
+                    f.add_stats(base, "stat", self.stats, agg)
         yield f
 
         def per_node(name: str, help_: str, value_of: object) -> _Family:
@@ -360,6 +425,9 @@ class FleetCollector:
         ):
             f.add({"what": what}, v)
         yield f
+        f = _Family(self, "swarmwatch_api_evicted", "counter", "Idle items that gave way to new ones at the API's cardinality limits.")
+        f.add({"what": "history_series"}, c.evicted_history_series)
+        yield f
         f = _Family(self, "swarmwatch_api_out_of_order", "counter", "Aggregates older than the newest one of their node, not charted.")
         f.add({}, c.out_of_order)
         yield f
@@ -382,6 +450,16 @@ class FleetCollector:
         yield f
 
 
+class _One:
+    """A collector of one ready metric family."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.metric
+
+
 def negotiate(accept: str | None, fmt: str | None = None) -> str:
     """``text`` or ``openmetrics``: ``fmt`` (the ``?format=`` parameter) wins, else the Accept header."""
     if fmt:
@@ -399,10 +477,8 @@ def render_bytes(
     """(body, content type) of the exposition in ``fmt``, filtered by ``match`` selectors."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is invalid; expected one of {', '.join(FORMATS)}")
-    collector = FleetCollector(state, stats, parse_selectors(match))
-    if fmt == "openmetrics":
-        return _generate_openmetrics(collector), OPENMETRICS_CONTENT_TYPE  # type: ignore[arg-type]
-    return _generate_text(collector), CONTENT_TYPE  # type: ignore[arg-type]
+    body = FleetCollector(state, stats, parse_selectors(match), text_lines=True).encode(fmt)
+    return body, OPENMETRICS_CONTENT_TYPE if fmt == "openmetrics" else CONTENT_TYPE
 
 
 def render(state: FleetState, stats: Sequence[str] = DEFAULT_STATS, *, fmt: str = "text", match: Sequence[str] = ()) -> str:

@@ -7,11 +7,13 @@ the live feed, a redelivery) changes nothing the second time.
 from __future__ import annotations
 
 import math
+import time
 from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.cardinality import CardinalityLimiter
 from schemas import Alert, AlertKind, AlertStatus, HealthScore, MetricBatch, Severity, TrustScore, WindowAggregate
 from schemas.codec import to_builtins
 
@@ -176,6 +178,7 @@ class Counters:
     refused_series: int = 0
     refused_history_series: int = 0
     refused_alerts: int = 0
+    evicted_history_series: int = 0  # idle history series that gave way to new ones (cardinality limit)
     out_of_order: int = 0
     dlq: dict[str, int] = field(default_factory=dict)  # stage -> dead letters seen
     ws_dropped: int = 0
@@ -225,6 +228,8 @@ class FleetState:
         self.recent_alerts: deque[Alert] = deque(maxlen=recent_alerts)
         self._resolved_ids: OrderedDict[str, None] = OrderedDict()
         self._history_series = 0
+        # history rings per node and per cluster: one node's flood of names cannot take the others' places
+        self.history_limiter = CardinalityLimiter("api", max_series_per_node, max_history_series)
         self.self_metrics: dict[str, dict[SeriesId, float]] = {}  # component -> series -> value
         self.self_ts: dict[str, float] = {}
         self.counters = Counters()
@@ -273,6 +278,7 @@ class FleetState:
             return False  # a coarser window than the one kept
         if st.window_s and agg.window_s < st.window_s:
             self._history_series -= len(st.history)  # a finer window appeared: start over with it
+            self.history_limiter.forget_node(agg.cluster, agg.node)
             st.history.clear()
             st.agg.clear()
             st.agg_end = 0.0
@@ -284,6 +290,8 @@ class FleetState:
             return False
         st.agg_end = agg.end
         st.agg = {}
+        now = time.time()
+        limiter = self.history_limiter
         for s in agg.series:
             key = series_id(s.metric, s.labels)
             if len(st.agg) >= self.max_series_per_node:
@@ -293,15 +301,28 @@ class FleetState:
             if s.unit:
                 st.units[s.metric] = s.unit
             ring = st.history.get(key)
+            if not limiter.seen(agg.cluster, agg.node, key, now):
+                self.counters.refused_history_series += 1
+                continue
+            if limiter.evicted:
+                self._drop_evicted()
             if ring is None:
                 if self._history_series >= self.max_history_series:
                     self.counters.refused_history_series += 1
+                    limiter.forget(agg.cluster, agg.node, key)
                     continue
                 ring = st.history[key] = Ring(self.history_points)
                 self._history_series += 1
             if agg.end > ring.last_t():
                 ring.append((agg.end, s.mean, s.min, s.max, s.p95, s.last, float(s.count)))
         return True
+
+    def _drop_evicted(self) -> None:
+        for c, n, key in self.history_limiter.pop_evicted():
+            st = self.nodes.get((c, n))
+            if st is not None and st.history.pop(key, None) is not None:  # type: ignore[call-overload]
+                self._history_series -= 1
+                self.counters.evicted_history_series += 1
 
     def apply_trust(self, score: TrustScore) -> None:
         self.counters.count("trust")
