@@ -4,6 +4,8 @@
 
 ``judge_ms``: ClusterDetector.close for a round whose reports are buffered
 (the statistics, window tests, drift/collusion tests and verdicts).
+``checkpoint_bytes``: the detector's snapshot after the run, msgpack-encoded as the runtime
+stores it.
 ``operator_ms``: the whole operator path for a round: N Event payloads parsed
 and buffered, the round judged, N TrustScores and any alerts built.
 """
@@ -15,6 +17,7 @@ import platform
 import statistics
 import time
 
+import msgspec
 import numpy as np
 
 from schemas import Event
@@ -30,7 +33,7 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def bench_detector(nodes: int, rounds: int, warmup: int) -> list[float]:
+def bench_detector(nodes: int, rounds: int, warmup: int, state: dict | None = None) -> list[float]:
     fleet = SyntheticFleet(nodes=nodes, attackers=nodes // 10, attack="alie", start=warmup // 2, seed=1)
     det = ClusterDetector()
     times = []
@@ -41,6 +44,8 @@ def bench_detector(nodes: int, rounds: int, warmup: int) -> list[float]:
         det.close(r)
         if r >= warmup:
             times.append((time.perf_counter() - t) * 1e3)
+    if state is not None:  # the checkpoint as the runtime stores it (msgpack of the snapshot)
+        state["checkpoint_bytes"] = len(msgspec.msgpack.encode(det.snapshot()))
     return times
 
 
@@ -79,7 +84,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=40)
     a = ap.parse_args()
-    judge = bench_detector(a.nodes, a.rounds, a.warmup)
+    state: dict = {}
+    judge = bench_detector(a.nodes, a.rounds, a.warmup, state)
     full, emitted = bench_operator(a.nodes, a.rounds, a.warmup)
     print(
         json.dumps(
@@ -93,6 +99,8 @@ def main() -> None:
                 "operator_ms_per_round_median": round(statistics.median(full), 2),
                 "operator_ms_per_round_p95": round(_pct(full, 0.95), 2),
                 "emits_per_round": round(emitted / max(1, len(full)), 1),
+                "checkpoint_bytes": state["checkpoint_bytes"],
+                "checkpoint_mb_per_1000_nodes": round(state["checkpoint_bytes"] / 1e6 * 1000 / a.nodes, 3),
                 "python": platform.python_version(),
                 "numpy": np.__version__,
             }

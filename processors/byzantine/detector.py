@@ -55,7 +55,6 @@ from processors.byzantine.robust import (
 )
 
 FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness")
-_ALIGN, _NORM, _SIM, _LOSS, _FIT, _DIST, _STALE = range(len(FEATURES))
 STATISTICS: tuple[str, ...] = (
     "alignment",
     "norm_high",
@@ -69,7 +68,18 @@ STATISTICS: tuple[str, ...] = (
     "collusion",
 )
 _NW = 8  # statistics tested over windows (the first eight of STATISTICS)
-_STAT_FEATURE = (_ALIGN, _NORM, _NORM, _SIM, _LOSS, _FIT, _DIST, _STALE)
+_F = {name: j for j, name in enumerate(FEATURES)}  # feature column by name
+_S = {name: j for j, name in enumerate(STATISTICS)}  # score / evidence column by name
+_STAT_FEATURE = tuple(
+    _F[f] for f in ("alignment", "norm", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness")
+)
+# statistics judged against each node's own usual level as well as the fleet's (honest heterogeneity)
+_OWN_STATS = ("alignment", "stale")  # in score units (sd past the margin)
+_LEVELS = ("norm", "loss", "distance")  # log-ratio features with a per-node usual level
+_OWN_COLS = np.array([_S[name] for name in _OWN_STATS], dtype=np.intp)
+_Q_STEP = 0.05  # per-round scores are kept as int8 multiples of this (sd); -128 = no score
+_Q_NONE = -128
+_DEV_DTYPE = np.float16  # persistent-deviation averages: 3 significant digits are plenty
 _STALE_LAGS = 4  # past consensus directions kept to recognise stale updates
 _S_DRIFT, _S_COLLUSION = _NW, _NW + 1
 _EPS = 1e-12
@@ -91,8 +101,16 @@ class DetectorConfig:
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
-    cluster_sd: float = 5.0  # pairwise cosine of persistent deviations, in sd of independent vectors
-    min_hit_rounds: int = 4  # rounds past the confidence level (within window_rounds) that flag alone
+    drift_sd: float = 6.0  # ... and this many robust sd above the fleet's (log) persistent deviations
+    cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    stale_sd: float = 2.0  # robust sd past the round's typical fit to an earlier consensus
+    min_hit_rounds: int = 4  # rounds past the confidence level (within hit_horizon_rounds) that flag alone
+    hit_horizon_rounds: int = 16  # how long a round far past the confidence level counts (evidence expires)
+    own_half_life_rounds: float = 4.0  # memory of each node's own usual score level
+    own_rate: float = 0.25  # most a node's own baseline may move per round (sd of score)
+    own_cap: float = 3.0  # largest own baseline (sd of score): beyond, a node is judged against the fleet
+    own_ratio_cap: float = 10.0  # a node's usual norm, loss or distance may differ from the fleet's by this factor
+    own_log_rate: float = 0.1  # most a node's usual (log) norm, loss or distance may move per round
     persist_rounds: int = 2  # consecutive rounds a drift/collusion finding must hold
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
@@ -114,6 +132,10 @@ class DetectorConfig:
             raise ValueError(f"align_fraction must be in (0, 1), got {self.align_fraction!r}")
         if self.min_hit_rounds < 2:
             raise ValueError(f"min_hit_rounds must be >= 2, got {self.min_hit_rounds}")
+        if not (self.own_rate > 0 and self.own_cap >= 0 and self.own_half_life_rounds > 0):
+            raise ValueError("own_rate and own_half_life_rounds must be > 0 and own_cap >= 0")
+        if self.hit_horizon_rounds < 1:
+            raise ValueError(f"hit_horizon_rounds must be >= 1, got {self.hit_horizon_rounds}")
         if self.min_nodes < 3:
             raise ValueError(f"min_nodes must be >= 3, got {self.min_nodes}")
 
@@ -133,6 +155,44 @@ class NodeVerdict:
     reason: str  # the statistic with the most evidence ("" if none)
     evidence: dict[str, float]  # statistic -> evidence (>= 1: over threshold)
     details: dict[str, Any] = field(default_factory=dict)  # how far, for how many rounds
+
+
+@dataclass(slots=True)
+class _RoundWork:
+    """What the phases of judging one round share."""
+
+    rnd: int
+    names: list[str]
+    idx: np.ndarray  # state slot per report
+    X: np.ndarray  # sketches, one row per report
+    norms: np.ndarray
+    losses: np.ndarray
+    n: int
+    K: int  # sketch length
+    firing: np.ndarray  # alert active before this round
+    trusted: np.ndarray  # counted for the fleet's medians and spreads
+    units: np.ndarray  # sketches scaled to unit length
+    sk_norm: np.ndarray
+    feats: np.ndarray  # n x FEATURES
+    voters: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # vote for the consensus
+    victim: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # copied, not copying
+    m: np.ndarray = field(default_factory=lambda: np.zeros(0))  # consensus
+    m_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cos_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    M: float = 0.0  # the voters' median alignment
+    dist: np.ndarray = field(default_factory=lambda: np.zeros(0))  # distance to the consensus
+    sd: dict[str, float] = field(default_factory=dict)  # the round's spread per feature or test
+
+
+def _quantize(sc: np.ndarray) -> np.ndarray:
+    """Scores (sd) as int8 multiples of _Q_STEP; NaN as _Q_NONE."""
+    q = np.clip(np.rint(np.where(np.isfinite(sc), sc, 0.0) / _Q_STEP), -127, 127).astype(np.int8)
+    q[~np.isfinite(sc)] = _Q_NONE
+    return q
+
+
+def _dequantize(q: np.ndarray) -> np.ndarray:
+    return np.where(q == _Q_NONE, np.nan, q.astype(np.float64) * _Q_STEP)
 
 
 @dataclass(slots=True)
@@ -227,11 +287,13 @@ class ClusterDetector:
             return new
 
         g = lambda name: getattr(self, name, None)  # noqa: E731
-        self._vals = grow(g("_vals"), (cap, W, F), np.nan, np.float32)
-        self._scores = grow(g("_scores"), (cap, W, _NW), np.nan, np.float32)
-        self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, np.float64)
+        self._vals = grow(g("_vals"), (cap, W, F), np.nan, np.float16)
+        self._scores = grow(g("_scores"), (cap, W, _NW), _Q_NONE, np.int8)
+        self._base = grow(g("_base"), (cap, _NW), np.nan, np.float16)
+        self._level = grow(g("_level"), (cap, len(_LEVELS)), np.nan, np.float16)
+        self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, _DEV_DTYPE)
         self._dev_w = grow(g("_dev_w"), (cap,), 0.0, np.float64)
-        self._slow_sum = grow(g("_slow_sum"), (cap, K), 0.0, np.float64)
+        self._slow_sum = grow(g("_slow_sum"), (cap, K), 0.0, _DEV_DTYPE)
         self._slow_w = grow(g("_slow_w"), (cap,), 0.0, np.float64)
         self._dev_n = grow(g("_dev_n"), (cap,), 0, np.int64)
         self._last_round = grow(g("_last_round"), (cap,), -1, np.int64)
@@ -249,7 +311,9 @@ class ClusterDetector:
 
     def _clear_slot(self, s: int) -> None:
         self._vals[s] = np.nan
-        self._scores[s] = np.nan
+        self._scores[s] = _Q_NONE
+        self._base[s] = np.nan
+        self._level[s] = np.nan
         self._dev_sum[s] = 0.0
         self._dev_w[s] = 0.0
         self._slow_sum[s] = 0.0
@@ -319,8 +383,8 @@ class ClusterDetector:
             return "invalid"
         if self.dim is None:
             self.dim = int(x.size)
-            self._dev_sum = np.zeros((self._cap, self.dim))
-            self._slow_sum = np.zeros((self._cap, self.dim))
+            self._dev_sum = np.zeros((self._cap, self.dim), dtype=_DEV_DTYPE)
+            self._slow_sum = np.zeros((self._cap, self.dim), dtype=_DEV_DTYPE)
         elif x.size != self.dim:
             self._count("invalid")
             return "invalid"
@@ -351,14 +415,14 @@ class ClusterDetector:
         prev = self.last_closed
         if prev is None or rnd - prev >= W:
             self._vals[:] = np.nan
-            self._scores[:] = np.nan
+            self._scores[:] = _Q_NONE
             self._scale[:] = np.nan
             self._col_round[:] = -1
         else:
             for rr in range(prev + 1, rnd + 1):
                 c = rr % W
                 self._vals[:, c, :] = np.nan
-                self._scores[:, c, :] = np.nan
+                self._scores[:, c, :] = _Q_NONE
                 self._scale[c] = np.nan
         col = rnd % W
         self._col_round[col] = rnd
@@ -397,109 +461,210 @@ class ClusterDetector:
     def _judge(
         self, rnd: int, names: list[str], idx: np.ndarray, X: np.ndarray, norms: np.ndarray, losses: np.ndarray
     ) -> list[NodeVerdict]:
+        """Judge one round in named phases: who votes, the round's statistics against the consensus,
+        per-round scores against each node's own history, window evidence, persistent deviation,
+        verdicts."""
+        rd = self._start_round(rnd, names, idx, X, norms, losses)
+        self._similarity_phase(rd)
+        self._consensus_phase(rd)
+        self._scale_phase(rd)
+        sc = self._round_scores(rd)
+        sc = self._against_own_history(rd, sc)
+        self._store_round(rd, sc)
+        ev, best_h = self._window_evidence(rd)
+        drift_ratio, clu_info = self._persistent_deviation(rd, ev)
+        return self._verdicts(rd, ev, best_h, drift_ratio, clu_info)
+
+    # --- phases of _judge ------------------------------------------------------------
+
+    def _start_round(
+        self, rnd: int, names: list[str], idx: np.ndarray, X: np.ndarray, norms: np.ndarray, losses: np.ndarray
+    ) -> _RoundWork:
         cfg = self.config
-        W, K = cfg.window_rounds, X.shape[1]
-        col = rnd % W
         n = len(idx)
-        firing = self._firing[idx]
+        firing = self._firing[idx].copy()
         trusted = ~firing
         if trusted.sum() < max(cfg.min_nodes, (n + 1) // 2):
             trusted = np.ones(n, dtype=bool)
-
         units, sk_norm = unit_rows(X)
-        feats = np.full((n, len(FEATURES)), np.nan)
+        return _RoundWork(
+            rnd=rnd, names=names, idx=idx, X=X, norms=norms, losses=losses, n=n, K=X.shape[1],
+            firing=firing, trusted=trusted, units=units, sk_norm=sk_norm,
+            feats=np.full((n, len(FEATURES)), np.nan),
+        )
 
-        # similarity first: near-copies of each other (or of last round) are not independent
-        # opinions, so they are left out of the consensus
-        sim_now, partner = max_offdiag_cos(units)
+    def _similarity_phase(self, rd: _RoundWork) -> None:
+        """Largest cosine with another sketch of this round or the previous one (robust z of atanh).
+
+        Near-copies of each other (or of last round) are not independent opinions, so they do
+        not vote for the consensus. A copy has two ends: when a node's closest match this round is
+        a node that has been a near-copy more habitually, the hit is that node's (the copier's).
+        """
+        cfg, K = self.config, rd.K
+        sim_now, partner = max_offdiag_cos(rd.units)
         sim = sim_now
         if self._prev_units is not None and self._prev_units.shape[1] == K:
             prev = self._prev_units.astype(np.float32)
-            sim = np.maximum(sim, (units.astype(np.float32) @ prev.T).max(axis=1).astype(np.float64))
+            sim = np.maximum(sim, (rd.units.astype(np.float32) @ prev.T).max(axis=1).astype(np.float64))
         sim_t = np.arctanh(np.clip(sim, -_MAX_COS, _MAX_COS))
-        med_s, sd_s = robust_center_scale(sim_t[trusted], 0.02)
-        feats[:, _SIM] = (sim_t - med_s) / sd_s
-        # a copy has two ends: when a node's closest match this round is a node that has been
-        # a near-copy more habitually, the hit is that node's, not this one's (the copied victim)
-        dup = feats[:, _SIM] > cfg.similarity_sd
-        rate = self._dup_rate[idx]
-        victim = dup & (sim_now >= sim) & (partner >= 0) & (rate[np.maximum(partner, 0)] > rate + 0.25)
+        med_s, sd_s = robust_center_scale(sim_t[rd.trusted], 0.02)
+        rd.feats[:, _F["similarity"]] = z = (sim_t - med_s) / sd_s
+        dup = z > cfg.similarity_sd
+        rate = self._dup_rate[rd.idx]
+        rd.victim = dup & (sim_now >= sim) & (partner >= 0) & (rate[np.maximum(partner, 0)] > rate + 0.25)
         a_dup = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
-        self._dup_rate[idx] = (1 - a_dup) * rate + a_dup * dup
-        voters = trusted & (feats[:, _SIM] <= cfg.similarity_sd)
-        if voters.sum() < max(cfg.min_nodes, (int(trusted.sum()) + 1) // 2):
-            voters = trusted
+        self._dup_rate[rd.idx] = (1 - a_dup) * rate + a_dup * dup
+        voters = rd.trusted & (z <= cfg.similarity_sd)
+        if voters.sum() < max(cfg.min_nodes, (int(rd.trusted.sum()) + 1) // 2):
+            voters = rd.trusted
+        rd.voters = voters
 
-        m = np.median(X[voters], axis=0)
-        m_unit = m / max(float(np.linalg.norm(m)), _EPS)
-        cos_m = units @ m_unit
-        feats[:, _ALIGN] = cos_m
+    def _consensus_phase(self, rd: _RoundWork) -> None:
+        """Robust consensus (coordinate-wise median of the voters), alignment with it, staleness."""
+        K, voters = rd.K, rd.voters
+        rd.m = m = np.median(rd.X[voters], axis=0)
+        rd.m_unit = m / max(float(np.linalg.norm(m)), _EPS)
+        rd.cos_m = cos_m = rd.units @ rd.m_unit
+        rd.feats[:, _F["alignment"]] = cos_m
         # spread from the upper half only: nodes that point away crowd the lower half
         med_a, q75_a = np.percentile(cos_m[voters], [50, 75])
-        sd_align = max(float(q75_a - med_a) / 0.6745, 1e-3)
+        rd.sd["alignment"] = max(float(q75_a - med_a) / 0.6745, 1e-3)
+        rd.M = float(np.median(cos_m[voters]))
         # staleness: how much better an earlier round's consensus fits than this round's,
         # in robust sd of that gap across the round (honest updates fit the current one best)
-        past = [u for r, u in self._past_consensus if r >= rnd - _STALE_LAGS and u.shape[0] == K]
+        past = [u for r, u in self._past_consensus if r >= rd.rnd - _STALE_LAGS and u.shape[0] == K]
         if past:
-            gap = (units @ np.stack(past).T).max(axis=1) - cos_m
-            _, sd_gap = robust_center_scale(gap[voters], 1e-3)
-            feats[:, _STALE] = gap / sd_gap
+            # centred on the round's typical gap: as a model converges, successive consensus
+            # directions resemble each other and every honest update fits an earlier one about
+            # as well as the current one; only a node far past that is stale
+            gap = (rd.units @ np.stack(past).T).max(axis=1) - cos_m
+            med_gap, sd_gap = robust_center_scale(gap[voters], 1e-3)
+            rd.feats[:, _F["staleness"]] = (gap - max(med_gap, 0.0)) / sd_gap
+        rd.dist = np.linalg.norm(rd.X - m, axis=1)
 
-        lognorm = np.log(np.maximum(norms, _EPS))
-        med, _ = robust_center_scale(lognorm[trusted], 0.01)
-        # each one-sided test takes its spread from the other half, which its outliers cannot reach
-        sd_norm_hi = half_spread(lognorm[trusted], "lower", 0.01)
-        sd_norm_lo = half_spread(lognorm[trusted], "upper", 0.01)
-        sd_norm = max(sd_norm_hi, sd_norm_lo)
-        feats[:, _NORM] = lognorm - med
+    def _scale_phase(self, rd: _RoundWork) -> None:
+        """Update norm, loss, norm consistency and distance to the consensus, on log scales,
+        against the round's median and each node's own usual level (``_own_levels``); each
+        one-sided test takes its spread from the other half, which its outliers cannot reach."""
+        tr = rd.trusted
+        lognorm = np.log(np.maximum(rd.norms, _EPS))
+        med, _ = robust_center_scale(lognorm[tr], 0.01)
+        logloss = np.log(rd.losses)  # NaN where missing
+        med_l, _ = robust_center_scale(logloss[tr], 0.01)
+        logdist = np.log(np.maximum(rd.dist, _EPS))
+        med_d, _ = robust_center_scale(logdist[tr], 0.01)
+        rel = np.stack([lognorm - med, logloss - med_l, logdist - med_d], axis=1)
+        res = self._own_levels(rd, rel)
 
-        logloss = np.log(losses)  # NaN where missing
-        med_l, _ = robust_center_scale(logloss[trusted], 0.01)
-        sd_loss = half_spread(logloss[trusted], "lower", 0.01)
-        feats[:, _LOSS] = logloss - med_l
+        rd.feats[:, _F["norm"]] = res[:, 0]
+        rd.sd["norm_high"] = half_spread(res[tr, 0], "lower", 0.01)
+        rd.sd["norm_low"] = half_spread(res[tr, 0], "upper", 0.01)
+        rd.sd["norm"] = max(rd.sd["norm_high"], rd.sd["norm_low"])
+        rd.feats[:, _F["loss"]] = res[:, 1]
+        rd.sd["loss"] = half_spread(res[tr, 1], "lower", 0.01)
+        rd.feats[:, _F["distance"]] = res[:, 2]
+        rd.sd["distance"] = half_spread(res[tr, 2], "upper", 0.01)
 
-        fit = lognorm - np.log(np.maximum(sk_norm, _EPS))
-        med_f, sd_fit = robust_center_scale(fit[trusted], 0.05)
-        feats[:, _FIT] = fit - med_f
+        fit = lognorm - np.log(np.maximum(rd.sk_norm, _EPS))
+        med_f, rd.sd["norm_consistency"] = robust_center_scale(fit[tr], 0.05)
+        rd.feats[:, _F["norm_consistency"]] = fit - med_f
 
-        dist = np.linalg.norm(X - m, axis=1)
-        logdist = np.log(np.maximum(dist, _EPS))
-        med_d, _ = robust_center_scale(logdist[trusted], 0.01)
-        sd_dist = half_spread(logdist[trusted], "upper", 0.01)
-        feats[:, _DIST] = logdist - med_d
+    def _own_levels(self, rd: _RoundWork, rel: np.ndarray) -> np.ndarray:
+        """Honest heterogeneity in size: a client with few local steps sends steadily smaller
+        updates, one with a hard label mix reports a higher loss, a near-IID client sits close to
+        the consensus. Each node keeps its usual log ratio to the fleet for norm, loss and distance
+        (first value, then an average that moves at most ``own_log_rate`` a round and never while
+        the node is flagged), within ``own_ratio_cap`` of the fleet; what is judged is the
+        departure from that level, so a node that suddenly changes size is caught at once."""
+        cfg = self.config
+        lim = math.log(cfg.own_ratio_cap)
+        lvl = self._level[rd.idx].astype(np.float64)
+        fin = np.isfinite(rel)
+        have = np.isfinite(lvl)
+        lvl = np.where(have, lvl, np.where(fin, np.clip(rel, -lim, lim), np.nan))
+        res = np.where(np.isfinite(lvl), rel - lvl, rel)
+        a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
+        r = cfg.own_log_rate
+        step = np.clip(a * (np.where(fin, rel, 0.0) - np.nan_to_num(lvl)), -r, r)
+        new = np.clip(lvl + step, -lim, lim)
+        keep = rd.firing[:, None] | ~fin
+        self._level[rd.idx] = np.where(keep & have, self._level[rd.idx], np.where(keep, lvl, new)).astype(np.float16)
+        return res
 
-        # per-round scores: standard deviations beyond each test's margin, clipped so one
-        # extreme round cannot carry a window alone
-        M = float(np.median(cos_m[voters]))
-        sc = np.full((n, _NW), np.nan)
-        # judge alignment only when the round has a clear consensus direction
-        if M > cfg.confidence_z * sd_align / math.sqrt(max(1, int(voters.sum()))):
-            sc[:, 0] = (cfg.align_fraction * M - cos_m) / sd_align - 0.25  # and by a quarter sd a round
+    def _round_scores(self, rd: _RoundWork) -> np.ndarray:
+        """Per-round scores against the fleet: standard deviations beyond each test's margin."""
+        cfg, f, sd = self.config, rd.feats, rd.sd
+        sc = np.full((rd.n, _NW), np.nan)
+        col = lambda name: sc[:, _S[name]]  # noqa: E731  (a view: writes go into sc)
+        # judge alignment only when the round has a clear consensus direction, and by a quarter sd a round
+        if rd.M > cfg.confidence_z * sd["alignment"] / math.sqrt(max(1, int(rd.voters.sum()))):
+            col("alignment")[:] = (cfg.align_fraction * rd.M - rd.cos_m) / sd["alignment"] - 0.25
         logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
-        sc[:, 1] = (feats[:, _NORM] - logR) / sd_norm_hi
-        sc[:, 2] = (-feats[:, _NORM] - logR) / sd_norm_lo
-        sc[:, 3] = np.where(victim, 0.0, feats[:, _SIM]) - cfg.similarity_sd
-        sc[:, 4] = (feats[:, _LOSS] - logL) / sd_loss
-        sc[:, 5] = (np.abs(feats[:, _FIT]) - logC) / sd_fit
-        sc[:, 6] = (-feats[:, _DIST] - logR) / sd_dist
-        sc[:, 7] = feats[:, _STALE] - 1.0
+        col("norm_high")[:] = (f[:, _F["norm"]] - logR) / sd["norm_high"]
+        col("norm_low")[:] = (-f[:, _F["norm"]] - logR) / sd["norm_low"]
+        col("similarity")[:] = np.where(rd.victim, 0.0, f[:, _F["similarity"]]) - cfg.similarity_sd
+        col("loss")[:] = (f[:, _F["loss"]] - logL) / sd["loss"]
+        col("norm_consistency")[:] = (np.abs(f[:, _F["norm_consistency"]]) - logC) / sd["norm_consistency"]
+        col("too_close")[:] = (-f[:, _F["distance"]] - logR) / sd["distance"]
+        col("stale")[:] = f[:, _F["staleness"]] - cfg.stale_sd
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
         np.clip(sc, -clip, clip, out=sc)
-        np.minimum(sc[:, 3], 0.5 * cfg.confidence_z, out=sc[:, 3])
-        self._vals[idx, col, :] = feats.astype(np.float32)
-        self._scores[idx, col, :] = sc.astype(np.float32)
-        self._scale[col] = (sd_align, sd_norm, 1.0, sd_loss, sd_fit, sd_dist, 1.0)
-        self._prev_units = np.vstack([units, m_unit[None, :]])
-        self._past_consensus = [(r, u) for r, u in self._past_consensus if r >= rnd - _STALE_LAGS + 1]
-        self._past_consensus.append((rnd, m_unit))
+        np.minimum(col("similarity"), 0.5 * cfg.confidence_z, out=col("similarity"))
+        return sc
 
-        # --- window tests over several horizons: sum of scores / sqrt(rounds) > confidence_z
+    def _against_own_history(self, rd: _RoundWork, sc: np.ndarray) -> np.ndarray:
+        """Honest heterogeneity: a node whose score sits steadily above the fleet's (a non-IID
+        client pointing its own way, fewer local steps, a converged update that resembles earlier
+        rounds) is judged against its own usual level. Each node keeps a baseline per statistic
+        (first score, then an average that moves at most ``own_rate`` a round and never while the
+        node is flagged), at most ``own_cap``; the score that counts is the round's score less
+        that baseline. A sudden change of behaviour still scores in full."""
+        cfg = self.config
+        cols = _OWN_COLS
+        idx = rd.idx
+        base = self._base[idx][:, cols].astype(np.float64)
+        s = sc[:, cols]
+        fin = np.isfinite(s)
+        have = np.isfinite(base)
+        eff = sc.copy()
+        eff[:, cols] = np.where(have & fin, s - np.where(have, base, 0.0), s)
+        # update: first finite score sets the baseline, then rate-limited tracking
+        a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
+        step = np.clip(np.where(fin, s, 0.0) - np.where(have, base, 0.0), -cfg.own_rate / a, cfg.own_rate / a) * a
+        new = np.where(have, base + step, np.where(fin, s, np.nan))
+        new = np.where(fin, np.clip(new, 0.0, cfg.own_cap), base)
+        frozen = rd.firing[:, None] | ~fin
+        upd = np.where(frozen & have, base, np.where(frozen, np.nan, new))
+        b = self._base[idx]
+        b[:, cols] = upd.astype(self._base.dtype)
+        self._base[idx] = b
+        clip = cfg.confidence_z * 1.5
+        return np.clip(eff, -clip, clip)
+
+    def _store_round(self, rd: _RoundWork, sc: np.ndarray) -> None:
+        cfg = self.config
+        col = rd.rnd % cfg.window_rounds
+        self._vals[rd.idx, col, :] = rd.feats.astype(np.float16)
+        self._scores[rd.idx, col, :] = _quantize(sc)
+        sd = rd.sd
+        self._scale[col] = [
+            sd["alignment"], sd["norm"], 1.0, sd["loss"], sd["norm_consistency"], sd["distance"], 1.0
+        ]
+        self._prev_units = np.vstack([rd.units, rd.m_unit[None, :]]).astype(np.float32)  # compared in float32 anyway
+        self._past_consensus = [(r, u) for r, u in self._past_consensus if r >= rd.rnd - _STALE_LAGS + 1]
+        self._past_consensus.append((rd.rnd, rd.m_unit))
+
+    def _window_evidence(self, rd: _RoundWork) -> tuple[np.ndarray, np.ndarray]:
+        """Window tests over several horizons (sum of scores / sqrt(rounds) > confidence_z), and a
+        count of rounds far past the margin for intermittent attackers."""
+        cfg = self.config
+        W, n, rnd = cfg.window_rounds, rd.n, rd.rnd
         ev = np.zeros((n, len(STATISTICS)))
         order = (rnd - np.arange(W)) % W
         col_ok = self._col_round[order] == (rnd - np.arange(W))
-        U = self._scores[idx][:, order, :].astype(np.float64)
+        U = _dequantize(self._scores[rd.idx][:, order, :])
         U[:, ~col_ok, :] = np.nan
         fin = np.isfinite(U)
         cnt = np.cumsum(fin, axis=1)
@@ -513,23 +678,29 @@ class ClusterDetector:
             ev[:, :_NW] = np.where(better, T, ev[:, :_NW])
             best_h[:, :_NW] = np.where(better, w, best_h[:, :_NW])
         ev[~np.isfinite(ev)] = 0.0
-        # intermittent attackers: rounds far past the margin counted over the whole buffer, so
+        # intermittent attackers: rounds far past the margin counted over the hit horizon, so
         # good rounds in between cannot cancel them (similarity excepted: copied victims)
-        hits = (np.where(fin, U, -np.inf) > z).sum(axis=1).astype(np.float64)
-        hits[:, 3] = 0.0
+        H = min(W, cfg.hit_horizon_rounds)
+        hits = (np.where(fin[:, :H], U[:, :H], -np.inf) > z).sum(axis=1).astype(np.float64)
+        hits[:, _S["similarity"]] = 0.0
         by_count = hits / cfg.min_hit_rounds
         better = by_count > ev[:, :_NW]
         ev[:, :_NW] = np.where(better, by_count, ev[:, :_NW])
-        best_h[:, :_NW] = np.where(better, W, best_h[:, :_NW])
+        best_h[:, :_NW] = np.where(better, H, best_h[:, :_NW])
+        return ev, best_h
 
-        # --- persistent deviation: drift and collusion
-        dev_scale = float(np.median(dist[trusted]))
-        dev = (X - m) / max(dev_scale, _EPS)
+    def _persistent_deviation(self, rd: _RoundWork, ev: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Drift and collusion, from each node's exponentially weighted deviation from the consensus
+        (level) and its fast-minus-slow trend (where a node's steady non-IID bias cancels)."""
+        cfg, idx, n, K = self.config, rd.idx, rd.n, rd.K
+        trusted = rd.trusted
+        dev_scale = float(np.median(rd.dist[trusted]))
+        dev = (rd.X - rd.m) / max(dev_scale, _EPS)
         a_fast = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
         a_slow = 1.0 - 0.5 ** (1.0 / (4.0 * cfg.drift_half_life_rounds))
-        self._dev_sum[idx] = (1 - a_fast) * self._dev_sum[idx] + a_fast * dev
+        self._dev_sum[idx] = ((1 - a_fast) * self._dev_sum[idx] + a_fast * dev).astype(_DEV_DTYPE)
         self._dev_w[idx] = (1 - a_fast) * self._dev_w[idx] + a_fast
-        self._slow_sum[idx] = (1 - a_slow) * self._slow_sum[idx] + a_slow * dev
+        self._slow_sum[idx] = ((1 - a_slow) * self._slow_sum[idx] + a_slow * dev).astype(_DEV_DTYPE)
         self._slow_w[idx] = (1 - a_slow) * self._slow_w[idx] + a_slow
         self._dev_n[idx] += 1
         elig = self._dev_n[idx] >= cfg.warmup_rounds
@@ -539,18 +710,24 @@ class ClusterDetector:
         if elig.sum() >= cfg.min_nodes:
             ie = idx[elig]
             ref = trusted[elig] if trusted[elig].sum() >= cfg.min_nodes else np.ones(int(elig.sum()), dtype=bool)
-            D = self._dev_sum[ie] / self._dev_w[ie][:, None]
+            D = self._dev_sum[ie].astype(np.float64) / self._dev_w[ie][:, None]
             Dc = D - np.median(D[ref], axis=0)
             Dn = np.linalg.norm(Dc, axis=1)
             # a newcomer's average still carries much of its noise: judge its size only once
             # the average has settled (three half-lives)
             settled = self._dev_n[ie] >= 3 * cfg.drift_half_life_rounds
             ref_s = ref & settled if (ref & settled).sum() >= cfg.min_nodes else ref
-            drift_ratio[elig] = np.where(settled, Dn / max(float(np.median(Dn[ref_s])), _EPS), 0.0)
+            ratio = Dn / max(float(np.median(Dn[ref_s])), _EPS)
+            # honest non-IID fleets have a wide spread of persistent biases: a drift must also stand
+            # out from that spread (robust z of the log ratio), not only from its median
+            logr = np.log(np.maximum(ratio, _EPS))
+            med_r, sd_r = robust_center_scale(logr[ref_s], 0.05)
+            outlier = (logr - med_r) / sd_r >= cfg.drift_sd
+            drift_ratio[elig] = np.where(settled & outlier, ratio, np.where(settled, np.minimum(ratio, cfg.drift_ratio), 0.0))
             # the same tests on the trend (fast minus slow average): a node's own steady bias cancels
-            Tr = D - self._slow_sum[ie] / self._slow_w[ie][:, None]
+            Tr = D - self._slow_sum[ie].astype(np.float64) / self._slow_w[ie][:, None]
             Tr = Tr - np.median(Tr[ref], axis=0)
-            among = ~firing[elig] | (self._reason[ie] == _S_COLLUSION)
+            among = ~rd.firing[elig] | (self._reason[ie] == _S_COLLUSION)
             for label, V in (("level", Dc), ("trend", Tr)):
                 ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd, among)
                 better = ev_v > e_clu[elig]
@@ -570,14 +747,19 @@ class ClusterDetector:
         persist = cfg.persist_rounds
         ev[:, _S_DRIFT] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
         ev[:, _S_COLLUSION] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
+        return drift_ratio, clu_info
 
-        # --- verdicts, alert state, trust
+    def _verdicts(
+        self, rd: _RoundWork, ev: np.ndarray, best_h: np.ndarray, drift_ratio: np.ndarray, clu_info: dict[str, np.ndarray]
+    ) -> list[NodeVerdict]:
+        """Alert state and trust per node: trust falls at once with suspicion, recovers slowly."""
+        cfg, rnd, idx = self.config, rd.rnd, rd.idx
         suspicious = (ev >= 1.0).any(axis=1)
         suspicion = ev.max(axis=1)
         top = ev.argmax(axis=1)
         out: list[NodeVerdict] = []
         explain_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, float]] = {}
-        for i in range(n):
+        for i in range(rd.n):
             s = int(idx[i])
             newly = resolved = False
             if suspicious[i]:
@@ -605,11 +787,11 @@ class ClusterDetector:
             evidence = {STATISTICS[j]: round(float(ev[i, j]), 4) for j in range(len(STATISTICS)) if ev[i, j] > 0.05}
             details: dict[str, Any] = {}
             if flagged or suspicious[i]:
-                details = self._explain(int(top[i]), i, best_h=best_h, trusted=trusted,
+                details = self._explain(int(top[i]), i, best_h=best_h, trusted=rd.trusted,
                                         drift_ratio=drift_ratio, clu_info=clu_info, idx=idx, cache=explain_cache)
             out.append(
                 NodeVerdict(
-                    node=names[i],
+                    node=rd.names[i],
                     round=rnd,
                     trust=round(trust, 4),
                     suspicion=round(susp, 4),
@@ -706,7 +888,11 @@ class ClusterDetector:
     # ------------------------------------------------------------------ checkpoints
 
     def snapshot(self) -> dict[str, Any]:
-        """State as msgspec/JSON-encodable builtins (arrays as raw bytes)."""
+        """State as msgspec/JSON-encodable builtins (arrays as raw bytes), about 0.65 KB a node.
+
+        The raw per-round statistics behind alert explanations are not kept: after a restore,
+        an alert's ``value`` and ``fleet_median`` cover the rounds judged since.
+        """
         live = [s for s in range(self._cap) if self._names[s] is not None]
         li = np.asarray(live, dtype=np.int64)
         return {
@@ -714,11 +900,12 @@ class ClusterDetector:
             "last_closed": self.last_closed,
             "counts": dict(self.counts),
             "nodes": [self._names[s] for s in live],
-            "vals": _enc(self._vals[li]),
             "scores": _enc(self._scores[li]),
-            "dev_sum": _enc(self._dev_sum[li].astype(np.float32)),
+            "base": _enc(self._base[li]),
+            "level": _enc(self._level[li]),
+            "dev_sum": _enc(self._dev_sum[li]),
             "dev_w": _enc(self._dev_w[li]),
-            "slow_sum": _enc(self._slow_sum[li].astype(np.float32)),
+            "slow_sum": _enc(self._slow_sum[li]),
             "slow_w": _enc(self._slow_w[li]),
             "dev_n": _enc(self._dev_n[li]),
             "last_round": _enc(self._last_round[li]),
@@ -749,15 +936,22 @@ class ClusterDetector:
         names = list(state["nodes"])
         cap = 0 if not names else min(self.config.max_nodes, max(64, len(names)))
         self._alloc(cap)
-        self._dev_sum = np.zeros((cap, self.dim or 1))
-        self._slow_sum = np.zeros((cap, self.dim or 1))
+        self._dev_sum = np.zeros((cap, self.dim or 1), dtype=_DEV_DTYPE)
+        self._slow_sum = np.zeros((cap, self.dim or 1), dtype=_DEV_DTYPE)
         self._free = list(range(cap - 1, len(names) - 1, -1))
         for s, name in enumerate(names):
             self._slot[name] = s
             self._names[s] = name
         k = len(names)
-        for key in ("vals", "scores", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
-            getattr(self, "_" + key)[:k] = _dec(state[key])
+        if state.get("vals") is not None:  # older checkpoints carried the raw statistics too
+            self._vals[:k] = _dec(state["vals"])
+        for key in ("scores", "base", "level", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
+            if key not in state:  # a checkpoint from before own-history baselines: they start afresh
+                continue
+            arr = _dec(state[key])
+            if key == "scores" and arr.dtype.kind == "f":  # older checkpoints kept float scores
+                arr = _quantize(arr)
+            getattr(self, "_" + key)[:k] = arr
         self._scale = _dec(state["scale"])
         self._col_round = _dec(state["col_round"])
         self._prev_units = None if state.get("prev_units") is None else _dec(state["prev_units"])
