@@ -24,6 +24,7 @@ STATEMENTS = {
     "sdk": "from producers import counter, gauge, timed",
     "scrape_bridge": "import producers.scrape",
     "http_checks": "import producers.checks",
+    "otlp_receiver": "import producers.otlp",
 }
 
 HEAVY = ("nats", "numpy", "fastapi", "pydantic", "processors.byzantine", "prometheus_client", "google.protobuf")
