@@ -28,7 +28,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from sinks.api.history import stored_history
+from sinks.api.history import install_history_routes, stored_history
 from sinks.api.exposition import DEFAULT_STATS, SelectorError, negotiate, render, render_bytes
 from sinks.api.live import STREAM_TYPES, Hub, TooManyClients
 from sinks.api.state import POINT_FIELDS, STATUSES, FleetState
@@ -219,24 +219,24 @@ def create_app(
     ) -> Response:
         require(request)
         st = state.get_node(cluster, node)
-        if st is None:
+        if st is None and store_root is None:
             raise HTTPException(404, f"node {node!r} in cluster {cluster!r} is not known")
         s, u = times(since, until)
-        series = state.history(st, metric, s, u)
+        series = state.history(st, metric, s, u) if st is not None else {}  # a node gone from the fleet: the store only
         source = "memory"
         if store_root is not None:
             oldest = min((pts[0][0] for pts in series.values() if pts), default=math.inf)
-            if s < oldest - (st.window_s or 0.0):
+            if s < oldest - ((st.window_s if st is not None else 0.0) or 0.0):
                 stored = await asyncio.to_thread(stored_history, store_root, cluster, node, metric, s, min(u, oldest - 1e-6))
                 if stored:
-                    source = "files+memory"
+                    source = "files+memory" if st is not None else "files"
                     for key, pts in stored.items():
                         series[key] = pts + series.get(key, [])
         return _json(
             {
                 "cluster": cluster,
                 "node": node,
-                "window_s": st.window_s or None,
+                "window_s": (st.window_s or None) if st is not None else None,
                 "since": s,
                 "until": u,
                 "fields": list(POINT_FIELDS),
@@ -361,5 +361,6 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    install_history_routes(app, store_root=store_root, require=require, times=times)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -32,7 +32,7 @@
   const STATUS_RANK = { unresponsive: 0, critical: 1, warning: 2, ok: 3 };
   const PALETTE = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#a371f7', '#39c5cf', '#ff7b72', '#e3b341'];
   const ROW = 34;
-  const now = () => Date.now() / 1000;
+  const now = () => (S.at ? S.at.until : Date.now() / 1000);
 
   function ago(ts) {
     if (!ts) return '–';
@@ -69,7 +69,64 @@
     nodes: [], view: [], fleet: null, sort: 'status', dir: 1, status: '', cluster: '', q: '',
     sel: null, detail: null, heatMode: 'status', alertMode: 'active', alerts: [],
     charts: [], healthPlot: null, healthCluster: '', healthData: [[], []], ws: null,
+    at: null, snap: null, // time travel: {since, until} in UNIX s, and the snapshot of the fleet then
   };
+
+  // ---------- time travel: ?since=...&until=...&cluster=...&node=... reproduces a past view ----------
+  const isoUTC = (t) => new Date(t * 1000).toISOString().replace(/\.000Z$/, 'Z');
+  function parseT(v) {
+    if (v == null || v === '') return null;
+    if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+    const ms = Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(v) ? v : v + 'Z');
+    return Number.isNaN(ms) ? null : ms / 1000;
+  }
+  function readUrl() {
+    const p = new URLSearchParams(location.search);
+    const since = parseT(p.get('since')); const until = parseT(p.get('until'));
+    S.at = since != null && until != null && since < until ? { since, until } : null;
+    S.cluster = p.get('cluster') || '';
+    S.urlNode = p.get('node') || '';
+  }
+  function writeUrl() {
+    const p = new URLSearchParams();
+    if (S.at) { p.set('since', isoUTC(S.at.since)); p.set('until', isoUTC(S.at.until)); }
+    if (S.cluster) p.set('cluster', S.cluster);
+    if (S.sel) p.set('node', S.sel.slice(S.sel.indexOf('/') + 1));
+    const qs = [...p].map(([k, v]) => k + '=' + encodeURIComponent(v).replace(/%3A/gi, ':')).join('&'); // readable times
+    history.replaceState(null, '', location.pathname + (qs ? '?' + qs : ''));
+  }
+  function showTravel() {
+    document.body.classList.toggle('past', !!S.at);
+    $('tt-banner').hidden = !S.at;
+    if (S.at) {
+      $('tt-text').textContent = `${isoUTC(S.at.since).replace('T', ' ')} → ${isoUTC(S.at.until).replace('T', ' ')}`;
+      $('range').value = 'custom'; $('custom').hidden = false;
+      $('t-from').value = isoUTC(S.at.since).slice(0, 19); $('t-to').value = isoUTC(S.at.until).slice(0, 19);
+    } else { $('range').value = ''; $('custom').hidden = true; }
+  }
+  function travel(at) {
+    S.at = at; S.snap = null; S.sel = null; S.detail = null; S.healthCluster = '';
+    showTravel(); writeUrl();
+    loadFleet().then(() => { loadHealth(); loadAlerts(); });
+  }
+  $('range').addEventListener('change', (e) => {
+    const v = e.target.value;
+    if (v === 'custom') {
+      $('custom').hidden = false;
+      const u = S.at ? S.at.until : Date.now() / 1000;
+      $('t-to').value = isoUTC(u).slice(0, 19); $('t-from').value = isoUTC(u - 3600).slice(0, 19);
+      return;
+    }
+    if (!v) { travel(null); return; }
+    const span = { '1h': 3600, '6h': 21600, '24h': 86400 }[v];
+    const u = Math.floor(Date.now() / 1000);
+    travel({ since: u - span, until: u });
+  });
+  $('t-go').addEventListener('click', () => {
+    const since = parseT($('t-from').value); const until = parseT($('t-to').value);
+    if (since == null || until == null || since >= until) { $('tt-text').textContent = 'pick a start before the end'; return; }
+    travel({ since, until });
+  });
 
   // ---------- fleet table (virtualised) ----------
   const COLS = [
@@ -218,15 +275,26 @@
     for (const c of $('cards').children) c.classList.toggle('selected', !!S.status && c.dataset.status === S.status);
     applyView();
   });
-  $('cluster').addEventListener('change', (e) => { S.cluster = e.target.value; applyView(); renderCards(); loadHealth(); });
+  $('cluster').addEventListener('change', (e) => { S.cluster = e.target.value; applyView(); renderCards(); loadHealth(); writeUrl(); });
   let searchTimer = 0;
   $('search').addEventListener('input', (e) => { clearTimeout(searchTimer); searchTimer = setTimeout(() => { S.q = e.target.value; applyView(); }, 120); });
 
   async function loadFleet() {
     try {
-      const r = await api('api/nodes?limit=10000');
+      let r;
+      if (S.at) {
+        const at = S.at;
+        r = await api(`api/history/snapshot?since=${at.since}&until=${at.until}`);
+        if (S.at !== at) return;
+        S.snap = r;
+      } else r = await api('api/nodes?limit=10000');
       S.nodes = r.items; S.fleet = r.fleet;
       renderCards(); applyView();
+      if (S.urlNode) {
+        const n = S.nodes.find((x) => x.node === S.urlNode && (!S.cluster || x.cluster === S.cluster));
+        S.urlNode = '';
+        if (n) { selectNode(n.cluster, n.node); return; }
+      }
       if (!S.sel && S.view.length) selectNode(S.view[0].cluster, S.view[0].node);
       if (!S.healthCluster && S.fleet.clusters.length) loadHealth();
     } catch (err) { console.warn('fleet', err); }
@@ -249,6 +317,12 @@
   }
   alertList.addEventListener('click', (e) => { const li = e.target.closest('li[data-n]'); if (li) selectNode(li.dataset.c, li.dataset.n); });
   async function loadAlerts() {
+    if (S.at) {
+      const a = S.snap ? S.snap.alerts : { active: [], events: [] };
+      S.alerts = S.alertMode === 'active' ? a.active : a.events;
+      renderAlerts();
+      return;
+    }
     try {
       const r = await api('api/alerts?limit=500&active=' + (S.alertMode === 'active'));
       S.alerts = r.items; renderAlerts();
@@ -261,6 +335,7 @@
     loadAlerts();
   });
   function onAlert(a) {
+    if (S.at) return; // viewing the past: live alerts do not change it
     if (S.alertMode === 'active') {
       S.alerts = S.alerts.filter((x) => x.id !== a.id);
       if (a.status === 'firing') S.alerts.unshift(a);
@@ -346,13 +421,21 @@
 
   async function loadCharts(detail) {
     destroyCharts();
-    const avail = detail.history_series || [];
+    const base = `api/nodes/${encodeURIComponent(detail.cluster)}/${encodeURIComponent(detail.node)}/history`;
+    let avail = detail.history_series || [];
+    let hist = { series: {} };
+    let range = 'since=1h';
+    if (S.at) { // every series of the groups' metrics in the range, then plan from what came back
+      range = `since=${S.at.since}&until=${S.at.until}`;
+      const qsx = [...new Set(GROUPS.flatMap((g) => g.prio))].map((m) => 'metric=' + encodeURIComponent(m)).join('&');
+      hist = await api(`${base}?${range}&${qsx}`);
+      avail = Object.keys(hist.series);
+    }
     const plan = GROUPS.map((g) => ({ g, names: ordered(g, avail.filter(g.match)).slice(0, 8) }));
     const wanted = plan.flatMap((p) => p.names);
-    let hist = { series: {} };
-    if (wanted.length) {
+    if (wanted.length && !S.at) {
       const qsx = wanted.map((m) => 'metric=' + encodeURIComponent(m)).join('&');
-      hist = await api(`api/nodes/${encodeURIComponent(detail.cluster)}/${encodeURIComponent(detail.node)}/history?since=1h&${qsx}`);
+      hist = await api(`${base}?${range}&${qsx}`);
     }
     if (S.sel !== detail.cluster + '/' + detail.node) return;
     for (const { g, names } of plan) {
@@ -375,7 +458,7 @@
   }
 
   function onAgg(m) {
-    if (!S.detail || S.sel !== m.cluster + '/' + m.node) return;
+    if (S.at || !S.detail || S.sel !== m.cluster + '/' + m.node) return;
     if (S.detail.window_s && m.window_s !== S.detail.window_s) return;
     const cutoff = m.end - 3600;
     for (const c of S.charts) {
@@ -397,9 +480,9 @@
     S.sel = key; S.detail = null;
     renderRows(); renderHeat();
     $('node-title').textContent = node;
-    subscribe();
+    subscribe(); writeUrl();
     try {
-      const d = await api(`api/nodes/${encodeURIComponent(cluster)}/${encodeURIComponent(node)}`);
+      const d = S.at ? pastDetail(cluster, node) : await api(`api/nodes/${encodeURIComponent(cluster)}/${encodeURIComponent(node)}`);
       if (S.sel !== key) return;
       S.detail = d;
       const b = [`<span class="badge ${d.status}">${d.status}</span>`, `<span class="badge">${esc(d.cluster)}</span>`];
@@ -413,6 +496,11 @@
     } catch (err) { console.warn('node', err); }
   }
 
+  function pastDetail(cluster, node) { // a node as the snapshot saw it: no live ring, charts come from the store
+    const row = S.nodes.find((x) => x.cluster === cluster && x.node === node) || { cluster, node, status: 'ok' };
+    return Object.assign({ aggregates: {}, history_series: [], window_s: null }, row);
+  }
+
   // ---------- cluster health ----------
   async function loadHealth() {
     const f = S.fleet; if (!f) return;
@@ -420,6 +508,15 @@
     if (!cl) return;
     S.healthCluster = cl;
     const holder = $('health-chart');
+    if (S.at) {
+      const pts = (S.snap && S.snap.health[cl]) || [];
+      S.healthData = [pts.map((p) => p[0]), pts.map((p) => p[1])];
+      $('health-note').textContent = pts.length ? `${cl} · ${Math.round(pts[pts.length - 1][1])} at the end of the range` : `${cl} · no health score in this range`;
+      if (S.healthPlot) S.healthPlot.destroy();
+      holder.innerHTML = '';
+      S.healthPlot = makePlot(holder, 'health', ['overall health'], '', 100, S.healthData, 150);
+      return;
+    }
     try {
       const r = await api(`api/clusters/${encodeURIComponent(cl)}/health?since=6h`);
       S.healthData = [r.history.map((h) => h.ts), r.history.map((h) => h.overall_health)];
@@ -433,6 +530,7 @@
     S.healthPlot = makePlot(holder, 'health', ['overall health'], '', 100, S.healthData, 150);
   }
   function onHealth(h) {
+    if (S.at) return;
     if (S.fleet) { S.fleet.health[h.cluster] = h.overall_health; renderCards(); }
     if (h.cluster !== S.healthCluster || !S.healthPlot) return;
     const d = S.healthData;
@@ -465,6 +563,7 @@
     };
     ws.onmessage = (ev) => {
       let m; try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (S.at && m.type !== 'dropped') return; // viewing the past: live updates wait until back to live
       if (m.type === 'alert') onAlert(m.data);
       else if (m.type === 'agg') { if (S.wsCluster == null || m.data.cluster === S.wsCluster) onAgg(m.data); }
       else if (m.type === 'health') onHealth(m.data);
@@ -483,9 +582,11 @@
   ro.observe(document.body);
 
   // ---------- start ----------
-  loadFleet().then(() => loadHealth());
-  loadAlerts();
+  readUrl();
+  showTravel();
+  if (S.cluster) { const sel = $('cluster'); sel.add(new Option(S.cluster, S.cluster)); sel.value = S.cluster; }
+  loadFleet().then(() => { loadHealth(); loadAlerts(); });
   connect();
-  setInterval(loadFleet, 5000);
-  setInterval(() => { if (S.alertMode === 'recent') loadAlerts(); }, 15000);
+  setInterval(() => { if (!S.at) loadFleet(); }, 5000);
+  setInterval(() => { if (S.alertMode === 'recent' && !S.at) loadAlerts(); }, 15000);
 })();
