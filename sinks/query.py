@@ -64,6 +64,14 @@ class QueryError(ValueError):
     """A query cannot run: bad SQL, a missing store, an unknown output format."""
 
 
+READ_ATTEMPTS = 3
+
+
+def _missing_file(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "no such file" in text or "no files found" in text or "not found" in text or "does not exist" in text
+
+
 def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -135,10 +143,14 @@ class StoreQuery:
             self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
         self._lock = threading.Lock()
         self.files: dict[str, int] = {}
-        first = utc_date(since - 86_400.0) if since is not None else None  # aggregates are dated by window start
-        last = utc_date(until) if until is not None else None
+        self._first = utc_date(since - 86_400.0) if since is not None else None  # aggregates are dated by window start
+        self._last = utc_date(until) if until is not None else None
+        self._clusters = clusters
+        self._build_views()
+
+    def _build_views(self) -> None:
         for view, kind in VIEWS.items():
-            self.con.execute(f"CREATE OR REPLACE VIEW {view} AS {self._view_sql(kind, first, last, clusters)}")
+            self.con.execute(f"CREATE OR REPLACE VIEW {view} AS {self._view_sql(kind, self._first, self._last, self._clusters)}")
 
     # ------------------------------------------------------------------ views
 
@@ -217,14 +229,22 @@ class StoreQuery:
         import duckdb
         import pyarrow as pa
 
-        try:
-            with self._lock:
-                rel = self.con.sql(query, params=params) if params is not None else self.con.sql(query)
-                if rel is None:  # a statement without a result (SET, CREATE ...)
-                    return pa.table({})
-                return rel.to_arrow_table()
-        except duckdb.Error as exc:
-            raise QueryError(str(exc).strip()) from None
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                with self._lock:
+                    rel = self.con.sql(query, params=params) if params is not None else self.con.sql(query)
+                    if rel is None:  # a statement without a result (SET, CREATE ...)
+                        return pa.table({})
+                    return rel.to_arrow_table()
+            except duckdb.IOException as exc:
+                # compaction or retention removed a listed segment meanwhile (its rows are in the merged one): list again
+                if attempt == READ_ATTEMPTS - 1 or not _missing_file(exc):
+                    raise QueryError(str(exc).strip()) from None
+                with self._lock:
+                    self._build_views()
+            except duckdb.Error as exc:
+                raise QueryError(str(exc).strip()) from None
+        raise AssertionError("unreachable")
 
     def rows(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The result as dicts (timestamps as ``datetime``; use ``epoch(ts)`` in SQL for seconds)."""

@@ -98,3 +98,13 @@ def test_query_command_names_bad_sql_and_a_missing_store(tmp_path: Path) -> None
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["query", "SELECT 1", "--store", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "not a directory" in res.output
+
+
+def test_a_segment_compacted_away_after_the_views_were_listed_is_read_from_its_merged_file(tmp_path: Path) -> None:
+    from sinks.compaction import compact
+
+    for i in range(1, 40, 10):
+        put(tmp_path, "parquet", samples(i, 10))
+    with StoreQuery(tmp_path) as q:
+        assert compact(tmp_path, "parquet") == 4  # the four listed files are gone now
+        assert q.rows("SELECT count(*) AS n FROM samples") == [{"n": 80}]
