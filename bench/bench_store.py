@@ -126,13 +126,59 @@ def nab_rows(data: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def simulate_day(series: int, flush_s: int, nodes: int = 1) -> dict[str, Any]:
+    """A day of ``nodes`` x ``series`` at 1 Hz flushed every ``flush_s`` s, compacted every hour as the sink does.
+
+    Returns the files per kind and cluster the day holds at its end (after the
+    last hourly pass and the one after the day closed).
+    """
+    import random
+
+    rng = random.Random(13)
+    day0 = (time.time() // 86_400.0) * 86_400.0 - 86_400.0
+    fmt = ParquetFormat()
+    level = [[rng.uniform(5, 80) for _ in range(series)] for _ in range(nodes)]
+    peak = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        seq = 0
+        t_start = time.perf_counter()
+        for t in range(0, 86_400, flush_s):
+            rows = []
+            for s_ in range(flush_s):
+                for n in range(nodes):
+                    seq += 1
+                    for k in range(series):
+                        level[n][k] = min(100.0, max(0.0, level[n][k] + rng.gauss(0, 0.6)))
+                        rows.append({"ts": day0 + t + s_ + rng.random() * 0.01, "cluster": "sim", "node": f"n{n}", "metric": f"m{k % 10}",
+                                     "labels": {"i": str(k // 10)} if k >= 10 else None, "value": round(level[n][k], 1), "unit": "%",
+                                     "_seq": seq})
+            path = partition_dir(root, "parquet", "metrics", utc_date(day0), "sim") / segment_name("metrics", rows[0]["_seq"], rows[-1]["_seq"], "parquet")
+            write_atomic(path, lambda f, rows=rows: fmt.write(f, "metrics", rows))
+            if (t + flush_s) % 3600 == 0:
+                peak = max(peak, len(list_segments(root, "parquet", "metrics")))
+                compact(root, "parquet", open_day=True)
+        compact(root, "parquet", open_day=True)  # the pass after the day closed
+        segs = list_segments(root, "parquet", "metrics")
+        size = sum(s.path.stat().st_size for s in segs)
+        n = seq * series
+        return {"nodes": nodes, "series": series, "flush_s": flush_s, "samples": n, "flush_segments_written": 86_400 // flush_s,
+                "most_files_before_an_hourly_pass": peak, "files_at_end_of_day": len(segs),
+                "bytes_per_sample": round(size / n, 3), "seconds": round(time.perf_counter() - t_start, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recorded", type=Path, help="a real run's store directory (holding json/metrics)")
     ap.add_argument("--nab", type=Path, help="NAB data directory (category/*.csv)")
     ap.add_argument("--flush-s", type=float, default=2.0, help="seconds of 1 Hz messages per flush segment")
+    ap.add_argument("--day", action="store_true", help="also simulate a day of hourly compaction (files per day)")
+    ap.add_argument("--day-series", type=int, default=50)
+    ap.add_argument("--day-flush-s", type=int, default=10)
     args = ap.parse_args()
     out: dict[str, Any] = {}
+    if args.day:
+        out["day"] = simulate_day(args.day_series, args.day_flush_s)
     if args.recorded:
         rows = recorded_rows(args.recorded)
         span = (max(r["ts"] for r in rows) - min(r["ts"] for r in rows)) if rows else 0.0
