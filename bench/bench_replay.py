@@ -127,7 +127,9 @@ async def run_jetstream(msgs: list[tuple[str, bytes]], seconds: int, t0: float, 
                     await asyncio.gather(*pend)
                     pend = []
             await asyncio.gather(*pend)
+            c0 = time.process_time()
             res = await replay_stream(nc, operators(which), t0, t0 + seconds)
+            cpu = time.process_time() - c0
             await nc.close()
         finally:
             srv.stop()
@@ -135,10 +137,12 @@ async def run_jetstream(msgs: list[tuple[str, bytes]], seconds: int, t0: float, 
         "batches": res.items,
         "event_s": seconds,
         "wall_s": round(res.seconds, 2),
-        "batches_per_s": round(res.items / res.seconds),
+        "cpu_s": round(cpu, 2),
+        "batches_per_cpu_s": round(res.items / cpu),
+        "x_real_time_per_core": round(seconds / cpu, 1),
         "x_real_time_wall": round(seconds / res.seconds, 1),
         "alerts": len(res.alerts),
-        "note": "wall time: the nats-server shares the two cores",
+        "note": "cpu_s is the replaying process only; the nats-server runs on the same two cores",
     }
 
 
@@ -159,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     hour["extrapolated_x_real_time"] = round(3600 / hour["extrapolated_full_hour_cpu_s"], 1)
     hour["goal"] = ">= 30x real time"
     out["fleet_1000_rules_windows_memory"] = hour
-    if a.jetstream:
-        out["fleet_1000_rules_windows_jetstream"] = asyncio.run(run_jetstream(msgs, a.seconds, t0, "rules,windows"))
     del msgs
+    if a.jetstream:  # stamped just now: the stream is read by stored time, which must be near event time
+        tj = time.time() - a.seconds - 5
+        out["fleet_1000_rules_windows_jetstream"] = asyncio.run(run_jetstream(fleet_messages(a.nodes, a.seconds, tj), a.seconds, tj, "rules,windows"))
 
     wmsgs = fleet_messages(a.what_if_nodes, a.what_if_seconds, t0, seed=11)
     whatif = run_store(wmsgs, a.what_if_seconds, t0, "rules")

@@ -1,7 +1,7 @@
 """Replay stored telemetry through operators: what would these rules have fired, when, and how many pages?
 
 The inputs come from the TELEMETRY stream while it still holds the range
-(an ordered, ephemeral consumer that is deleted afterwards) and from the file
+(a pull consumer without acks that is deleted afterwards) and from the file
 sinks' store after that; :func:`replay` takes any iterable of messages, so an
 incident bundle replays the same way. Operators run through the same
 :class:`~processors.dispatch.Dispatcher` as the live processor, on a clock
@@ -19,7 +19,8 @@ import asyncio
 import fnmatch
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,9 +40,14 @@ STREAM_IDLE_S = 2.0  # the stream is done when nothing arrives for this long
 LATE_MARGIN_S = 30.0  # stored time may trail event time by this much (see the runtime's replay margin)
 ARRIVAL_MARGIN_S = 3600.0  # the stream is read until messages stored this long after ``until`` (spooled backlogs arrive late)
 PROGRESS_EVERY = 2000  # items between progress updates
+CONSUMER_INACTIVE_S = 60.0  # a replay's consumer left by a dead process is removed by the server after this
 
 ReplayItem = MetricBatch | Event
 Progress = Callable[[float, int], None]  # (event time reached, items so far)
+
+
+class _Stopped(Exception):
+    """The caller's stop event was set mid-replay."""
 
 
 class ReplayError(ValueError):
@@ -461,82 +467,101 @@ async def stream_holds(nc: Any, stream: str, since: float) -> bool | None:
     return int(st.get("first_seq", 0)) <= 1 or _parse_rfc3339(st["first_ts"]) <= since
 
 
-async def stream_messages(
+Handler = Callable[[str, bytes, int, float], Awaitable[None]]
+
+
+async def consume_stream(
     nc: Any,
     stream: str,
     since: float,
     until: float,
+    handler: Handler,
     *,
     filter_subject: str | None = None,
     idle_s: float = STREAM_IDLE_S,
     arrival_margin_s: float = ARRIVAL_MARGIN_S,
-) -> AsyncIterator[tuple[str, bytes, int, float]]:
-    """(subject, data, stream seq, stored time) stored from ``since`` on, up to the last message stored now.
+) -> int:
+    """Call ``handler(subject, data, stream seq, stored time)`` for each message stored from ``since`` on.
 
-    Reading stops early at messages stored ``arrival_margin_s`` after
-    ``until``: anything later cannot be in the range unless a producer's
-    spool held it back longer than that.
-
-    An ordered consumer (ephemeral, no acks, in memory) is deleted at the end,
-    so the replay leaves nothing behind on the server.
+    Stops at the last message stored when it starts, after ``idle_s`` with
+    nothing new, or at messages stored ``arrival_margin_s`` after ``until``
+    (anything later cannot be in the range unless a producer's spool held it
+    back longer than that). A pull consumer with no acks, in memory, feeds
+    the handler in stream order and is deleted at the end (and expires by
+    itself if the process dies), so nothing is left on the server. Returns
+    how many messages were handled.
     """
-    from nats.js.api import ConsumerConfig, DeliverPolicy
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    from processors.consumer import ack_tokens
+    from processors.consumer import JetStreamPuller, ack_tokens
 
     _first, last_seq = await stream_first_time(nc, stream)
     if last_seq == 0:
-        return
+        return 0
     js = nc.jetstream()
     start = max(0.0, since - LATE_MARGIN_S)
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + f".{int((start % 1) * 1e6):06d}Z"
-    cfg = ConsumerConfig(opt_start_time=iso, inactive_threshold=30.0)
-    sub = await js.subscribe(
-        filter_subject or ">",
-        stream=stream,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        config=cfg,
-        pending_msgs_limit=200_000,
-        pending_bytes_limit=512 * 1024 * 1024,
-    )
     stop_at = until + arrival_margin_s
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=idle_s)
-            except (asyncio.TimeoutError, TimeoutError):
-                return
-            except Exception as exc:  # nats-py raises its own TimeoutError type
-                if "imeout" in type(exc).__name__:
-                    return
-                raise
+    done = asyncio.Event()
+    state: dict[str, Any] = {"last": time.monotonic(), "busy": False, "n": 0, "error": None}
+    name = f"replay-{uuid.uuid4().hex[:12]}"
+
+    async def on_msg(msg: Any) -> None:
+        if done.is_set():
+            return
+        state["busy"] = True
+        try:
             seq, _cseq, _n, stored_ns = ack_tokens(msg.reply)
             stored = stored_ns / 1e9
             if stored >= stop_at:
+                done.set()
                 return
-            yield msg.subject, msg.data, seq, stored
+            await handler(msg.subject, msg.data, seq, stored)
+            state["n"] += 1
             if seq >= last_seq:
-                return
+                done.set()
+        except Exception as exc:  # surfaced to the caller below
+            state["error"] = exc
+            done.set()
+        finally:
+            state["busy"] = False
+            state["last"] = time.monotonic()
+
+    # A pull consumer with no acks, fed by raw next requests kept in flight (processors.consumer):
+    # several times faster than a push consumer's flow control when each message costs real work.
+    # It expires by itself (inactive_threshold) if this process dies before deleting it.
+    cfg = ConsumerConfig(
+        name=name,
+        durable_name=name,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=iso,
+        inactive_threshold=CONSUMER_INACTIVE_S,
+        mem_storage=True,
+        max_waiting=64,
+    )
+    if filter_subject:
+        cfg.filter_subject = filter_subject
+    await js.add_consumer(stream, cfg)
+    puller = JetStreamPuller(nc, stream, name, [filter_subject] if filter_subject else [], on_msg, ack_policy=AckPolicy.NONE)
+    try:
+        await puller.start()
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), timeout=min(idle_s, 0.25))
+            except (asyncio.TimeoutError, TimeoutError):
+                if not state["busy"] and time.monotonic() - state["last"] > idle_s:
+                    break
     finally:
-        await _delete_ordered(nc, stream, sub)
-
-
-async def _delete_ordered(nc: Any, stream: str, sub: Any) -> None:
-    name = None
-    try:
-        name = sub._consumer  # the ordered consumer's current (server-generated) name
-    except AttributeError:
-        pass
-    try:
-        await sub.unsubscribe()
-    except Exception:
-        pass
-    if name:
+        done.set()
+        await puller.stop()
         try:
-            await nc.jetstream().delete_consumer(stream, name)
+            await js.delete_consumer(stream, name)
         except Exception:
-            pass  # already gone (ephemeral consumers also expire on their own)
+            pass  # gone already; it would expire by itself anyway
+    if state["error"] is not None:
+        raise state["error"]
+    return int(state["n"])
 
 
 async def stream_alerts(nc: Any, since: float, until: float, cluster: str | None = None, node: str | None = None) -> list[Fired]:
@@ -548,20 +573,23 @@ async def stream_alerts(nc: Any, since: float, until: float, cluster: str | None
         subject = "sw.alerts.>"
     out: list[Fired] = []
     seen: set[tuple[str, str]] = set()
-    async for _subj, data, _seq, stored in stream_messages(nc, DERIVED_STREAM, since, until, filter_subject=subject, idle_s=0.5):
+
+    async def take(_subj: str, data: bytes, _seq: int, stored: float) -> None:
         try:
             a = decode(data, Alert)
         except DecodeError:
-            continue
+            return
         t = a.ended_at if a.status is AlertStatus.RESOLVED and a.ended_at is not None else a.started_at
         if not since <= t < until + LATE_MARGIN_S:
-            continue
+            return
         if cluster and not fnmatch.fnmatchcase(a.cluster, cluster) or node and not fnmatch.fnmatchcase(a.node, node):
-            continue
+            return
         if (a.id, a.status.value) in seen:
-            continue
+            return
         seen.add((a.id, a.status.value))
         out.append(Fired(stored, a))
+
+    await consume_stream(nc, DERIVED_STREAM, since, until, take, filter_subject=subject, idle_s=0.5)
     return out
 
 
@@ -596,27 +624,31 @@ async def replay_stream(
     filt = None
     if cluster and not any(c in cluster for c in "*?["):
         filt = f"sw.*.{cluster}.>"
-    wall0 = time.monotonic()
-    ev0: float | None = None
-    n = 0
-    async for subject, data, _seq, _stored in stream_messages(nc, TELEMETRY_STREAM, since, until, filter_subject=filt):
+    clock = {"wall0": time.monotonic(), "ev0": None, "n": 0}
+
+    async def handle(subject: str, data: bytes, _seq: int, _stored: float) -> None:
         item = rp.feed_raw(subject, data)
-        n += 1
+        clock["n"] += 1
         if speed is not None and item is not None and since <= item.ts < until:
-            if ev0 is None:
-                ev0 = item.ts
-            ahead = (item.ts - ev0) / speed - (time.monotonic() - wall0)
+            if clock["ev0"] is None:
+                clock["ev0"] = item.ts
+            ahead = (item.ts - clock["ev0"]) / speed - (time.monotonic() - clock["wall0"])
             if ahead > 0.001:
                 await asyncio.sleep(ahead)
         if pending:
             for subj, payload, mid in pending:
                 await nc.publish(subj, payload, headers={"Nats-Msg-Id": mid} if mid else None)
             pending.clear()
-        if progress is not None and n % PROGRESS_EVERY == 0:
-            progress(rp.now, n)
-            await asyncio.sleep(0)
+        if progress is not None and clock["n"] % PROGRESS_EVERY == 0:
+            progress(rp.now, clock["n"])
         if stop is not None and stop.is_set():
-            break
+            raise _Stopped
+
+    try:
+        await consume_stream(nc, TELEMETRY_STREAM, since, until, handle, filter_subject=filt)
+    except _Stopped:
+        pass
+    n = clock["n"]
     res = rp.finish()
     for subj, payload, mid in pending:
         await nc.publish(subj, payload, headers={"Nats-Msg-Id": mid} if mid else None)

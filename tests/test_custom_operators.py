@@ -161,6 +161,14 @@ async def test_stop_flushes_operators_that_checkpoint_no_state_and_counts_their_
     await wait_for(lambda: rt.stats.processed >= 3)
     await wait_for(lambda: any(s.labels and s.labels.get("operator") == "counted" and s.name == "swarmwatch.operator.inputs" and s.value == 3 for b in selfs for s in b.samples))
     assert len(await stored(js, "sw.health.>")) == 3  # only the function operator's so far
+    from sinks.api.exposition import render
+    from sinks.api.state import FleetState
+
+    state = FleetState()
+    state.apply_self("flushy", selfs[-1])
+    text = render(state)
+    line = next(ln for ln in text.splitlines() if 'metric="swarmwatch.operator.inputs"' in ln and 'operator="counted"' in ln)
+    assert line.startswith("swarmwatch_self_total{") and line.endswith(" 3.0")  # on /metrics, counted by the runtime
     await rt.stop()
     assert len(await stored(js, "sw.health.>")) == 6  # the buffered operator's three, flushed at stop
     c = rt.dispatch.counters(buffered)

@@ -120,15 +120,18 @@ async def stored_alerts(nc: Any, subject: str) -> list[tuple[bytes, Any]]:
     import math
 
     from schemas import Alert, DecodeError, decode
-    from swarmwatch.replay import DERIVED_STREAM, ReplayError, stream_messages
+    from swarmwatch.replay import DERIVED_STREAM, ReplayError, consume_stream
 
     out: list[tuple[bytes, Any]] = []
+
+    async def take(_subj: str, data: bytes, _seq: int, _stored: float) -> None:
+        try:
+            out.append((data, decode(data, Alert)))
+        except DecodeError:
+            pass
+
     try:
-        async for _subj, data, _seq, _stored in stream_messages(nc, DERIVED_STREAM, 0.0, math.inf, filter_subject=subject, idle_s=0.5):
-            try:
-                out.append((data, decode(data, Alert)))
-            except DecodeError:
-                continue
+        await consume_stream(nc, DERIVED_STREAM, 0.0, math.inf, take, filter_subject=subject, idle_s=0.5)
     except ReplayError:
         pass
     return out
