@@ -40,6 +40,8 @@ LAYOUT = 2
 LAYOUT_KEY = b"swarmwatch.layout"
 DICTIONARY_PAGE_LIMIT = 16 << 20  # bytes; large enough that a day's distinct times stay in the dictionary
 TRIAL_ROWS = 262_144  # rows written each candidate way to choose a column's encoding
+PAGE_ROWS = 1 << 20  # rows per data page at most (pyarrow's default, 20,000, makes zstd restart every 20,000 rows)
+PAGE_BYTES = 4 << 20  # bytes per data page: zstd finds one series' timestamps again in the next series' within a page
 _NS = 1_000_000_000
 
 # Columns holding a time in UNIX seconds (rows) / TIMESTAMP(ns, UTC) (layout 2).
@@ -192,10 +194,10 @@ def _trial_size(col: pa.Array, encoding: str, level: int) -> int:
     t = pa.table({"c": col})
     if encoding == "DICT":
         pq.write_table(t, buf, compression=COMPRESSION, compression_level=level, use_dictionary=True,
-                       dictionary_pagesize_limit=DICTIONARY_PAGE_LIMIT)
+                       dictionary_pagesize_limit=DICTIONARY_PAGE_LIMIT, max_rows_per_page=PAGE_ROWS, data_page_size=PAGE_BYTES)
     else:
         pq.write_table(t, buf, compression=COMPRESSION, compression_level=level, use_dictionary=False,
-                       column_encoding={"c": encoding})
+                       column_encoding={"c": encoding}, max_rows_per_page=PAGE_ROWS, data_page_size=PAGE_BYTES)
     return len(buf.getvalue())
 
 
@@ -243,6 +245,8 @@ def writer_options(kind: str, table: pa.Table, *, level: int = COMPRESSION_LEVEL
         "column_encoding": {c: e for c, e in chosen.items() if e != "DICT"} or None,
         "dictionary_pagesize_limit": DICTIONARY_PAGE_LIMIT,
         "write_statistics": True,
+        "max_rows_per_page": PAGE_ROWS,
+        "data_page_size": PAGE_BYTES,
     }
 
 
