@@ -37,6 +37,24 @@ def inbox_prefix(user: str) -> str:
     return "_INBOX_" + "".join(c if c.isalnum() or c in "_-" else "_" for c in user)
 
 
+def creds_options(path: str) -> dict[str, Any]:
+    """``nats.connect`` options for a credentials file: a node's nkey seed (``swarmwatch creds issue``,
+    replies under ``_INBOX_<public key>``) or a JWT ``.creds`` file. ValueError names a bad file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"credentials file {path!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.startswith(b"SU"):
+        return {"user_credentials": path}
+    import nkeys
+
+    try:
+        public_key = nkeys.from_seed(bytearray(head.strip())).public_key.decode()
+    except Exception as exc:  # noqa: BLE001 - nkeys raises several types for one cause
+        raise ValueError(f"credentials file {path!r} is not a valid nkey user seed: {exc}") from None
+    return {"nkeys_seed": path, "inbox_prefix": f"_INBOX_{public_key}"}
+
+
 def connect_options(
     *,
     creds: str | None = None,
@@ -51,9 +69,7 @@ def connect_options(
     """Keyword arguments for ``nats.connect`` from CLI-style security options (files are checked now)."""
     opts: dict[str, Any] = {}
     if creds:
-        if not os.path.isfile(creds):
-            raise ValueError(f"credentials file {creds!r} does not exist")
-        opts["user_credentials"] = creds
+        opts.update(creds_options(creds))
     if token:
         opts["token"] = token
     if user:

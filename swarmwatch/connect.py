@@ -62,7 +62,12 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
         opts["password"] = cfg.password or ""
         opts["inbox_prefix"] = inbox_prefix(cfg.user)
     if cfg.creds:
-        opts["user_credentials"] = cfg.creds
+        from producers.options import creds_options
+
+        try:
+            opts.update(creds_options(cfg.creds))
+        except ValueError as exc:
+            raise ConnectError(str(exc)) from None
     if cfg.tls_ca or cfg.tls_cert:
         ctx = ssl.create_default_context(cafile=cfg.tls_ca) if cfg.tls_ca else ssl.create_default_context()
         if cfg.tls_cert:

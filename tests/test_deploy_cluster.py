@@ -26,7 +26,7 @@ from swarmwatch.connect import connect_options
 from swarmwatch.streams import DERIVED, TELEMETRY, StreamLimits, ensure_streams
 from tests.test_deploy_support import USERS, ClusterNode, ServerProcess, make_dev_certs, render_cluster
 
-CLUSTER = "default"  # the cluster auth.conf's producer-default may write
+CLUSTER = "default"
 NODES = [f"node-{i:02d}" for i in range(20)]
 HOT_BEFORE = NODES[0::4]  # memory over 95 % before a server is lost
 HOT_AFTER = NODES[1::4]  # ... and after
@@ -172,7 +172,9 @@ async def _lose_a_server_and_keep_alerting(
     nodes, procs, certs = cluster
     errors: list[str] = []
     admin = await _connect(nodes, "admin", certs, errors)
-    producer = await _connect(nodes, "producer", certs, errors)
+    # the fleet's telemetry for 20 nodes from one connection: admin's (each node's own
+    # identity may publish only its own subjects; tests/test_node_identity.py)
+    producer = await _connect(nodes, "admin", certs, errors)
     workers = [await _connect(nodes, "processor", certs, errors) for _ in range(PARTITIONS)]
     runtimes: list[Runtime] = []
     try:

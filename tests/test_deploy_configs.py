@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from processors import Runtime
 from schemas import MetricBatch, Sample, encode, subjects
 from swarmwatch.config import Config, NatsConfig
+from producers.options import creds_options
 from swarmwatch.connect import connect_options
 from swarmwatch.pipeline import build_operators
 from swarmwatch.streams import DERIVED, TELEMETRY, ensure_streams
@@ -21,6 +22,7 @@ from tests.test_deploy_support import (
     NATS_DIR,
     PASSWORDS,
     USERS,
+    node_seed,
     ServerProcess,
     free_ports,
     make_dev_certs,
@@ -86,20 +88,24 @@ def auth_server(tmp_path: Path) -> Iterator[str]:
 
 
 class Client:
-    """A connection as one role that records the errors the server sends it."""
+    """A connection as one role (or, with ``seed``, one node identity) that records the errors the server sends it."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, seed: Path | None = None) -> None:
         self.role = role
+        self.seed = seed
         self.errors: list[str] = []
         self.nc: NATS | None = None
 
     async def connect(self, url: str) -> NATS:
-        user, password = USERS[self.role]
-
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc))
 
-        opts = connect_options(NatsConfig(user=user, password=password), name=f"test-{self.role}")
+        if self.seed is not None:
+            cfg = NatsConfig(creds=str(self.seed))
+        else:
+            user, password = USERS[self.role]
+            cfg = NatsConfig(user=user, password=password)
+        opts = connect_options(cfg, name=f"test-{self.role}")
         opts.update(error_cb=on_error, max_reconnect_attempts=2)
         self.nc = await nats.connect(url, **opts)
         return self.nc
@@ -118,8 +124,11 @@ class Client:
 
 
 @pytest.fixture
-async def roles(auth_server: str) -> AsyncIterator[dict[str, Client]]:
+async def roles(auth_server: str, tmp_path: Path) -> AsyncIterator[dict[str, Client]]:
+    """processor, sinks, admin, and "producer": node-1's own identity."""
     clients = {role: Client(role) for role in USERS}
+    clients["producer"] = Client("node-1", seed=node_seed(tmp_path, "node-1"))
+    clients["victim"] = Client("victim", seed=node_seed(tmp_path, "victim"))
     for c in clients.values():
         await c.connect(auth_server)
     assert clients["admin"].nc is not None
@@ -136,7 +145,7 @@ def _batch(node: str, mem: float, cluster: str = "default") -> bytes:
     return encode(MetricBatch(cluster=cluster, node=node, ts=time.time(), samples=[Sample("mem.percent", mem, unit="%")]))
 
 
-async def test_producer_can_publish_its_clusters_metrics_to_jetstream(roles: dict[str, Client]) -> None:
+async def test_a_node_can_publish_its_own_metrics_and_events_to_jetstream(roles: dict[str, Client]) -> None:
     nc = roles["producer"].nc
     assert nc is not None
     ack = await nc.jetstream().publish(subjects.metrics("default", "node-1"), _batch("node-1", 40.0), timeout=5)
@@ -200,8 +209,8 @@ async def test_processor_user_cannot_publish_telemetry_or_purge_streams(roles: d
 async def test_a_producer_cannot_read_what_jetstream_delivers_to_the_processor(roles: dict[str, Client]) -> None:
     from processors import ThresholdRules
 
-    spy, proc = roles["producer"], roles["processor"]
-    assert spy.nc is not None and proc.nc is not None
+    spy, proc, victim = roles["producer"], roles["processor"], roles["victim"]
+    assert spy.nc is not None and proc.nc is not None and victim.nc is not None
     seen: list[bytes] = []
 
     async def on_msg(msg: object) -> None:
@@ -211,7 +220,7 @@ async def test_a_producer_cannot_read_what_jetstream_delivers_to_the_processor(r
         await spy.nc.subscribe("_INBOX.>", cb=on_msg)
     except Exception:
         pass  # a refused subscription is the wanted outcome
-    await spy.nc.jetstream().publish(subjects.metrics("default", "victim"), _batch("victim", 50.0), timeout=5)
+    await victim.nc.jetstream().publish(subjects.metrics("default", "victim"), _batch("victim", 50.0), timeout=5)
     runtime = Runtime(proc.nc, [ThresholdRules()], name="processor")
     await runtime.start()
     try:
@@ -241,16 +250,16 @@ async def test_each_role_runs_its_real_code_with_no_permission_violation(
     from sinks.api import ApiServer
     from sinks.notify import NotifyConfig, NotifySink
 
-    prod, proc, sink = roles["producer"], roles["processor"], roles["sinks"]
-    assert prod.nc is not None and proc.nc is not None and sink.nc is not None
-    user, password = USERS["producer"]
+    prod, proc, sink, node2 = roles["producer"], roles["processor"], roles["sinks"], Client("node-2", node_seed(tmp_path, "node-2"))
+    await node2.connect(auth_server)
+    assert prod.nc is not None and proc.nc is not None and sink.nc is not None and node2.nc is not None
 
     runtime = Runtime(proc.nc, build_operators(Config()), name="processor", checkpoint_interval_s=0.3)
     await runtime.start()
     file_sinks = await start_file_sinks(sink.nc, tmp_path / "store", ["json"], FileSinkSettings(flush_interval_s=0.3))
     notify = NotifySink(sink.nc, NotifyConfig())
     await notify.start()
-    probers = [PeerProber(prod.nc, "default", f"node-{i}", js=prod.nc.jetstream(), interval_s=0.2, timeout_s=1.0) for i in (1, 2)]
+    probers = [PeerProber(c.nc, "default", f"node-{i}", js=c.nc.jetstream(), interval_s=0.2, timeout_s=1.0) for i, c in ((1, prod), (2, node2))]
     try:
         for p in probers:
             await p.start()
@@ -261,10 +270,10 @@ async def test_each_role_runs_its_real_code_with_no_permission_violation(
             0.2,
             gpu=False,
             max_batches=3,
-            connect_options={"user": user, "password": password},
+            connect_options=creds_options(str(node_seed(tmp_path, "node-1"))),
         )
         assert counters["sent"] >= 3
-        await prod.nc.jetstream().publish(subjects.metrics("default", "node-2"), _batch("node-2", 97.0), timeout=5)
+        await node2.nc.jetstream().publish(subjects.metrics("default", "node-2"), _batch("node-2", 97.0), timeout=5)
         deadline = time.monotonic() + 20
         results: list[object] = []
         while time.monotonic() < deadline:
@@ -292,8 +301,9 @@ async def test_each_role_runs_its_real_code_with_no_permission_violation(
         for fs in file_sinks:
             await fs.stop()
         await runtime.stop()
-    for role in ("producer", "processor", "sinks"):
-        assert roles[role].violations() == [], (role, roles[role].errors)
+        await node2.nc.close()
+    for client in (roles["producer"], roles["processor"], roles["sinks"], node2):
+        assert client.violations() == [], (client.role, client.errors)
 
 
 def _role_config(tmp_path: Path, secret: str, password_var: str) -> Path:
@@ -338,7 +348,7 @@ async def test_the_role_commands_run_under_their_users_from_the_example_configs(
     exe = str(Path(sys.executable).parent / "swarmwatch")
     admin = roles["admin"].nc
     assert admin is not None
-    env = {**os.environ, "SWARMWATCH_NATS_PASSWORD": PASSWORDS["SW_PRODUCER_PASSWORD"]}
+    env = dict(os.environ)
     logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("produce", "process", "sink")}
     procs = {
         "process": subprocess.Popen(
@@ -350,7 +360,7 @@ async def test_the_role_commands_run_under_their_users_from_the_example_configs(
             stdout=logs["sink"], stderr=subprocess.STDOUT,
         ),
         "produce": subprocess.Popen(
-            [exe, "produce", "--nats", auth_server, "--cluster", "default", "--node", "node-9", "--nats-user", USERS["producer"][0],
+            [exe, "produce", "--nats", auth_server, "--cluster", "default", "--node", "node-9", "--nats-creds", str(node_seed(tmp_path, "node-9")),
              "--interval", "200ms", "--no-gpu", "--spool-dir", str(tmp_path / "spool")],
             stdout=logs["produce"], stderr=subprocess.STDOUT, env=env,
         ),

@@ -92,17 +92,30 @@ def test_only_the_producer_daemonset_gets_host_access_in_its_own_namespace() -> 
             assert not host, f"{file}: {d['metadata']['name']} asks for host access"
 
 
-def test_producer_daemonset_takes_its_interval_from_env_and_its_password_from_a_secret() -> None:
+def test_producer_daemonset_takes_its_interval_from_env_and_its_own_node_key_from_the_host() -> None:
     ds = _find("DaemonSet", "swarmwatch-producer")
-    (c,) = _pod_spec(ds)["containers"]
+    spec = _pod_spec(ds)
+    (c,) = spec["containers"]
     args, env = c["args"], _env(c)
     assert args[0] == "produce"
     assert args[args.index("--interval") + 1] == "$(SW_INTERVAL)" and env["SW_INTERVAL"]["value"] == "1s"
-    assert env["SWARMWATCH_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "swarmwatch-producer"
-    assert "value" not in env["SWARMWATCH_NATS_PASSWORD"]
-    # the user matches a producer-<cluster> user of auth.conf
-    user = args[args.index("--user") + 1].replace("$(SWARMWATCH_CLUSTER)", env["SWARMWATCH_CLUSTER"]["value"])
-    assert f'user: "{user}"' in (NATS_DIR / "auth.conf").read_text()
+    # no shared producer password: each node has its own key, on its own host, read-only
+    assert "SWARMWATCH_NATS_PASSWORD" not in env and "--user" not in args and "--nats-user" not in args
+    creds = args[args.index("--nats-creds") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if creds.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (vol,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert vol["hostPath"]["type"] == "Directory"
+    assert "producer-default" not in (NATS_DIR / "auth.conf").read_text().split("# There is no shared producer user")[1]
+
+
+def test_sidecar_example_takes_its_own_key_from_a_secret_of_its_own() -> None:
+    pod = _find("Pod", "validator-7")
+    (c,) = pod["spec"]["initContainers"]
+    creds = c["args"][c["args"].index("--nats-creds") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if creds.startswith(m["mountPath"] + "/")]
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert vol["secret"]["secretName"] == f"swarmwatch-node-{pod['metadata']['name']}"
 
 
 def test_processor_pods_take_their_ordinal_as_partition_and_name() -> None:
@@ -257,14 +270,16 @@ def test_systemd_services_run_without_privileges_and_within_limits(unit: str) ->
     assert s["ExecStart"][0].startswith("/opt/swarmwatch/venv/bin/swarmwatch ")
 
 
-def test_systemd_producer_takes_interval_and_password_from_environment_files() -> None:
+def test_systemd_producer_takes_interval_from_environment_files_and_its_key_as_a_credential() -> None:
     for unit in ("swarmwatch-producer.service", "swarmwatch-producer@.service"):
         s = _settings(unit)
         assert "--interval ${SW_INTERVAL}" in s["ExecStart"][0]
         assert "--spool-dir %S/swarmwatch-producer" in s["ExecStart"][0]
         assert any(f.endswith(".env") for f in s["EnvironmentFile"])
         assert s["StateDirectory"]
-    assert "SWARMWATCH_NATS_PASSWORD=" in (SYSTEMD / "producer.env.example").read_text()
+        assert "--nats-creds %d/node.nk" in s["ExecStart"][0]
+        assert s["LoadCredential"][0].startswith("node.nk:/etc/swarmwatch/identity/")
+    assert "SWARMWATCH_NATS_PASSWORD=" not in (SYSTEMD / "producer.env.example").read_text()
 
 
 def test_systemd_processor_template_takes_partition_from_the_instance() -> None:

@@ -26,14 +26,14 @@ DEPLOY = ROOT / "deploy"
 NATS_DIR = DEPLOY / "nats"
 CLUSTER_NODES = ("n1", "n2", "n3")
 PASSWORDS = {
-    "SW_PRODUCER_PASSWORD": "producer-secret",
     "SW_PROCESSOR_PASSWORD": "processor-secret",
     "SW_SINKS_PASSWORD": "sinks-secret",
     "SW_ADMIN_PASSWORD": "admin-secret",
     "SW_SYS_PASSWORD": "sys-secret",
 }
+FLEET_CLUSTER = "default"
+FLEET = ("node-1", "node-2", "node-9", "victim")  # node identities issued into every rendered auth.conf
 USERS = {
-    "producer": ("producer-default", PASSWORDS["SW_PRODUCER_PASSWORD"]),
     "processor": ("processor", PASSWORDS["SW_PROCESSOR_PASSWORD"]),
     "sinks": ("sinks", PASSWORDS["SW_SINKS_PASSWORD"]),
     "admin": ("admin", PASSWORDS["SW_ADMIN_PASSWORD"]),
@@ -92,7 +92,8 @@ def render_cluster(tmp: Path, certs: Path) -> list[ClusterNode]:
     out = tmp / "nats"
     (out / "cluster").mkdir(parents=True, exist_ok=True)
     for name in ("tls.conf", "auth.conf"):
-        (out / name).write_text(_render_common((NATS_DIR / name).read_text(), certs))
+        text = _render_common((NATS_DIR / name).read_text(), certs)
+        (out / name).write_text(_with_fleet(text, out) if name == "auth.conf" else text)
     ports = free_ports(3 * len(CLUSTER_NODES))
     plan = {n: (ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i, n in enumerate(CLUSTER_NODES)}
     nodes = []
@@ -111,10 +112,33 @@ def render_cluster(tmp: Path, certs: Path) -> list[ClusterNode]:
     return nodes
 
 
+def creds_dir(rendered: Path) -> Path:
+    """Where the node keys of the fleet live for a config rendered into directory ``rendered``."""
+    return rendered / "creds"
+
+
+def node_seed(rendered: Path, node: str) -> Path:
+    """The seed file of fleet node ``node`` for a config rendered into ``rendered``."""
+    return creds_dir(rendered) / FLEET_CLUSTER / f"{node}.nk"
+
+
+def _with_fleet(text: str, rendered: Path) -> str:
+    """auth.conf with the test FLEET's node identities spliced in, as `swarmwatch creds server-config` does."""
+    from swarmwatch.creds import issue, render_auth
+
+    ids = [issue(creds_dir(rendered), FLEET_CLUSTER, n) for n in FLEET]
+    return render_auth(text, ids)
+
+
 def render_file(src: Path, dst_dir: Path, certs: Path | None = None, client_port: int | None = None) -> Path:
-    """One shipped config (and the files it includes) with cert paths, store dir and port replaced."""
+    """One shipped config (and the files it includes) with cert paths, store dir and port replaced.
+
+    auth.conf gets the test FLEET's node identities (keys under ``creds_dir(dst_dir)``).
+    """
     dst_dir.mkdir(parents=True, exist_ok=True)
     text = src.read_text()
+    if src.name == "auth.conf":
+        text = _with_fleet(text, dst_dir)
     if certs is not None:
         text = _render_common(text, certs)
     text = text.replace('"/var/lib/nats/jetstream"', f'"{dst_dir / "js"}"')

@@ -30,6 +30,7 @@ from swarmwatch.cli import ingest as _ingest  # noqa: E402,F401
 from swarmwatch.cli import replay as _replay  # noqa: E402,F401
 from swarmwatch.cli import query as _query  # noqa: E402,F401
 from swarmwatch.cli import incident as _incident  # noqa: E402,F401
+from swarmwatch.cli import creds as _creds  # noqa: E402,F401
 # --- end registrations ---
 
 
