@@ -410,6 +410,13 @@ def store_alerts(root: str | Path, since: float, until: float, cluster: str | No
     return out
 
 
+def store_holds_alerts(root: str | Path) -> bool:
+    """Whether the store keeps alerts at all (a sink that stored none cannot say what fired then)."""
+    from sinks.reader import available_format
+
+    return available_format(root, "alerts") is not None
+
+
 def store_range(root: str | Path) -> tuple[float, float] | None:
     """(first, last) event time of the metrics the store holds, from its date partitions (whole UTC days)."""
     from sinks.reader import available_format

@@ -187,7 +187,7 @@ def replay_cmd(
                     then = await rp.stream_alerts(nc, t_since, t_until, cluster, node)
             elif not rp.store_range(store_root):
                 fail(f"no store at {str(store_root)!r} (give --store DIR)")
-            if then is None and rp.store_range(store_root):
+            if then is None and rp.store_holds_alerts(store_root):
                 then = [f for f in rp.store_alerts(store_root, t_since, t_until) if _match(f.alert, cluster, node)]
             prefix = f"{rp.REPLAY_PREFIX}.{replay_id}" if publish and nc is not None else None
             if publish and nc is None:
