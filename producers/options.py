@@ -144,19 +144,30 @@ def sidecar_sources(
     Returns ``(targets, checks)`` (:class:`producers.scrape.ScrapeTarget`,
     :class:`producers.checks.HttpCheck`); ValueError names the bad entry.
     """
+    s_int = parse_interval(scrape_interval) if scrape_interval is not None else None
+    c_int = parse_interval(check_interval) if check_interval is not None else None
+    raw = read_sidecar_config(config) if config else {}
+    return sources_from_entries([*(raw.get("scrape") or []), *scrape_urls], [*(raw.get("checks") or []), *check_urls],
+                                s_int, c_int)
+
+
+def sources_from_entries(
+    scrape: list[Any] | tuple[Any, ...],
+    checks: list[Any] | tuple[Any, ...],
+    scrape_interval_s: float | None = None,
+    check_interval_s: float | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """Scrape targets and HTTP checks from config entries (a URL or a mapping each); ValueError names a bad one."""
     from producers.checks import DEFAULT_CHECK_INTERVAL_S, HttpCheck
     from producers.scrape import DEFAULT_SCRAPE_INTERVAL_S, ScrapeTarget
 
-    s_int = parse_interval(scrape_interval) if scrape_interval is not None else DEFAULT_SCRAPE_INTERVAL_S
-    c_int = parse_interval(check_interval) if check_interval is not None else DEFAULT_CHECK_INTERVAL_S
-    raw = read_sidecar_config(config) if config else {}
-    targets = [ScrapeTarget.from_config(e, s_int) for e in raw.get("scrape") or []]
-    targets += [ScrapeTarget.from_config(u, s_int) for u in scrape_urls]
-    checks = [HttpCheck.from_config(e, c_int) for e in raw.get("checks") or []]
-    checks += [HttpCheck.from_config(u, c_int) for u in check_urls]
-    for what, items in (("scrape target", targets), ("http check", checks)):
+    s_int = DEFAULT_SCRAPE_INTERVAL_S if scrape_interval_s is None else scrape_interval_s
+    c_int = DEFAULT_CHECK_INTERVAL_S if check_interval_s is None else check_interval_s
+    targets = [ScrapeTarget.from_config(e, s_int) for e in scrape]
+    checks_out = [HttpCheck.from_config(e, c_int) for e in checks]
+    for what, items in (("scrape target", targets), ("http check", checks_out)):
         names = [x.name for x in items]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"{what} name(s) {dup} appear more than once; give each a distinct 'name'")
-    return targets, checks
+    return targets, checks_out

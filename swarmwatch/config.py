@@ -6,7 +6,7 @@ Every section is optional; the embedded default needs no file at all::
     data_dir: ./.swarmwatch
     cluster: default
     node: <hostname>
-    producer: {interval: 1s, enabled: true}
+    producer: {interval: 1s, enabled: true, scrape: [], checks: []}   # scrape/checks: docs/ingest.md
     processor: {windows: [10s, 1m], allowed_lateness: 5s, rules: rules.yaml}
     sinks: {json: true, parquet: true, retention_days: 30}
     retention: {telemetry: 7d, derived: 30d, telemetry_max_size: 8GiB, derived_max_size: 8GiB, replicas: 1}
@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from processors.configfile import ConfigError, format_validation_error, parse_duration, parse_size, read_config_file
 
@@ -55,6 +55,16 @@ class ProducerConfig(_Section):
     interval_s: float = Field(1.0, alias="interval")
     watch_pid: int | None = None
     gpu: bool = True
+    scrape: list[str | dict[str, Any]] = Field(default_factory=list)  # Prometheus exporters (docs/ingest.md)
+    checks: list[str | dict[str, Any]] = Field(default_factory=list)  # HTTP health checks (docs/ingest.md)
+
+    @model_validator(mode="after")
+    def _sources(self) -> ProducerConfig:
+        if self.scrape or self.checks:
+            from producers.options import sources_from_entries
+
+            sources_from_entries(self.scrape, self.checks)  # a bad URL, key or interval is named now, not at start
+        return self
 
     @field_validator("interval_s", mode="before")
     @classmethod

@@ -152,10 +152,12 @@ class Stack:
             self._stoppers.append(("api", api.stop))
 
     async def _start_producer(self) -> None:
+        from producers.options import sources_from_entries
         from producers.probes import ProbeSettings
-        from producers.sidecar import run_producer
+        from producers.sidecar import run_producer, source_tasks
 
         cfg = self.cfg
+        sources, tasks = source_tasks(*sources_from_entries(cfg.producer.scrape, cfg.producer.checks))
         stop = asyncio.Event()
         task = asyncio.create_task(
             run_producer(
@@ -167,6 +169,8 @@ class Stack:
                 gpu=cfg.producer.gpu,
                 spool_dir=self.data_dir / "spool",
                 probes=ProbeSettings(),
+                extra_sources=sources,
+                tasks=tasks,
                 stop=stop,
             ),
             name="producer",

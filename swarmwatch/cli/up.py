@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import CONNECT_TIMEOUT_HELP, config_or_exit, parse_connect_timeout, renamed, run_async
+from swarmwatch.cli.common import CONNECT_TIMEOUT_HELP, config_or_exit, fail, parse_connect_timeout, renamed, run_async
 
 
 @app.command()
@@ -29,6 +29,8 @@ def up(
     api_host: Optional[str] = typer.Option(None, "--api-host", help="Bind address of the API (default 127.0.0.1; others need a token)."),
     api_token: Optional[str] = typer.Option(None, "--api-token", envvar="SWARMWATCH_API_TOKEN", help="Access token for the API (or env SWARMWATCH_API_TOKEN)."),
     no_api: bool = typer.Option(False, "--no-api", help="Do not serve the API and dashboard."),
+    scrape: Optional[list[str]] = typer.Option(None, "--scrape", help="Prometheus /metrics URL the producer scrapes (repeatable; producer.scrape in a config)."),
+    http_check: Optional[list[str]] = typer.Option(None, "--http-check", help="URL the producer health-checks (repeatable; producer.checks in a config)."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON logs."),
 ) -> None:
     """Start nats-server (JetStream), provision streams, run producer, processors and sinks. Ctrl-C stops cleanly."""
@@ -54,6 +56,15 @@ def up(
     )
 
     connect_timeout_s = parse_connect_timeout(connect_timeout)
+    if scrape or http_check:
+        from producers.options import sources_from_entries
+
+        cfg.producer.scrape = [*cfg.producer.scrape, *(scrape or [])]
+        cfg.producer.checks = [*cfg.producer.checks, *(http_check or [])]
+        try:
+            sources_from_entries(cfg.producer.scrape, cfg.producer.checks)
+        except ValueError as exc:
+            fail(str(exc))
 
     async def main() -> int:
         from swarmwatch.stack import Stack
