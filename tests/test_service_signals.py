@@ -57,17 +57,22 @@ def _commands(tmp_path: Path, url: str) -> dict[str, list[str]]:
         "sink api": ["sink", "api", "--nats", url, "--api-port", "0", "--backfill", "0"],
         "sink notify": ["sink", "notify", "--nats", url, "--config", str(notify)],
         "up --nats": ["up", "--nats", url, "--data-dir", str(tmp_path / "up"), "--no-api"],
+        "produce": ["produce", "--nats", url, "--no-gpu", "--no-probes", "--spool-dir", str(tmp_path / "spool")],
     }
 
 
+# what each command logs while it waits for the broker (the producer spools instead of waiting)
+_WAITING = {"produce": "broker error"}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats"])
+@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats", "produce"])
 def test_a_service_waiting_for_an_unreachable_nats_stops_on_a_signal(command: str, sig: signal.Signals, tmp_path: Path) -> None:
     if sig == signal.SIGINT and command not in ("process", "sink api"):
         pytest.skip("SIGINT takes the same path; two services show it")
     proc = _service(_commands(tmp_path, f"nats://127.0.0.1:{free_port()}")[command], tmp_path)
     try:
-        _read_until(proc, WAITING)
+        _read_until(proc, _WAITING.get(command, WAITING))
         proc.send_signal(sig)
         code = proc.wait(timeout=20)
         rest = proc.stderr.read().decode() if proc.stderr else ""
