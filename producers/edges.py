@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
     from producers.publisher import Publisher
 
 DEFAULT_EDGE_HZ = 10.0  # fast samples per second of the watched cheap sources
-MAX_EDGE_BATCHES_PER_S = 5.0  # edge batches a producer may add per second (burst of as many); more wait for the tick
+MAX_EDGE_BATCHES_PER_S = 2.0  # edge batches a producer may add per second (burst of as many); more wait for the tick
 WATCH_RETRY_S = 10.0  # how often a producer looks again for a missing bucket or a lost watch
+CPU_WINDOW_SAMPLES = 2  # fast CPU % is over this many fast periods (200 ms at 10 Hz): less noise, still early
 
 log = logging.getLogger("swarmwatch.producer")
 
@@ -46,6 +48,69 @@ FAST_METRICS = (*_CPU, *_MEM, *_SWAP, *_LOAD, _GPU_UTIL, _GPU_TEMP)
 """System metrics an edge sampler can read fast; SDK gauges come on ``set()``."""
 
 StateKey = tuple[Any, ...]
+CpuReading = list[tuple[float, float, float]]  # per core: (total, busy, iowait) seconds
+
+
+class _ProcFile:
+    """A /proc file kept open and re-read with ``pread`` (about half the cost of psutil's reader); Linux only."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.size = size
+        try:
+            self.fd: int | None = os.open(path, os.O_RDONLY)
+        except (OSError, AttributeError):
+            self.fd = None
+
+    def read(self) -> bytes | None:
+        if self.fd is None:
+            return None
+        try:
+            return os.pread(self.fd, self.size, 0)
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+try:
+    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):
+    _CLK_TCK = 100.0
+
+
+def parse_proc_stat(data: bytes) -> CpuReading:
+    """Per-core (total, busy, iowait) seconds from /proc/stat, computed exactly as from psutil's cpu_times."""
+    out: CpuReading = []
+    for line in data.split(b"\n"):
+        if not line.startswith(b"cpu"):
+            break
+        if line[3:4] == b" ":
+            continue  # the all-CPU line: totals are summed per core, as the regular collector does
+        vals = [int(x) / _CLK_TCK for x in line.split()[1:11]]
+        total = sum(vals)
+        if len(vals) > 8:
+            total -= vals[8]  # guest is already in user
+        if len(vals) > 9:
+            total -= vals[9]
+        iowait = vals[4] if len(vals) > 4 else 0.0
+        out.append((total, total - (vals[3] + iowait), iowait))
+    return out
+
+
+def parse_meminfo(data: bytes) -> dict[str, int]:
+    """The first /proc/meminfo fields (MemTotal, MemFree, MemAvailable) in bytes."""
+    out: dict[str, int] = {}
+    for line in data.split(b"\n", 3)[:3]:
+        name, _, rest = line.partition(b":")
+        parts = rest.split()
+        if len(parts) == 2:
+            out[name.decode()] = int(parts[0]) * 1024
+    return out
 
 
 def _watch_key(w: Watch) -> tuple[Any, ...]:
@@ -84,7 +149,11 @@ class EdgeSampler:
         self._by_name: dict[str, list[tuple[Watch, tuple[Any, ...]]]] = {}
         self._need: set[str] = set()
         self._percore = False
-        self._last_cpu: list[tuple[float, float, float]] | None = None
+        self._last_cpu: CpuReading | None = None
+        self._cpu_hist: deque[CpuReading] = deque(maxlen=CPU_WINDOW_SAMPLES + 1)
+        ncpu = os.cpu_count() or 1
+        self._stat = _ProcFile("/proc/stat", 4096 + 160 * ncpu)
+        self._meminfo = _ProcFile("/proc/meminfo", 256)  # MemTotal, MemFree and MemAvailable are its first lines
         self._tokens = max_batches_per_s
         self._tokens_at = time.monotonic()
 
@@ -101,6 +170,7 @@ class EdgeSampler:
         )
         if not self._need & set(_CPU):
             self._last_cpu = None
+            self._cpu_hist.clear()
 
     @property
     def active(self) -> bool:
@@ -160,12 +230,7 @@ class EdgeSampler:
             if "cpu.percent" in need or "cpu.iowait_percent" in need:
                 self._cpu(out)
             if need.intersection(_MEM):
-                import psutil
-
-                vm = psutil.virtual_memory()
-                out.add("mem.percent", vm.percent, "%")
-                out.add("mem.available_bytes", vm.available, "B")
-                out.add("mem.used_bytes", vm.used, "B")
+                self._memory(out)
             if "swap.percent" in need:
                 import psutil
 
@@ -182,17 +247,49 @@ class EdgeSampler:
             self.errors += 1
         return out.items
 
-    def _cpu(self, out: SampleBuffer) -> None:
-        import psutil
+    def _memory(self, out: SampleBuffer) -> None:
+        raw = self._meminfo.read()
+        m = parse_meminfo(raw) if raw else {}
+        if "MemTotal" in m and "MemAvailable" in m:
+            total, avail = m["MemTotal"], m["MemAvailable"]  # as psutil 7: percent and used from available
+            need = self._need
+            if "mem.percent" in need:
+                out.add("mem.percent", round(100.0 * (total - avail) / total, 1) if total else None, "%")
+            if "mem.available_bytes" in need:
+                out.add("mem.available_bytes", avail, "B")
+            if "mem.used_bytes" in need:
+                out.add("mem.used_bytes", total - avail, "B")
+            return
+        import psutil  # not Linux, or an old kernel
 
-        now: list[tuple[float, float, float]] = []
+        vm = psutil.virtual_memory()
+        out.add("mem.percent", vm.percent, "%")
+        out.add("mem.available_bytes", vm.available, "B")
+        out.add("mem.used_bytes", vm.used, "B")
+
+    def _read_cpu(self) -> CpuReading:
+        raw = self._stat.read()
+        if raw:
+            return parse_proc_stat(raw)
+        import psutil  # not Linux
+
+        now: CpuReading = []
         for t in psutil.cpu_times(percpu=True):
             total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
             idle = t.idle + getattr(t, "iowait", 0.0)
             now.append((total, total - idle, getattr(t, "iowait", 0.0)))
-        last, self._last_cpu = self._last_cpu, now
-        if last is None or len(last) != len(now):
+        return now
+
+    def _cpu(self, out: SampleBuffer) -> None:
+        now = self._read_cpu()
+        hist = self._cpu_hist
+        if hist and len(hist[-1]) != len(now):
+            hist.clear()
+        hist.append(now)
+        self._last_cpu = now
+        if len(hist) < 2:
             return
+        last = hist[0]  # CPU % over the last CPU_WINDOW_SAMPLES fast periods
         sum_dt = sum_busy = sum_wait = 0.0
         for i, ((t1, b1, w1), (t0, b0, w0)) in enumerate(zip(now, last)):
             dt, db, dw = t1 - t0, b1 - b0, w1 - w0
@@ -206,6 +303,10 @@ class EdgeSampler:
         if sum_dt > 0:
             out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
             out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
+
+    def close(self) -> None:
+        self._stat.close()
+        self._meminfo.close()
 
     def rebase_system_cpu(self) -> None:
         """After an edge batch with CPU: the regular CPU sample restarts from the same reading."""

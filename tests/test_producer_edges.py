@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -155,3 +156,22 @@ async def test_a_gauge_that_is_not_watched_waits_for_the_tick_and_sdk_events_pub
         await esub.unsubscribe()
     assert (events[0].cluster, events[0].node, events[0].kind, events[0].payload) == ("c1", "n2", "chain.reorg", {"depth": 3})
     assert len(batches) == 1  # with a 30 s tick, the unwatched gauge change published nothing by itself
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux /proc only")
+def test_proc_readers_agree_with_psutil() -> None:
+    import psutil
+
+    from producers.edges import parse_meminfo, parse_proc_stat
+
+    with open("/proc/stat", "rb") as f:
+        ours = parse_proc_stat(f.read())
+    theirs = psutil.cpu_times(percpu=True)
+    assert len(ours) == len(theirs)
+    for (total, busy, iowait), t in zip(ours, theirs):
+        t_total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        assert abs(total - t_total) < 1.0 and abs(iowait - getattr(t, "iowait", 0.0)) < 1.0
+        assert 0.0 <= busy <= total
+    with open("/proc/meminfo", "rb") as f:
+        m = parse_meminfo(f.read(256))
+    assert m["MemTotal"] == psutil.virtual_memory().total and 0 < m["MemAvailable"] <= m["MemTotal"]
