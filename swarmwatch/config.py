@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from processors.configfile import ConfigError, format_validation_error, parse_duration, parse_size, read_config_file
 
@@ -124,7 +124,7 @@ class ProcessorConfig(_Section):
 class SinksConfig(_Section):
     json_: bool = Field(True, alias="json")
     parquet: bool = True
-    out: str | None = None  # default: <data_dir>/store
+    out: str | None = Field(None, validation_alias=AliasChoices("store", "out"))  # the file store; default <data_dir>/store ("out": the old name)
     flush_interval_s: float = Field(2.0, alias="flush_interval")
     retention_days: float = 30.0
     notify: str | None = None  # path to a notification config (see docs/notify.md)

@@ -100,3 +100,13 @@ def test_a_busy_nats_port_names_the_nats_port_flag(tmp_path: Path) -> None:
 def test_an_api_port_out_of_range_names_the_new_flag(args: list[str]) -> None:
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "--api-port 70000 is out of range" in r.output
+
+
+@pytest.mark.parametrize("key", ["store", "out"])
+def test_the_config_names_the_file_store_store_and_still_reads_out(key: str, tmp_path: Path) -> None:
+    from swarmwatch.config import load_config
+
+    p = tmp_path / "sw.yaml"
+    p.write_text(f"sinks:\n  {key}: /srv/store\n")
+    assert load_config(p, {}).sinks.out == "/srv/store"
+    assert load_config(None, {"sinks.out": "/x"}).sinks.out == "/x"

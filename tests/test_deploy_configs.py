@@ -318,7 +318,7 @@ def _role_config(tmp_path: Path, secret: str, password_var: str) -> Path:
     cfg["retention"] = {"replicas": 1}  # one server here
     cfg.get("processor", {}).pop("rules", None)
     if "sinks" in cfg:
-        cfg["sinks"]["out"] = str(tmp_path / "store")
+        cfg["sinks"]["store"] = str(tmp_path / "store")
     out = tmp_path / f"{secret}.yaml"
     out.write_text(yaml.safe_dump(cfg))
     return out
