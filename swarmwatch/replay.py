@@ -239,41 +239,61 @@ def store_items(
     Samples of one batch come back in stored order, which compaction sorts by
     series, so several alerts of one batch may come out in another order.
     """
-    from sinks.reader import iter_records
+    from concurrent.futures import ThreadPoolExecutor
 
     exact_cluster = cluster if cluster and not any(c in cluster for c in "*?[") else None
     exact_node = node if node and not any(c in node for c in "*?[") else None
+
+    chunks: list[tuple[float, float]] = []
     t = since
     while t < until:
-        end = min(until, t + chunk_s)
-        items = _parquet_batches(root, t, end, exact_cluster, exact_node, metrics)
-        if items is None:  # JSON lines, or segments that overlap (a crash rewrote some): the row reader dedupes
-            parts: dict[int, tuple[str, str, float, list[Sample]]] = {}
-            for row in iter_records(root, "metrics", since=t, until=end, cluster=exact_cluster, node=exact_node):
-                if metrics is not None and row["metric"] not in metrics:
-                    continue
-                seq = row["_seq"]
-                p = parts.get(seq)
-                if p is None:
-                    p = parts[seq] = (row["cluster"], row["node"], float(row["ts"]), [])
-                p[3].append(Sample(row["metric"], float(row["value"]), row.get("unit") or None, _labels(row.get("labels"))))
-            items = [(p[2], seq, MetricBatch(p[0], p[1], p[2], p[3])) for seq, p in parts.items()]
-        for row in iter_records(root, "events", since=t, until=end, cluster=exact_cluster, node=exact_node):
-            payload = row.get("payload")
-            if isinstance(payload, (str, bytes)):
-                payload = orjson.loads(payload)
-            ev = Event(row["cluster"], row["node"], float(row["ts"]), row["kind"], payload or {})
-            items.append((ev.ts, row["_seq"], ev))
-        items.sort(key=lambda x: (x[0], x[1]))
-        for _, _, item in items:
-            yield item
-        t = end
+        chunks.append((t, min(until, t + chunk_s)))
+        t = chunks[-1][1]
+    # the next chunk is scanned (Arrow, mostly outside the GIL) while this one runs through the operators
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
+    try:
+        ahead = pool.submit(_parquet_table, root, *chunks[0], exact_cluster, exact_node, metrics) if chunks else None
+        for k, (t, end) in enumerate(chunks):
+            table = ahead.result() if ahead is not None else None
+            ahead = pool.submit(_parquet_table, root, *chunks[k + 1], exact_cluster, exact_node, metrics) if k + 1 < len(chunks) else None
+            yield from _chunk_items(root, t, end, exact_cluster, exact_node, metrics, table)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _parquet_batches(
+def _chunk_items(
+    root: str | Path, t: float, end: float, exact_cluster: str | None, exact_node: str | None, metrics: set[str] | None, table: Any | None
+) -> Iterator[ReplayItem]:
+    """One chunk's metric batches (from ``table``, or the row reader when it is None) and events, in order."""
+    from sinks.reader import iter_records
+
+    items = _batches_from_table(table) if table is not None else None
+    if items is None:  # JSON lines, or segments that overlap (a crash rewrote some): the row reader dedupes
+        parts: dict[int, tuple[str, str, float, list[Sample]]] = {}
+        for row in iter_records(root, "metrics", since=t, until=end, cluster=exact_cluster, node=exact_node):
+            if metrics is not None and row["metric"] not in metrics:
+                continue
+            seq = row["_seq"]
+            p = parts.get(seq)
+            if p is None:
+                p = parts[seq] = (row["cluster"], row["node"], float(row["ts"]), [])
+            p[3].append(Sample(row["metric"], float(row["value"]), row.get("unit") or None, _labels(row.get("labels"))))
+        items = [(p[2], seq, MetricBatch(p[0], p[1], p[2], p[3])) for seq, p in parts.items()]
+    for row in iter_records(root, "events", since=t, until=end, cluster=exact_cluster, node=exact_node):
+        payload = row.get("payload")
+        if isinstance(payload, (str, bytes)):
+            payload = orjson.loads(payload)
+        ev = Event(row["cluster"], row["node"], float(row["ts"]), row["kind"], payload or {})
+        items.append((ev.ts, row["_seq"], ev))
+    items.sort(key=lambda x: (x[0], x[1]))
+    for _, _, item in items:
+        yield item
+
+
+def _parquet_table(
     root: str | Path, since: float, until: float, cluster: str | None, node: str | None, metrics: set[str] | None
-) -> list[tuple[float, int, ReplayItem]] | None:
-    """Metric batches of [since, until) read column-wise from Parquet; None when the fast path does not apply."""
+) -> Any | None:
+    """Metric rows of [since, until) as one Arrow table sorted by stream seq; None when the fast path does not apply."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -310,14 +330,20 @@ def _parquet_batches(
             t = t.filter(pc.is_in(t["metric"], value_set=pa.array(sorted(metrics), type=pa.string())))
         tables.append(to_row_layout("metrics", t))
     if not tables:
-        return []
-    table = pa.concat_tables(tables).sort_by([("_seq", "ascending")])
+        return pa.table({})
+    return pa.concat_tables(tables).sort_by([("_seq", "ascending")])
+
+
+def _batches_from_table(table: Any) -> list[tuple[float, int, ReplayItem]]:
+    """(event time, seq, MetricBatch) per message from a table of :func:`_parquet_table`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     n = table.num_rows
     if n == 0:
         return []
     seq = table["_seq"].to_numpy()
-    import numpy as np
-
     starts = np.flatnonzero(np.diff(seq)) + 1
     bounds = [0, *starts.tolist(), n]
     firsts = pa.array(bounds[:-1], type=pa.int64())
