@@ -132,6 +132,10 @@ class SinksConfig(_Section):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8686, ge=0, le=65535)
     api_token: str | None = None
+    # Host headers the API answers besides loopback names (a reverse proxy's name); ["*"]: any
+    api_allowed_hosts: list[str] = []
+    # browser origins besides the API's own that may call it and open /ws (e.g. https://grafana.example.com)
+    api_allowed_origins: list[str] = []
 
     @field_validator("flush_interval_s", mode="before")
     @classmethod

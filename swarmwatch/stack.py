@@ -146,7 +146,10 @@ class Stack:
         if sc.api:
             from sinks.api import ApiServer
 
-            api = ApiServer(nc, host=sc.api_host, port=sc.api_port, token=sc.api_token, store_root=self.store_dir)
+            api = ApiServer(
+                nc, host=sc.api_host, port=sc.api_port, token=sc.api_token, store_root=self.store_dir,
+                extra_allowed_hosts=sc.api_allowed_hosts, allowed_origins=sc.api_allowed_origins,
+            )
             await api.start()
             self.api = api
             self._stoppers.append(("api", api.stop))

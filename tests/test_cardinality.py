@@ -108,3 +108,18 @@ def test_the_api_keeps_history_for_every_node_when_one_floods_names() -> None:
     assert len(st.nodes[("c1", "flooder")].history) <= 20
     assert ("cpu.percent", ()) in st.nodes[("c1", "good")].history
     assert st.counters.refused_history_series > 0
+
+
+def test_the_api_latest_values_of_a_node_that_flooded_make_room_once_the_flood_is_idle() -> None:
+    from sinks.api.state import LATEST_IDLE_S
+
+    st = FleetState(max_series_per_node=10)
+    now = time.time() - 2 * LATEST_IDLE_S
+    st.apply_metrics(_flood("n1", now, 0, 50))
+    assert len(st.nodes[("c1", "n1")].latest) == 10 and st.counters.refused_series == 40
+    st.apply_metrics(_normal("n1", now + 1))  # the flood is still fresh: refused
+    assert ("cpu.percent", ()) not in st.nodes[("c1", "n1")].latest
+    st.apply_metrics(_normal("n1", now + LATEST_IDLE_S + 1))  # idle now: it gives way
+    latest = st.nodes[("c1", "n1")].latest
+    assert latest[("cpu.percent", ())] == 10.0 and latest[("mem.percent", ())] == 20.0
+    assert st.counters.evicted_latest_series == 10

@@ -66,6 +66,7 @@ async def test_a_foreign_origin_cannot_open_the_websocket_or_call_the_api(open_a
         assert (await c.get("/api/nodes", headers={"Origin": "http://evil.example"})).status_code == 403
         assert (await c.get("/api/nodes", headers={"Origin": "null"})).status_code == 403
         assert (await c.get("/api/nodes", headers={"Origin": open_api.url})).status_code == 200
+        assert 'swarmwatch_api_auth_refused_total{reason="origin"} 3.0' in (await c.get("/metrics")).text
 
 
 def test_a_short_api_token_is_refused_with_the_minimum_length() -> None:
@@ -94,6 +95,7 @@ async def test_repeated_wrong_tokens_are_throttled_even_when_the_right_one_follo
             assert (await c.get("/api/nodes", headers={"Authorization": f"Bearer guess-{i:020d}"})).status_code == 401
         r = await c.get("/api/nodes", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert token_api.state.counters.auth_refused == {"token": 5, "throttled": 1}  # counted, on /metrics
     ws_url = token_api.url.replace("http", "ws") + "/ws"
     with pytest.raises(Exception):  # closed before accept: refused
         async with ws_connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
@@ -130,3 +132,21 @@ async def test_metrics_speaks_openmetrics_by_accept_header_or_format_and_filters
         assert len(lines) == 1 and 'metric="cpu.percent"' in lines[0]
         assert (await c.get("/metrics", params={"match[]": "{"})).status_code == 400
         assert (await c.get("/metrics", params={"format": "xml"})).status_code == 400
+
+
+async def test_a_reverse_proxys_host_and_a_listed_origin_can_be_allowed_in_the_config(tmp_path: object) -> None:
+    from swarmwatch.config import load_config
+
+    cfg = tmp_path / "sw.yaml"  # type: ignore[operator]
+    cfg.write_text("sinks:\n  api_allowed_hosts: [monitor.example.com]\n  api_allowed_origins: ['https://grafana.example.com']\n")
+    sc = load_config(cfg).sinks
+    server = ApiServer(None, port=0, state=_state(), extra_allowed_hosts=sc.api_allowed_hosts, allowed_origins=sc.api_allowed_origins)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            assert (await c.get("/api/nodes", headers={"Host": "monitor.example.com"})).status_code == 200
+            assert (await c.get("/api/nodes", headers={"Host": "other.example.com"})).status_code == 400
+            assert (await c.get("/api/nodes", headers={"Origin": "https://grafana.example.com"})).status_code == 200
+            assert (await c.get("/api/nodes", headers={"Origin": "https://evil.example.com"})).status_code == 403
+    finally:
+        await server.stop()

@@ -95,7 +95,7 @@ def create_app(
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.add_middleware(OriginGuard, allowed_origins=list(allowed_origins))  # added last: runs first
+    app.add_middleware(OriginGuard, allowed_origins=list(allowed_origins), on_refuse=lambda: state.counters.refuse("origin"))  # runs first
 
     def check(headers: Any, client: Any) -> int:
         """200 if allowed, 401 for a missing or wrong token, 429 for a client with too many wrong ones."""
@@ -104,11 +104,13 @@ def create_app(
         addr = client.host if client is not None else "?"
         if limiter.retry_after(addr) > 0:
             limiter.refused += 1
+            state.counters.refuse("throttled")
             return 429
         got = token_of(headers)
         if got is not None and hmac.compare_digest(got.encode(), token.encode()):
             return 200
         limiter.fail(addr)
+        state.counters.refuse("token")
         return 401
 
     def require(request: Request) -> None:

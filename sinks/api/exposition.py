@@ -425,8 +425,14 @@ class FleetCollector:
         ):
             f.add({"what": what}, v)
         yield f
+        f = _Family(self, "swarmwatch_api_auth_refused", "counter",
+                    "Requests refused: missing or wrong token, throttled after wrong tokens, or a foreign Origin.")
+        for reason in ("token", "throttled", "origin"):
+            f.add({"reason": reason}, c.auth_refused.get(reason, 0))
+        yield f
         f = _Family(self, "swarmwatch_api_evicted", "counter", "Idle items that gave way to new ones at the API's cardinality limits.")
         f.add({"what": "history_series"}, c.evicted_history_series)
+        f.add({"what": "latest_series"}, c.evicted_latest_series)
         yield f
         f = _Family(self, "swarmwatch_api_out_of_order", "counter", "Aggregates older than the newest one of their node, not charted.")
         f.add({}, c.out_of_order)

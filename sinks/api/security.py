@@ -149,9 +149,10 @@ def origin_allowed(origin: str | None, host: str | None, allowed_origins: Iterab
 class OriginGuard:
     """ASGI middleware: 403 for HTTP requests and WebSocket handshakes from foreign origins."""
 
-    def __init__(self, app: ASGIApp, allowed_origins: Sequence[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, allowed_origins: Sequence[str] = (), on_refuse: Callable[[], None] | None = None) -> None:
         self.app = app
         self.allowed_origins = tuple(allowed_origins)
+        self.on_refuse = on_refuse
         self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -159,6 +160,8 @@ class OriginGuard:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
             if not origin_allowed(headers.get("origin"), headers.get("host"), self.allowed_origins):
                 self.refused += 1
+                if self.on_refuse is not None:
+                    self.on_refuse()
                 body = b"cross-origin request refused: Origin is not this API's own origin"
                 if scope["type"] == "websocket":
                     await receive()  # websocket.connect

@@ -68,6 +68,10 @@ class ApiServer:
     ``nc`` may be None to serve a ``state`` fed by someone else (tests, reports).
     ``port=0`` picks a free port; ``url`` tells which once started. ``store_root``
     (the file sinks' directory) serves history older than the in-memory ring.
+    ``Host`` headers answered: loopback names for a loopback bind, any otherwise
+    (a token is required there), plus ``extra_allowed_hosts``; ``allowed_origins``:
+    browser origins besides the API's own (config ``sinks.api_allowed_hosts`` and
+    ``sinks.api_allowed_origins``).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class ApiServer:
         log_level: str = "warning",
         allowed_hosts: Sequence[str] | None = None,
         allowed_origins: Sequence[str] = (),
+        extra_allowed_hosts: Sequence[str] = (),
     ) -> None:
         check_bind(host, token)
         if not 0 <= port <= 65535:
@@ -103,7 +108,7 @@ class ApiServer:
             metric_stats=metric_stats,
             nats_connected=None if nc is None else (lambda: bool(nc.is_connected)),
             store_root=store_root,
-            allowed_hosts=default_allowed_hosts(host) if allowed_hosts is None else allowed_hosts,
+            allowed_hosts=[*(default_allowed_hosts(host) if allowed_hosts is None else allowed_hosts), *extra_allowed_hosts],
             allowed_origins=allowed_origins,
         )
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets-sansio")

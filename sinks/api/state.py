@@ -26,6 +26,7 @@ DEFAULT_RECENT_ALERTS = 1_000
 DEFAULT_HEALTH_POINTS = 1_440  # health scores kept per cluster
 DEFAULT_MAX_CLUSTERS = 1_000
 DEFAULT_MAX_SELF_SERIES = 2_000
+LATEST_IDLE_S = 300.0  # a node's latest value unseen this long (event time) gives way to a new series at the cap
 
 STATUS_OK = "ok"
 STATUS_WARNING = "warning"
@@ -123,6 +124,7 @@ class NodeState:
     node: str
     last_seen: float = 0.0  # newest event time from metrics or aggregates, UNIX s
     latest: dict[SeriesId, float] = field(default_factory=dict)  # series -> newest sample value
+    latest_t: dict[SeriesId, float] = field(default_factory=dict)  # series -> event time of that value (UNIX s)
     units: dict[str, str] = field(default_factory=dict)  # metric -> unit
     latest_ts: float = 0.0
     agg: dict[SeriesId, dict[str, float]] = field(default_factory=dict)  # series -> stats of the newest window
@@ -179,10 +181,15 @@ class Counters:
     refused_history_series: int = 0
     refused_alerts: int = 0
     evicted_history_series: int = 0  # idle history series that gave way to new ones (cardinality limit)
+    evicted_latest_series: int = 0  # idle latest values that gave way to new series
     out_of_order: int = 0
     dlq: dict[str, int] = field(default_factory=dict)  # stage -> dead letters seen
     ws_dropped: int = 0
     ws_clients: int = 0
+    auth_refused: dict[str, int] = field(default_factory=dict)  # reason (token, throttled, origin) -> requests refused
+
+    def refuse(self, reason: str) -> None:
+        self.auth_refused[reason] = self.auth_refused.get(reason, 0) + 1
 
     def count(self, family: str) -> None:
         self.messages[family] = self.messages.get(family, 0) + 1
@@ -259,12 +266,21 @@ class FleetState:
             return
         st.latest_ts = batch.ts
         st.last_seen = max(st.last_seen, batch.ts)
+        latest, latest_t, ts = st.latest, st.latest_t, batch.ts
+        swept = False
         for s in batch.samples:
             key = series_id(s.name, s.labels)
-            if key not in st.latest and len(st.latest) >= self.max_series_per_node:
-                self.counters.refused_series += 1
-                continue
-            st.latest[key] = s.value
+            if key not in latest and len(latest) >= self.max_series_per_node:
+                if not swept:  # at the cap: series of this node unseen for LATEST_IDLE_S give way (once per batch)
+                    swept = True
+                    for k in [k for k, t in latest_t.items() if ts - t >= LATEST_IDLE_S]:
+                        del latest[k], latest_t[k]
+                        self.counters.evicted_latest_series += 1
+                if len(latest) >= self.max_series_per_node:
+                    self.counters.refused_series += 1
+                    continue
+            latest[key] = s.value
+            latest_t[key] = ts
             if s.unit:
                 st.units[s.name] = s.unit
 

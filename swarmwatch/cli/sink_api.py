@@ -69,7 +69,8 @@ def api(
         from sinks.api import ApiServer
         nc, stop = await start_service(nats, cfg.nats, "swarmwatch-api", cfg.log_level, cfg.log_json, connect_timeout_s)
         server = ApiServer(
-            nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s, store_root=store
+            nc, host=host, port=port, token=token, backfill_s=backfill_s, alert_backfill_s=alert_backfill_s, store_root=store,
+            extra_allowed_hosts=cfg.sinks.api_allowed_hosts, allowed_origins=cfg.sinks.api_allowed_origins,
         )
         try:
             await server.start()
