@@ -325,6 +325,8 @@ async def follow_watches(
     Read only: it needs no right to write the bucket. A missing bucket (no
     processor yet) or a lost connection is retried every ``retry_s``.
     """
+    from nats.errors import TimeoutError as NatsTimeoutError
+
     records: dict[str, list[Watch]] = {}
     said_missing = False
     while not stop.is_set():
@@ -333,18 +335,24 @@ async def follow_watches(
         try:
             if nc is None or not nc.is_connected:
                 raise ConnectionError("not connected")
+            reconnects = publisher.reconnects
             kv = await nc.jetstream().key_value(WATCH_BUCKET)
             watcher = await kv.watchall()
             said_missing = False
             while not stop.is_set():
-                getter = asyncio.ensure_future(watcher.updates(timeout=3600.0))
+                getter = asyncio.ensure_future(watcher.updates(timeout=retry_s))
                 stopper = asyncio.ensure_future(stop.wait())
                 done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
                 stopper.cancel()
-                entry = getter.result()
+                try:
+                    entry = getter.result()
+                except NatsTimeoutError:
+                    if publisher.reconnects != reconnects:  # the watch may not have survived: start a fresh one
+                        break
+                    continue
                 if entry is None:  # the initial values are all in
                     continue
                 if entry.operation in ("DEL", "PURGE") or not entry.value:

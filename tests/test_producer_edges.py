@@ -175,3 +175,26 @@ def test_proc_readers_agree_with_psutil() -> None:
     with open("/proc/meminfo", "rb") as f:
         m = parse_meminfo(f.read(256))
     assert m["MemTotal"] == psutil.virtual_memory().total and 0 < m["MemAvailable"] <= m["MemTotal"]
+
+
+async def test_a_producer_follows_changes_to_the_watched_thresholds(nats_server: Any, nc: Any) -> None:
+    from producers.edges import follow_watches
+    from producers.publisher import Publisher
+
+    await ensure_streams(nc.jetstream())
+    await export_watches(nc, [ThresholdRules([Rule(name="a", metric="mem.percent", threshold=90.0)])], "p1")
+    seen: list[list[str]] = []
+    pub = Publisher(nats_server.url)
+    await pub.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(follow_watches(pub, lambda ws: seen.append(sorted(w.rule for w in ws)), stop, retry_s=0.5))
+    try:
+        await wait_for(lambda: seen and seen[-1] == ["a"], 20, "the first record")
+        await export_watches(nc, [ThresholdRules([Rule(name="b", metric="load.1m", threshold=8.0)])], "p2")
+        await wait_for(lambda: seen[-1] == ["a", "b"], 20, "a second processor's record, merged")
+        await export_watches(nc, [ThresholdRules([])], "p1")  # p1 now runs no threshold rules: its record goes
+        await wait_for(lambda: seen[-1] == ["b"], 20, "the deleted record dropped")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await pub.close(2)
