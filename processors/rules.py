@@ -21,6 +21,7 @@ from schemas import AlertKind, MetricBatch, Severity, subjects
 from schemas.watches import Watch
 
 from processors.alerting import AlertTracker
+from processors.cardinality import CardinalityLimiter
 from processors.configfile import ConfigError, format_validation_error, parse_duration, read_config_file
 from processors.operator import Emit, Operator
 from processors.windows import layout, series_key
@@ -145,6 +146,10 @@ class _Compiled:
         self.labels = rule.labels
 
 
+DEFAULT_MAX_ALERTING_SERIES_PER_NODE = 500  # pending or firing series per node, over all rules
+_CARDINALITY_KEY = "~cardinality"  # not a rule name (rule names are subject tokens)
+
+
 class ThresholdRules(Operator):
     """Evaluates every rule on every matching sample as it arrives."""
 
@@ -153,8 +158,12 @@ class ThresholdRules(Operator):
     event_kinds = ()
     tick_interval_s = 5.0
 
-    def __init__(self, rules: Iterable[Rule] | None = None, max_keys_per_rule: int = 200_000) -> None:
+    def __init__(
+        self, rules: Iterable[Rule] | None = None, max_keys_per_rule: int = 200_000, max_series_per_node: int = DEFAULT_MAX_ALERTING_SERIES_PER_NODE
+    ) -> None:
         super().__init__()
+        # pending or firing (rule, series) per node: a flood of label variants above a threshold cannot page 200k times
+        self.limiter = CardinalityLimiter(self.name, max_series_per_node, max_keys_per_rule)
         self.rules = list(default_rules() if rules is None else rules)
         names = [r.name for r in self.rules]
         dup = {n for n in names if names.count(n) > 1}
@@ -216,12 +225,18 @@ class ThresholdRules(Operator):
             if st is None:
                 if not c.test(value, r.threshold):
                     continue  # the common case: nothing pending, nothing firing
+                if not self.limiter.seen(cluster, node, (r.name, series), now):
+                    self.stats.inc("series_refused")
+                    continue
+                if self.limiter.evicted:
+                    out.extend(self._drop_evicted(ts))
                 active = True
             elif st.firing_since is not None:
                 active = c.test(value, r.clear_threshold)
                 if active and ts >= st.last_ts:
                     st.last_ts = st.last_active = ts
                     st.value = value
+                    self.limiter.seen(cluster, node, (r.name, series), now)  # still firing: not idle
                     continue
             else:
                 active = c.test(value, r.threshold)
@@ -240,8 +255,27 @@ class ThresholdRules(Operator):
             )
             if emits:
                 out.extend(emits)
+            if key not in states:
+                self.limiter.forget(cluster, node, (r.name, series))
+            else:
+                self.limiter.seen(cluster, node, (r.name, series), now)
         self.stats.outputs += len(out)
         return out
+
+    def _drop_evicted(self, ts: float) -> list[Emit]:
+        """Resolve what the limiter evicted: pending or firing series not seen for its idle time."""
+        out: list[Emit] = []
+        by_name = {c.rule.name: c for c in self._compiled}
+        for cluster, node, (rule, series) in self.limiter.pop_evicted():  # type: ignore[misc]
+            c = by_name.get(rule)
+            if c is not None:
+                self.stats.inc("series_evicted")
+                out.extend(c.tracker.expire(cluster, node, ts, f"{series or rule} on {cluster}/{node} went silent", series=series))
+        return out
+
+    def on_tick(self, now: float) -> Iterable[Emit]:
+        """``cardinality_limit`` alerts of nodes with refused series (and their resolves)."""
+        return self.limiter.alerts(now)
 
     def watches(self) -> list[Watch]:
         """The thresholds these rules compare, for producers' edge sampling (:mod:`schemas.watches`)."""
@@ -256,8 +290,16 @@ class ThresholdRules(Operator):
         return [(c.rule.name, *k) for c in self._compiled for k in c.tracker.firing()]
 
     def snapshot(self) -> Any:
-        return {c.rule.name: c.tracker.snapshot() for c in self._compiled}
+        out: dict[str, Any] = {c.rule.name: c.tracker.snapshot() for c in self._compiled}
+        out[_CARDINALITY_KEY] = self.limiter.snapshot()
+        return out
 
     def restore(self, state: Any) -> None:
+        state = state or {}
+        lim = self.limiter
+        self.limiter = CardinalityLimiter(self.name, lim.max_per_node, lim.max_per_cluster, idle_s=lim.idle_s, quiet_s=lim.quiet_s)
+        self.limiter.restore(state.get(_CARDINALITY_KEY))
         for c in self._compiled:
-            c.tracker.restore((state or {}).get(c.rule.name))
+            c.tracker.restore(state.get(c.rule.name))
+            for (cluster, node, series), st in c.tracker.states.items():
+                self.limiter.seen(cluster, node, (c.rule.name, series), st.last_ts)

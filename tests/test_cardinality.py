@@ -123,3 +123,22 @@ def test_the_api_latest_values_of_a_node_that_flooded_make_room_once_the_flood_i
     latest = st.nodes[("c1", "n1")].latest
     assert latest[("cpu.percent", ())] == 10.0 and latest[("mem.percent", ())] == 20.0
     assert st.counters.evicted_latest_series == 10
+
+
+def test_threshold_rules_page_at_most_the_per_node_cap_for_a_flood_of_label_variants() -> None:
+    from processors import Rule, ThresholdRules
+
+    rule = Rule.model_validate({"name": "disk_full", "metric": "disk.percent", "threshold": 90, "severity": "critical"})
+    op = ThresholdRules([rule], max_series_per_node=20)
+    now = T0
+    flood = MetricBatch("c1", "flooder", now, [Sample("disk.percent", 99.0, labels={"mount": f"/junk{i}"}) for i in range(500)])
+    out = list(op.on_metrics(flood, now))
+    fired = [e.message for e in out if isinstance(e.message, Alert) and e.message.rule == "disk_full"]
+    assert len(fired) == 20 and op.stats.extra["series_refused"] == 480
+    other = MetricBatch("c1", "good", now, [Sample("disk.percent", 97.0, labels={"mount": "/"})])
+    assert [e.message.node for e in op.on_metrics(other, now)] == ["good"]  # another node still pages
+    ticks = [e.message for e in op.on_tick(now) if isinstance(e.message, Alert)]
+    assert [(a.rule, a.node, a.status) for a in ticks] == [(CARDINALITY_RULE, "flooder", AlertStatus.FIRING)]
+    op2 = ThresholdRules([rule], max_series_per_node=20)
+    op2.restore(op.snapshot())
+    assert len(op2.firing()) == 21 and op2.limiter.count("c1", "flooder") == 20
