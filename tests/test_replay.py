@@ -236,3 +236,24 @@ def test_replay_command_runs_offline_from_the_store(tmp_path: Path) -> None:
 def test_bad_replay_arguments_are_one_clear_error(args: tuple[str, ...], message: str) -> None:
     res = _cli("--offline", *args, timeout=60)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_speed_paces_event_time_at_n_times_real_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarmwatch.cli import replay as cli_replay
+
+    clock = {"t": 100.0}
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock["t"] += s
+
+    monkeypatch.setattr(cli_replay.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(cli_replay.time, "sleep", sleep)
+    t0 = time.time() - 600
+    items = [MetricBatch("c1", "n1", t0 + 10 * i, [Sample("x", 1.0)]) for i in range(4)]
+    assert list(cli_replay.paced(items, 10.0)) == items
+    assert slept == pytest.approx([1.0, 1.0, 1.0])  # 10 s of event time per wall second
+    assert cli_replay.parse_speed("max") is None and cli_replay.parse_speed("25x") == 25.0
+    with pytest.raises(ValueError, match="must be > 0"):
+        cli_replay.parse_speed("0")
