@@ -15,7 +15,7 @@ T0 = 1_700_006_400.0
 def feed(op: AnomalyOperator, node: str, values: list[float], metric: str = "rpc.latency_ms", t0: float = T0, cluster: str = "c1") -> list[Alert]:
     out: list[Alert] = []
     for i, v in enumerate(values):
-        ts = t0 + i * 10.0
+        ts = t0 + i * 15.0  # 300 points: 75 minutes, past the one-hour warm-up
         out += [e.message for e in op.on_metrics(MetricBatch(cluster, node, ts, [Sample(metric, float(v))]), ts)]
     return out
 
@@ -37,7 +37,7 @@ def test_anomaly_on_one_node_fires_one_alert_with_score_baseline_and_window() ->
     assert len(firing) == 1
     a = firing[0]
     assert (a.kind, a.rule, a.node, a.metric, a.severity) == (AlertKind.ANOMALY, "anomaly", "n2", "rpc.latency_ms", Severity.WARNING)
-    assert a.value == 400.0 and a.threshold == LIVE_THRESHOLD and a.started_at == T0 + 3000
+    assert a.value == 400.0 and a.threshold == LIVE_THRESHOLD and a.started_at == T0 + 4500
     assert a.details["score"] >= LIVE_THRESHOLD
     assert 30 < a.details["baseline"]["level"] < 50 and a.details["baseline"]["high"] < 60
     assert a.details["window"]["end"] == a.started_at and a.details["window"]["values"][-1] == 400.0
@@ -45,7 +45,7 @@ def test_anomaly_on_one_node_fires_one_alert_with_score_baseline_and_window() ->
 
 
 def test_a_fleet_node_of_pure_noise_stays_nearly_silent_live() -> None:
-    """40 Gaussian series at 1 Hz for an hour: at most a couple of alerts, yet a real spike is caught."""
+    """20 Gaussian series at 1 Hz for 80 minutes: at most a couple of alerts, yet a real spike is caught."""
     import random
 
     from schemas import MetricBatch, Sample
@@ -53,13 +53,13 @@ def test_a_fleet_node_of_pure_noise_stays_nearly_silent_live() -> None:
     op = AnomalyOperator()
     rng = random.Random(3)
     fired: list[tuple[int, str | None]] = []
-    for t in range(3600):
-        vals = [50 + rng.gauss(0, 5) for _ in range(40)]
-        if t == 3000:
+    for t in range(4800):
+        vals = [50 + rng.gauss(0, 5) for _ in range(20)]
+        if t == 4500:
             vals[7] = 120.0
         batch = MetricBatch("c1", "n1", T0 + t, [Sample(f"m.{i}", v) for i, v in enumerate(vals)])
         fired += [(t, e.message.metric) for e in op.on_metrics(batch, T0 + t) if e.message.status is AlertStatus.FIRING]
-    assert (3000, "m.7") in fired
+    assert (4500, "m.7") in fired
     assert len(fired) <= 3
 
 
@@ -80,7 +80,7 @@ def test_alert_subject_and_msg_id_are_deterministic() -> None:
         values[300] = 500.0
         out = []
         for i, v in enumerate(values):
-            ts = T0 + i
+            ts = T0 + i * 15.0
             out += [(e.subject, e.msg_id) for e in op.on_metrics(MetricBatch("c1", "n2", ts, [Sample("gpu.temp_c", v)]), ts)]
         return out
 
@@ -95,7 +95,7 @@ def test_error_rate_spike_above_its_baseline_uses_the_default_error_rule() -> No
     errors[250] = 40.0
     alerts = feed(op, "n1", errors, metric="api.errors")
     assert [a.rule for a in alerts if a.status is AlertStatus.FIRING] == [ERROR_SPIKE_RULE]
-    assert alerts[0].started_at == T0 + 2500 and alerts[0].kind is AlertKind.ANOMALY
+    assert alerts[0].started_at == T0 + 250 * 15 and alerts[0].kind is AlertKind.ANOMALY
 
 
 def test_counter_reset_is_skipped_not_alerted() -> None:
@@ -107,7 +107,7 @@ def test_counter_reset_is_skipped_not_alerted() -> None:
     assert feed(op, "n1", values, metric="net.bytes_total") == []
     assert op.stats.extra["counter_resets"] == 1
     det = op.detector("c1", "n1", "net.bytes_total")
-    assert det is not None and det.baseline()["high"] == pytest.approx(0.5)  # learned the rate, 5 per 10 s
+    assert det is not None and det.baseline()["high"] == pytest.approx(5 / 15)  # learned the rate, 5 per 15 s
 
 
 def test_families_choose_detector_threshold_and_can_disable_by_glob() -> None:
@@ -152,9 +152,9 @@ def test_series_beyond_the_cap_are_refused_and_counted() -> None:
 
 
 def test_late_samples_are_counted_not_scored() -> None:
-    op = AnomalyOperator()
+    op = AnomalyOperator(late_after_s=60.0)
     feed(op, "n1", [1.0, 2.0, 3.0])
-    op.on_metrics(MetricBatch("c1", "n1", T0 + 5, [Sample("rpc.latency_ms", 1e6)]), T0 + 30)
+    op.on_metrics(MetricBatch("c1", "n1", T0 + 5, [Sample("rpc.latency_ms", 1e6)]), T0 + 21)  # out of order, 16 s late
     assert op.stats.late == 1
     assert op.detector("c1", "n1", "rpc.latency_ms").inner.members[0].n == 3  # type: ignore[union-attr]
 
@@ -164,7 +164,7 @@ def test_silent_series_is_forgotten_and_its_alert_resolved() -> None:
     values = healthy(302, 9)
     values[300:302] = [500.0, 500.0]
     (fired,) = feed(op, "n2", values)
-    last = T0 + 301 * 10
+    last = T0 + 301 * 15
     assert list(op.on_tick(last + 30)) == []
     (resolved,) = [e.message for e in op.on_tick(last + 61)]
     assert resolved.status is AlertStatus.RESOLVED and resolved.id == fired.id
@@ -179,8 +179,8 @@ def test_snapshot_restore_carries_detectors_and_open_alerts() -> None:
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(a.snapshot()))
     b = AnomalyOperator()
     b.restore(state)
-    rest_a = feed(a, "n2", values[302:], t0=T0 + 3020)
-    rest_b = feed(b, "n2", values[302:], t0=T0 + 3020)
+    rest_a = feed(a, "n2", values[302:], t0=T0 + 302 * 15)
+    rest_b = feed(b, "n2", values[302:], t0=T0 + 302 * 15)
     assert [x.status for x in fired] == [AlertStatus.FIRING]
     assert [(x.id, x.status) for x in rest_a] == [(x.id, x.status) for x in rest_b] == [(fired[0].id, AlertStatus.RESOLVED)]
 

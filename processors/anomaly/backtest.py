@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.anomaly.base import AnomalyDetector
+from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
 from processors.anomaly.registry import DEFAULT_DETECTOR, make_detector
 
 
@@ -40,7 +40,7 @@ class BacktestReport:
 
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     detector: str = DEFAULT_DETECTOR
 
     @property
@@ -115,7 +115,7 @@ def _to_float(x: str) -> float:
 def write_scores(path: Path, stamps: list[str], scores: np.ndarray) -> None:
     """Write ``timestamp,anomaly_score`` rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = "\n".join(f"{t},{s:.6g}" for t, s in zip(stamps, scores.tolist()))
+    body = "\n".join(f"{t},{s:.9g}" for t, s in zip(stamps, scores.tolist()))
     path.write_text("timestamp,anomaly_score\n" + body + ("\n" if stamps else ""))
 
 

@@ -13,21 +13,21 @@ leave their state exactly where the row-by-row path would have.
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5  # score at or above which a point is flagged
+from processors.anomaly.calibration import TailCalibrator
 
-# Exceedances e >= 0 map to scores with (1 - exp(-e / scale)) ** CALIBRATION_POWER.
-# The power puts the point where a detection pays off on labelled fleet data
-# (1 - exp(-e / scale) = 0.23) at the default threshold 0.5; it is monotone,
-# so it changes no ranking, only where 0.5 sits.
-CALIBRATION_POWER = math.log(0.5) / math.log(0.23)
-_TINY = 1e-12
+DEFAULT_THRESHOLD = 0.9998
+"""Score at or above which a point is flagged, live and in backtests alike.
+
+Scores are calibrated tail probabilities (:mod:`.calibration`): 0.9998 means
+"rarer than 99.98 % of what this series has done". Chosen by
+leave-one-category-out on NAB (``bench/nab_loco.py``, ``bench/RESULTS.md``).
+"""
 
 
 class AnomalyDetector(ABC):
@@ -73,6 +73,9 @@ class AnomalyDetector(ABC):
         """What the detector currently takes as normal (for alert details)."""
         return {}
 
+    def break_sequence(self) -> None:
+        """The series had a gap: forget short-term context (previous value, rolling means), keep the baseline."""
+
     def snapshot(self) -> dict[str, Any]:
         """State as plain lists and numbers (msgpack/JSON-encodable)."""
         out: dict[str, Any] = {}
@@ -86,6 +89,8 @@ class AnomalyDetector(ABC):
                 val = {"dq": list(val)}
             elif isinstance(val, AnomalyDetector):
                 val = {"det": val.snapshot()}
+            elif isinstance(val, TailCalibrator):
+                val = {"tail": val.snapshot()}
             elif isinstance(val, list) and val and isinstance(val[0], AnomalyDetector):
                 val = {"dets": [d.snapshot() for d in val]}
             out[key] = val
@@ -107,24 +112,14 @@ class AnomalyDetector(ABC):
             elif isinstance(val, dict) and "det" in val:
                 cur.restore(val["det"])
                 continue
+            elif isinstance(val, dict) and "tail" in val:
+                cur.restore(val["tail"])
+                continue
             elif isinstance(val, dict) and "dets" in val:
                 for d, s in zip(cur, val["dets"]):
                     d.restore(s)
                 continue
             setattr(self, key, val)
-
-
-def squash(e: float, scale: float) -> float:
-    """Map an exceedance ``e >= 0`` (in units of the learned range) to a score in [0, 1]."""
-    if e <= _TINY:
-        return 0.0
-    return (1.0 - math.exp(-e / scale)) ** CALIBRATION_POWER
-
-
-def squash_many(e: np.ndarray, scale: float) -> np.ndarray:
-    """Vectorised :func:`squash`."""
-    e = np.where(e > _TINY, e, 0.0)
-    return (1.0 - np.exp(-e / scale)) ** CALIBRATION_POWER
 
 
 def span(hi: float, lo: float) -> float:

@@ -8,7 +8,15 @@ ever seen, and scores how far the current one lies outside that range in
 units of the range's width. Once a new level has been seen it is part of the
 range, so a step to a new normal alerts once and is then learned.
 
-State per series: two floats per window plus the last ``max(windows)`` values.
+The score is a tail probability (:mod:`.calibration`): a value beyond all
+``n`` earlier ones is rarer than ``n / (n + 1)`` of the series' history, and
+an exponential tail beyond the range says by how much, so
+``1 - exp(-e / sigma) / (n + 1)`` for an exceedance of ``e`` range widths.
+``sigma`` is the mean margin of this series' past records, shrunk towards
+``scale`` (:func:`~.calibration.fitted_scale`): pure noise keeps setting
+small records and so needs a larger margin than a quiet series.
+
+State per series: two floats per window and the last ``max(windows)`` values.
 """
 from __future__ import annotations
 
@@ -25,13 +33,13 @@ from processors.anomaly.base import (
     exceedance_many,
     expanding_mean,
     split_valid,
-    squash,
-    squash_many,
 )
+from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, beyond_range, beyond_range_many, fitted_scale
 
 DEFAULT_WINDOWS = (1, 20)  # points: the value itself and its rolling mean (the level)
 DEFAULT_WARMUP = 250  # points learned before anything is scored
-DEFAULT_SCALE = 0.2  # exceedance (in range widths) that scores 1 - 1/e before calibration
+DEFAULT_WARMUP_S = 3600.0  # ... and seconds of history: a 1 Hz series has not shown its range after 4 minutes
+DEFAULT_SCALE = 0.02  # e-folding of the tail beyond the learned range (range widths)
 
 
 class ExtremesDetector(AnomalyDetector):
@@ -47,13 +55,16 @@ class ExtremesDetector(AnomalyDetector):
     """
 
     name = "extremes"
-    _STATE = ("n", "buf", "hi", "lo")
+    _STATE = ("n", "buf", "hi", "lo", "exc_sum", "exc_n", "first_ts")
 
     def __init__(
         self,
         windows: Sequence[int] = DEFAULT_WINDOWS,
         warmup: int = DEFAULT_WARMUP,
         scale: float = DEFAULT_SCALE,
+        cap: int = DEFAULT_CAP,
+        prior_n: float = DEFAULT_PRIOR_N,
+        warmup_s: float = DEFAULT_WARMUP_S,
     ) -> None:
         if not windows or any(int(w) < 1 for w in windows):
             raise ValueError(f"windows {windows!r} must be positive point counts")
@@ -64,6 +75,12 @@ class ExtremesDetector(AnomalyDetector):
         self.windows = tuple(int(w) for w in windows)
         self.warmup = int(warmup)
         self.scale = float(scale)
+        self.cap = int(cap)
+        self.prior_n = float(prior_n)
+        self.warmup_s = float(warmup_s)
+        self.first_ts: float | None = None
+        self.exc_sum = 0.0
+        self.exc_n = 0
         self.n = 0
         self.buf: deque[float] = deque(maxlen=max(self.windows))
         self.hi = [-math.inf] * len(self.windows)
@@ -81,15 +98,31 @@ class ExtremesDetector(AnomalyDetector):
         self._cache = (x, feats)
         return feats
 
+    def _young(self, ts: float | None) -> bool:
+        """Whether the series has less than ``warmup_s`` of history at ``ts`` (never, without timestamps)."""
+        if ts is None or self.warmup_s <= 0 or not math.isfinite(ts):
+            return False
+        return self.first_ts is None or ts - self.first_ts < self.warmup_s
+
+    def strangeness(self, x: float, ts: float | None = None) -> float:
+        """How far x or its rolling means leave their all-time range (range widths); NaN in warm-up."""
+        if not math.isfinite(x) or self.n < self.warmup or self._young(ts):
+            return math.nan
+        return max(exceedance(f, h, l) for f, h, l in zip(self._features(x), self.hi, self.lo))
+
     def score_one(self, x: float, ts: float | None = None) -> float:
-        if not math.isfinite(x) or self.n < self.warmup:
-            return 0.0
-        e = max(exceedance(f, h, l) for f, h, l in zip(self._features(x), self.hi, self.lo))
-        return squash(e, self.scale)
+        sigma = fitted_scale(self.scale, self.prior_n, self.exc_sum, self.exc_n)
+        return beyond_range(self.strangeness(x, ts), self.n, sigma, self.cap)
 
     def learn_one(self, x: float, ts: float | None = None) -> None:
         if not math.isfinite(x):
             return
+        e = self.strangeness(x, ts)
+        if e > 0.0:
+            self.exc_sum += e
+            self.exc_n += 1
+        if self.first_ts is None and ts is not None and math.isfinite(ts):
+            self.first_ts = float(ts)
         for k, f in enumerate(self._features(x)):
             if f > self.hi[k]:
                 self.hi[k] = f
@@ -100,7 +133,7 @@ class ExtremesDetector(AnomalyDetector):
         self._cache = None
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
-        v, _, ok = split_valid(values, ts)
+        v, t, ok = split_valid(values, ts)
         if self.n:  # vectorised path assumes a fresh detector
             return super().score_many(values, ts)
         e = np.zeros(len(v))
@@ -111,8 +144,19 @@ class ExtremesDetector(AnomalyDetector):
                 self.hi[k] = float(f.max())
                 self.lo[k] = float(f.min())
         e[: self.warmup] = 0.0
+        if t is not None and self.warmup_s > 0:
+            fin = np.isfinite(t)
+            if fin.any():
+                self.first_ts = float(t[fin][0])
+                with np.errstate(invalid="ignore"):
+                    e[fin & (t - self.first_ts < self.warmup_s)] = 0.0
         out = np.zeros(len(ok))
-        out[ok] = squash_many(e, self.scale)
+        pos = np.where(e > 0.0, e, 0.0)
+        cs = np.concatenate(([0.0], np.cumsum(pos)))
+        cn = np.concatenate(([0], np.cumsum(e > 0.0)))
+        sigma = fitted_scale(self.scale, self.prior_n, cs[:-1], cn[:-1])
+        out[ok] = beyond_range_many(e, np.arange(len(e)), sigma, self.cap)
+        self.exc_sum, self.exc_n = float(cs[-1]), int(cn[-1])
         self.n = len(v)
         self.buf.extend(v[-self.buf.maxlen:].tolist() if len(v) else [])
         return out
@@ -122,3 +166,8 @@ class ExtremesDetector(AnomalyDetector):
             return {}
         level = sum(self.buf) / len(self.buf)
         return {"level": level, "low": self.lo[0], "high": self.hi[0]}
+
+    def break_sequence(self) -> None:
+        """After a gap: rolling means restart instead of mixing both sides of it."""
+        self.buf.clear()
+        self._cache = None

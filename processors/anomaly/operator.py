@@ -17,6 +17,22 @@ series silent for ``series_ttl_s`` are dropped, and every detector holds O(1) st
 Cumulative counters (``*_total`` by default) are turned into per-second rates;
 a counter that goes down was reset, so that point is skipped (counted in
 ``counter_resets``) instead of being scored as a collapse.
+
+How data arrives never pages and never teaches:
+
+* a sample older than ``late_after_s`` when it arrives (a producer's spool
+  replayed after a broker outage, a slow link) is counted in
+  ``stats.extra["late_skipped"]`` and neither scored nor learned, so after an
+  outage the series is scored against the baseline it had before;
+* a gap in a series (a step more than ``GAP_FACTOR`` times its usual
+  interval) breaks its short-term context: the next point has no previous
+  value, rolling means restart, and a counter re-primes instead of reporting
+  the average over the gap.
+
+The catch-all family runs the same detector at the same threshold as
+``swarmwatch backtest anomaly`` (:data:`~processors.anomaly.base.DEFAULT_THRESHOLD`);
+families for units with a natural size add change floors (``min_change`` in
+the metric's unit, ``min_rel_change`` as a fraction of its level).
 """
 from __future__ import annotations
 
@@ -30,7 +46,7 @@ from typing import Any
 from schemas import AlertKind, MetricBatch, Severity, subjects
 
 from processors.alerting import AlertTracker
-from processors.anomaly.base import AnomalyDetector
+from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
 from processors.anomaly.registry import DETECTORS, make_detector
 from processors.cardinality import CardinalityLimiter
 from processors.operator import Emit, Operator
@@ -39,6 +55,8 @@ DEFAULT_MAX_SERIES = 10_000  # per cluster
 DEFAULT_MAX_SERIES_PER_NODE = 500
 DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
 DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
+DEFAULT_LATE_AFTER_S = 10.0  # a sample older than this on arrival is replayed/late: not scored, not learned
+GAP_FACTOR = 5.0  # a step this many times a series' usual interval is a gap
 ANOMALY_RULE = "anomaly"
 ERROR_SPIKE_RULE = "error_rate_spike"
 _MAX_NAME_CACHE = 100_000
@@ -75,25 +93,32 @@ class MetricFamily:
         return make_detector(self.detector, self.threshold, self.params)
 
 
-LIVE_THRESHOLD = 0.8
-"""Alert threshold of the catch-all family when run live on raw (~1 Hz) series.
-
-The detector's own default (0.5) is NAB-optimal on 5-minute data (78.1 standard
-profile) but, on raw 1 Hz samples, a node of 40 pure-noise series raises ~116
-alerts in its first hour (new all-time extremes by tiny margins). At 0.8 the same
-node raises ~1 while a real spike is still caught; a fleet of a thousand nodes
-would otherwise page thousands of times an hour. Override per family.
-"""
+LIVE_THRESHOLD = DEFAULT_THRESHOLD
+"""Alert threshold of the catch-all family live: the backtest's, by construction (kept as a name for callers)."""
 
 # First match wins. Error counts and rates spiking above their own baseline get
 # their own rule (a requirement); cumulative counters are differentiated first.
+# Floors are sizes below which a change means nothing to an operator, in the
+# family's unit; they are product choices, not fitted to any benchmark.
 DEFAULT_FAMILIES: tuple[MetricFamily, ...] = (
     MetricFamily("*uptime*", enabled=False),
     MetricFamily("*error_rate*", "robust_z", {"direction": "up", "min_scale": 0.005}, rule=ERROR_SPIKE_RULE),
     MetricFamily("*error*_total", "robust_z", {"direction": "up", "min_scale": 0.25}, rule=ERROR_SPIKE_RULE, counter=True),
     MetricFamily("*error*", "robust_z", {"direction": "up", "min_scale": 0.25}, rule=ERROR_SPIKE_RULE),
-    MetricFamily("*_total", counter=True, threshold=LIVE_THRESHOLD),
-    MetricFamily("*", threshold=LIVE_THRESHOLD),
+    MetricFamily("*collect_ms*", params={"min_change": 50.0}),  # the collector's own timing: only a stall matters
+    MetricFamily("disk.*_ms", params={"min_change": 10.0, "min_rel_change": 0.5}),  # disk latency: bursty, ms are normal
+    MetricFamily("disk.*bytes*_per_s", params={"min_change": 50e6, "min_rel_change": 1.0}),  # disk I/O comes in bursts
+    MetricFamily("disk.*_per_s", params={"min_change": 1000.0, "min_rel_change": 1.0}),
+    MetricFamily("*_ms", params={"min_change": 1.0, "min_rel_change": 0.5}),  # latency, jitter (ms)
+    MetricFamily("*percent*", params={"min_change": 10.0}),  # CPU, memory, disk, loss (percentage points)
+    MetricFamily("*bytes*_per_s", params={"min_change": 1e6, "min_rel_change": 0.5}),  # B/s
+    MetricFamily("*_per_s", params={"min_change": 100.0, "min_rel_change": 0.5}),  # ops/s, packets/s
+    MetricFamily("*_bytes", params={"min_rel_change": 0.05}),  # sizes: free, available, used (5 % of the level)
+    MetricFamily("load.*", params={"min_change": 1.0, "min_rel_change": 0.5}),  # load averages (runnable tasks)
+    MetricFamily("*count*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # processes, peers, cores
+    MetricFamily("*connections*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # sockets
+    MetricFamily("*_total", counter=True),
+    MetricFamily("*"),
 )
 
 
@@ -103,6 +128,7 @@ class _Series:
     detector: AnomalyDetector
     last_ts: float = -math.inf
     last_raw: float | None = None  # counters: the previous cumulative value
+    interval_s: float = math.inf  # smallest step seen between samples (seconds)
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
 
@@ -122,6 +148,7 @@ class AnomalyOperator(Operator):
         max_series_per_node: int = DEFAULT_MAX_SERIES_PER_NODE,
         series_ttl_s: float = DEFAULT_SERIES_TTL_S,
         window_points: int = DEFAULT_WINDOW_POINTS,
+        late_after_s: float = DEFAULT_LATE_AFTER_S,
     ) -> None:
         super().__init__()
         if max_series < 1 or max_series_per_node < 1:
@@ -130,6 +157,9 @@ class AnomalyOperator(Operator):
             raise ValueError(f"series_ttl_s {series_ttl_s!r} must be > 0 seconds")
         if window_points < 1:
             raise ValueError(f"window_points {window_points!r} must be >= 1")
+        if late_after_s <= 0:
+            raise ValueError(f"late_after_s {late_after_s!r} must be > 0 seconds")
+        self.late_after_s = float(late_after_s)
         self.families = tuple(DEFAULT_FAMILIES if families is None else families)
         self.max_series = max_series
         self.series_ttl_s = float(series_ttl_s)
@@ -178,6 +208,9 @@ class AnomalyOperator(Operator):
         self.stats.inputs += 1
         out: list[Emit] = []
         cluster, node, ts = batch.cluster, batch.node, batch.ts
+        if not self.replaying and now - ts > self.late_after_s:
+            self.stats.inc("late_skipped", len(batch.samples))
+            return out
         for sample in batch.samples:
             idx = self._family_index(sample.name)
             if idx is None:
@@ -199,17 +232,26 @@ class AnomalyOperator(Operator):
                 continue
             fam = self.families[st.family]
             x = sample.value
+            det = st.detector
+            gap = False
+            if math.isfinite(st.last_ts):
+                dt = ts - st.last_ts
+                gap = dt > GAP_FACTOR * st.interval_s
+                if gap:
+                    det.break_sequence()
+                    self.stats.inc("gaps")
+                else:
+                    st.interval_s = min(st.interval_s, dt)
             if fam.counter:
                 prev, prev_ts = st.last_raw, st.last_ts
                 st.last_raw, st.last_ts = x, ts
-                if prev is None:
+                if prev is None or gap:
                     continue
                 if x < prev:
                     self.stats.inc("counter_resets")
                     continue
                 x = (x - prev) / (ts - prev_ts)
             st.last_ts = ts
-            det = st.detector
             score = det.score_one(x, ts)
             before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
             det.learn_one(x, ts)
@@ -303,7 +345,7 @@ class AnomalyOperator(Operator):
                 continue  # the family is gone from the configuration (or over the limits): start over
             det = self.families[idx].build()
             det.restore(det_state)
-            self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, deque((tuple(p) for p in window), maxlen=self.window_points))
+            self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, window=deque((tuple(p) for p in window), maxlen=self.window_points))
         for rule, t in self._trackers.items():
             t.restore(state.get("trackers", {}).get(rule))
         self.limiter.restore(state.get("cardinality"))

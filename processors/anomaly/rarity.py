@@ -12,13 +12,18 @@ count table remembers how often each bin followed each context:
   oscillation) stands out, in the spirit of CAD OSE's contexts.
 
 The rarity of a point is ``-log((count(context, bin) + 0.5) / (count(context) + 1))``;
-its mean over the last ``smooth`` points is compared with every earlier mean,
-and the score is how far it rises above the highest (in units of their range),
-so an episode alerts when it is stranger than anything before it and a new
-normal stops alerting as soon as it is the strangest thing seen.
+its mean over the last ``smooth`` points is the raw strangeness, and the
+score is its tail probability against this series' own history of smoothed
+rarities (:mod:`.calibration`), so an episode alerts when it is stranger than
+anything before it and a new normal stops alerting once it is familiar.
 
-State per series: a (contexts x bins) count table (about 24 x 31 or 31 x 31
-small ints), the last ``smooth`` rarities and a few floats.
+Calendar contexts count only once the series has covered ``min_cycles`` full
+periods (days), so that every hour slot has a baseline: before that the
+seasonal detector learns but scores nothing, and a first top of the hour or
+first morning is never an anomaly.
+
+State per series: a (contexts x bins) count table of small ints, the last
+``smooth`` rarities, a calibration histogram and a few floats.
 """
 from __future__ import annotations
 
@@ -30,28 +35,28 @@ import numpy as np
 
 from processors.anomaly.base import (
     AnomalyDetector,
-    exceedance,
-    exceedance_many,
     expanding_mean,
     occurrences_before,
     split_valid,
-    squash,
-    squash_many,
 )
+from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, TailCalibrator
 
 CONTEXTS = ("hour", "previous")
 DEFAULT_BINS = 10  # bins across the warm-up range (plus as many below and twice above)
 DEFAULT_BIN_WARMUP = 300  # points that fix the bin width
 DEFAULT_SMOOTH = 24  # points averaged into the rarity that is compared
 DEFAULT_WARMUP = 400  # points learned before anything is scored
-DEFAULT_SCALE = 0.3
+DEFAULT_SCALE = 0.05  # tail extrapolation beyond the largest past rarity, in units of it
+DEFAULT_FLOOR = 0.5  # smallest extrapolation base (nats)
+DEFAULT_MIN_CYCLES = 2  # full periods covered before calendar contexts count
+DEFAULT_WARMUP_S = 3600.0  # seconds of history before anything is scored (as well as `warmup` points)
 DAY_S = 86_400.0
 
 
 class RarityDetector(AnomalyDetector):
     """Scores runs of values that are rare after their context (hour of day or previous value)."""
 
-    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "bin_counts", "prev", "rbuf", "r_hi", "r_lo")
+    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "bin_counts", "prev", "rbuf", "first_ts", "calib")
 
     def __init__(
         self,
@@ -64,6 +69,11 @@ class RarityDetector(AnomalyDetector):
         period_s: float = DAY_S,
         buckets: int = 24,
         backoff: bool = True,
+        floor: float = DEFAULT_FLOOR,
+        min_cycles: float = DEFAULT_MIN_CYCLES,
+        cap: int = DEFAULT_CAP,
+        prior_n: float = DEFAULT_PRIOR_N,
+        warmup_s: float = DEFAULT_WARMUP_S,
     ) -> None:
         if context not in CONTEXTS:
             raise ValueError(f"context {context!r} is unknown; expected one of {CONTEXTS}")
@@ -73,6 +83,8 @@ class RarityDetector(AnomalyDetector):
             raise ValueError(f"warmup {warmup!r} must be >= bin_warmup {bin_warmup!r}")
         if scale <= 0 or period_s <= 0:
             raise ValueError("scale and period_s must be > 0")
+        if min_cycles < 0:
+            raise ValueError(f"min_cycles {min_cycles!r} must be >= 0")
         self.context = context
         self.name = "seasonal" if context == "hour" else "sequence"
         self.bins = int(bins)
@@ -83,6 +95,8 @@ class RarityDetector(AnomalyDetector):
         self.period_s = float(period_s)
         self.buckets = int(buckets)
         self.backoff = bool(backoff)
+        self.min_cycles = float(min_cycles) if context == "hour" else 0.0
+        self.covered_s = max(self.min_cycles * self.period_s, float(warmup_s))
         self.n_bins = 3 * self.bins + 1
         self.n_ctx = self.buckets if context == "hour" else self.n_bins
         self.n = 0
@@ -94,8 +108,8 @@ class RarityDetector(AnomalyDetector):
         self.bin_counts: np.ndarray | None = None
         self.prev = -1
         self.rbuf: deque[float] = deque(maxlen=self.smooth)
-        self.r_hi = -math.inf
-        self.r_lo = math.inf
+        self.first_ts: float | None = None
+        self.calib = TailCalibrator(scale=self.scale, floor=floor, cap=cap, prior_n=prior_n, min_history=self.warmup - self.bin_warmup)
         self._cache: tuple[float, float | None, float, int, int] | None = None
 
     # ------------------------------------------------------------ helpers
@@ -151,20 +165,36 @@ class RarityDetector(AnomalyDetector):
 
     # ------------------------------------------------------------ contract
 
+    def _covered(self, ts: float | None) -> bool:
+        """Whether enough full periods have passed for calendar contexts to count."""
+        if self.covered_s <= 0:
+            return True
+        if ts is None or not math.isfinite(ts):
+            return self.min_cycles <= 0  # without timestamps only the calendar cannot count
+        if self.first_ts is None:
+            return False
+        return ts - self.first_ts >= self.covered_s
+
+    def strangeness(self, x: float, ts: float | None = None) -> float:
+        """Smoothed rarity (nats) of x in its context; NaN while warming up or not yet covered."""
+        if not math.isfinite(x) or self.n < self.bin_warmup or not self._covered(ts):
+            return math.nan
+        return self._rarity(x, ts)[1]
+
     def score_one(self, x: float, ts: float | None = None) -> float:
-        if not math.isfinite(x) or self.n < self.warmup:
+        if self.n < self.warmup:
             return 0.0
-        _, rs, _, _ = self._rarity(x, ts)
-        return squash(exceedance(rs, self.r_hi, self.r_lo, down=False), self.scale)
+        return self.calib.score(self.strangeness(x, ts))
 
     def learn_one(self, x: float, ts: float | None = None) -> None:
         if not math.isfinite(x):
             return
+        self.calib.learn(self.strangeness(x, ts))
+        if self.first_ts is None and ts is not None and math.isfinite(ts):
+            self.first_ts = float(ts)
         r, rs, b, c = self._rarity(x, ts)
         self._cache = None
         self.rbuf.append(r)
-        self.r_hi = max(self.r_hi, rs)
-        self.r_lo = min(self.r_lo, rs)
         self.n += 1
         if self.counts is None:
             self.warm.append([x, ts])
@@ -204,9 +234,22 @@ class RarityDetector(AnomalyDetector):
         r = -np.log((occurrences_before(key) + prior) / (occurrences_before(c) + 1.0))
         r[: self.bin_warmup] = 0.0
         rs = expanding_mean(r, self.smooth)
-        e = exceedance_many(rs, down=False)
-        e[: self.warmup] = 0.0
-        out[ok] = squash_many(e, self.scale)
+        strange = rs.copy()
+        strange[: self.bin_warmup] = np.nan
+        first = None
+        if t is not None and np.isfinite(t).any():
+            first = float(t[np.isfinite(t)][0])
+        if self.covered_s > 0:
+            if first is None:
+                if self.min_cycles > 0:
+                    strange[:] = np.nan
+            else:
+                with np.errstate(invalid="ignore"):
+                    strange[~(t - first >= self.covered_s)] = np.nan
+        sc = self.calib.score_many(strange)
+        sc[: self.warmup] = 0.0
+        out[ok] = sc
+        self.first_ts = first
         # leave the state where the row-by-row path would
         self.n = n
         self.counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins).astype(np.int32)
@@ -214,14 +257,18 @@ class RarityDetector(AnomalyDetector):
         self.bin_counts = np.bincount(b, minlength=self.n_bins).astype(np.int64)
         self.prev = int(b[-1])
         self.rbuf.extend(r[-self.smooth:].tolist())
-        self.r_hi = float(rs.max())
-        self.r_lo = float(rs.min())
         return out
 
     def baseline(self) -> dict[str, float]:
         if self.counts is None:
             return {}
-        return {"rarity_high": self.r_hi, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
+        return {"rarity_high": self.calib.s_max, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
+
+    def break_sequence(self) -> None:
+        """After a gap: the next value has no previous one, and the smoothing restarts."""
+        self.prev = -1
+        self.rbuf.clear()
+        self._cache = None
 
 
 def SeasonalDetector(**params: Any) -> RarityDetector:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
+from processors.anomaly.base import AnomalyDetector
 
 DIRECTIONS = ("both", "up", "down")
 _MAD_TO_SIGMA = 1.2533  # mean absolute deviation -> standard deviation for a normal
@@ -49,7 +49,7 @@ class RobustZDetector(AnomalyDetector):
         rel_min_scale: float = 0.01,
         clip: float = 3.0,
         relearn_after: int = 30,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float = 0.5,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction {direction!r} is unknown; expected one of {DIRECTIONS}")

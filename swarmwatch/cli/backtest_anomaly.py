@@ -17,7 +17,9 @@ PROGRESS_MIN_FILES = 2  # a single file finishes too fast for a bar to help
 def backtest_anomaly(
     data: Path = typer.Argument(..., help="A CSV file (timestamp,value) or a directory tree of them."),
     output: Path = typer.Option(..., "-o", "--output", help="Results: a file for a file, a directory for a tree."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Alert threshold in (0, 1]; a detection mutes the next points."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Alert threshold in (0, 1]; default: the live operator's (a calibrated tail probability)."
+    ),
     detector: str = typer.Option("default", "--detector", help="default, extremes, seasonal, sequence or robust_z."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
 ) -> None:
