@@ -121,11 +121,13 @@ def _samples(text: str, name: str = "swarmwatch_node_metric") -> list[dict[str, 
 
 
 def _promtool_ok(text: str) -> None:
+    """promtool accepts ``text`` (where promtool is installed; the other assertions run everywhere)."""
+    if PROMTOOL is None:
+        return
     r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)  # type: ignore[list-item]
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
 
 
-@needs_promtool
 def test_labels_that_sanitise_to_one_name_get_distinct_names_and_promtool_passes() -> None:
     text = render(_state_with([{"a.b": "1", "a-b": "2", "a_b": "3"}]), ("mean",))
     _promtool_ok(text)
@@ -134,7 +136,6 @@ def test_labels_that_sanitise_to_one_name_get_distinct_names_and_promtool_passes
     assert label_names(["a-b", "a.b", "a_b"], ("node",)) == ["exported_a_b", "a_b_2", "a_b"]  # depends only on the keys
 
 
-@needs_promtool
 def test_a_label_value_with_commas_and_equals_signs_stays_one_value() -> None:
     text = render(_state_with([{"path": "/x,evil=1", "q": 'a"b\\c\nd}'}]), ("mean",))
     _promtool_ok(text)
@@ -142,7 +143,6 @@ def test_a_label_value_with_commas_and_equals_signs_stays_one_value() -> None:
     assert labels["path"] == "/x,evil=1" and labels["q"] == 'a"b\\c\nd}' and "evil" not in labels
 
 
-@needs_promtool
 def test_two_series_equal_after_sanitising_give_one_sample_and_are_counted() -> None:
     text = render(_state_with([{"a.b": "x"}, {"a_b": "x"}]), ("mean",))
     _promtool_ok(text)
