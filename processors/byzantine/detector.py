@@ -54,7 +54,9 @@ from processors.byzantine.robust import (
     unit_rows,
 )
 
-FEATURES: tuple[str, ...] = ("alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness")
+FEATURES: tuple[str, ...] = (
+    "alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment"
+)
 STATISTICS: tuple[str, ...] = (
     "alignment",
     "norm_high",
@@ -64,17 +66,19 @@ STATISTICS: tuple[str, ...] = (
     "norm_consistency",
     "too_close",
     "stale",
+    "direction",
     "drift",
     "collusion",
 )
-_NW = 8  # statistics tested over windows (the first eight of STATISTICS)
+_NW = 9  # statistics tested over windows (the first nine of STATISTICS)
 _F = {name: j for j, name in enumerate(FEATURES)}  # feature column by name
 _S = {name: j for j, name in enumerate(STATISTICS)}  # score / evidence column by name
 _STAT_FEATURE = tuple(
-    _F[f] for f in ("alignment", "norm", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness")
+    _F[f]
+    for f in ("alignment", "norm", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment")
 )
 # statistics judged against each node's own usual level as well as the fleet's (honest heterogeneity)
-_OWN_STATS = ("alignment", "stale")  # in score units (sd past the margin)
+_OWN_STATS = ("alignment", "stale", "direction")  # in score units (sd past the margin)
 _LEVELS = ("norm", "loss", "distance")  # log-ratio features with a per-node usual level
 _OWN_COLS = np.array([_S[name] for name in _OWN_STATS], dtype=np.intp)
 _Q_STEP = 0.05  # per-round scores are kept as int8 multiples of this (sd); -128 = no score
@@ -83,7 +87,7 @@ _DEV_DTYPE = np.float16  # persistent-deviation averages: 3 significant digits a
 _STALE_LAGS = 4  # past consensus directions kept to recognise stale updates
 _S_DRIFT, _S_COLLUSION = _NW, _NW + 1
 _EPS = 1e-12
-_MAX_COS = 1.0 - 1e-9
+_MIN_DIST = 1e-6  # distances between unit directions below this are copies (float32 resolution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +103,12 @@ class DetectorConfig:
     loss_ratio: float = 3.0  # losses persistently x3 the fleet median are suspect
     norm_consistency_ratio: float = 2.0  # reported norm vs sketch norm off by this factor against the fleet
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
+    copy_distance: float = 1e-4  # unit directions closer than this are copies (replay, copying another node)
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
     drift_sd: float = 6.0  # ... and this many robust sd above the fleet's (log) persistent deviations
     cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
+    direction_fraction: float = 0.0  # updates agreeing with the node's own past less than this x the typical node's
     stale_sd: float = 2.0  # robust sd past the round's typical fit to an earlier consensus
     min_hit_rounds: int = 4  # rounds past the confidence level (within hit_horizon_rounds) that flag alone
     hit_horizon_rounds: int = 16  # how long a round far past the confidence level counts (evidence expires)
@@ -291,6 +297,7 @@ class ClusterDetector:
         self._scores = grow(g("_scores"), (cap, W, _NW), _Q_NONE, np.int8)
         self._base = grow(g("_base"), (cap, _NW), np.nan, np.float16)
         self._level = grow(g("_level"), (cap, len(_LEVELS)), np.nan, np.float16)
+        self._own_dir = grow(g("_own_dir"), (cap, K), 0, np.int8)
         self._dev_sum = grow(g("_dev_sum"), (cap, K), 0.0, _DEV_DTYPE)
         self._dev_w = grow(g("_dev_w"), (cap,), 0.0, np.float64)
         self._slow_sum = grow(g("_slow_sum"), (cap, K), 0.0, _DEV_DTYPE)
@@ -314,6 +321,7 @@ class ClusterDetector:
         self._scores[s] = _Q_NONE
         self._base[s] = np.nan
         self._level[s] = np.nan
+        self._own_dir[s] = 0
         self._dev_sum[s] = 0.0
         self._dev_w[s] = 0.0
         self._slow_sum[s] = 0.0
@@ -385,6 +393,7 @@ class ClusterDetector:
             self.dim = int(x.size)
             self._dev_sum = np.zeros((self._cap, self.dim), dtype=_DEV_DTYPE)
             self._slow_sum = np.zeros((self._cap, self.dim), dtype=_DEV_DTYPE)
+            self._own_dir = np.zeros((self._cap, self.dim), dtype=np.int8)
         elif x.size != self.dim:
             self._count("invalid")
             return "invalid"
@@ -467,6 +476,7 @@ class ClusterDetector:
         rd = self._start_round(rnd, names, idx, X, norms, losses)
         self._similarity_phase(rd)
         self._consensus_phase(rd)
+        self._self_alignment_phase(rd)
         self._scale_phase(rd)
         sc = self._round_scores(rd)
         sc = self._against_own_history(rd, sc)
@@ -501,17 +511,31 @@ class ClusterDetector:
         a node that has been a near-copy more habitually, the hit is that node's (the copier's).
         """
         cfg, K = self.config, rd.K
-        sim_now, partner = max_offdiag_cos(rd.units)
-        sim = sim_now
+        u32 = rd.units.astype(np.float32)
+        _, partner = max_offdiag_cos(rd.units)
+        # closeness: -log of the distance between unit directions (a log scale on which an exact
+        # copy, distance 0, stands far from an honest update that merely resembles its last one,
+        # as converging clients with few local steps do)
+        close_now = np.full(rd.n, -np.inf)
+        has = partner >= 0
+        close_now[has] = -np.log(np.maximum(np.linalg.norm(u32[has] - u32[partner[has]], axis=1), _MIN_DIST))
+        close = close_now
         if self._prev_units is not None and self._prev_units.shape[1] == K:
             prev = self._prev_units.astype(np.float32)
-            sim = np.maximum(sim, (rd.units.astype(np.float32) @ prev.T).max(axis=1).astype(np.float64))
-        sim_t = np.arctanh(np.clip(sim, -_MAX_COS, _MAX_COS))
-        med_s, sd_s = robust_center_scale(sim_t[rd.trusted], 0.02)
-        rd.feats[:, _F["similarity"]] = z = (sim_t - med_s) / sd_s
+            jp = (u32 @ prev.T).argmax(axis=1)
+            close_prev = -np.log(np.maximum(np.linalg.norm(u32 - prev[jp], axis=1), _MIN_DIST))
+            close = np.maximum(close_now, close_prev)
+        # spread from the lower half: copies and their victims crowd the upper one
+        med_s, _ = robust_center_scale(close[rd.trusted], 0.05)
+        sd_s = half_spread(close[rd.trusted], "lower", 0.05)
+        z = (close - med_s) / sd_s
+        # honest fleets can be bimodal (clients whose update barely changes between rounds next to
+        # clients whose does), which widens the spread: a near-exact copy counts as a hit anyway
+        z = np.where(close >= -math.log(cfg.copy_distance), np.maximum(z, cfg.similarity_sd + 2.0), z)
+        rd.feats[:, _F["similarity"]] = z
         dup = z > cfg.similarity_sd
         rate = self._dup_rate[rd.idx]
-        rd.victim = dup & (sim_now >= sim) & (partner >= 0) & (rate[np.maximum(partner, 0)] > rate + 0.25)
+        rd.victim = dup & (close_now >= close) & has & (rate[np.maximum(partner, 0)] > rate + 0.25)
         a_dup = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
         self._dup_rate[rd.idx] = (1 - a_dup) * rate + a_dup * dup
         voters = rd.trusted & (z <= cfg.similarity_sd)
@@ -541,6 +565,27 @@ class ClusterDetector:
             med_gap, sd_gap = robust_center_scale(gap[voters], 1e-3)
             rd.feats[:, _F["staleness"]] = (gap - max(med_gap, 0.0)) / sd_gap
         rd.dist = np.linalg.norm(rd.X - m, axis=1)
+
+    def _self_alignment_phase(self, rd: _RoundWork) -> None:
+        """Agreement of a node's update with its own usual direction (an average of its earlier
+        unit updates, kept as int8). A non-IID client keeps pointing its own way, honestly,
+        however far that is from the consensus; a client that turns against its own past (sign
+        flipping, label flipping) does not, even where its updates are nearly orthogonal to the
+        consensus. Scored like alignment: below a fraction of the typical node's agreement."""
+        cfg, idx = self.config, rd.idx
+        own = self._own_dir[idx].astype(np.float64) / 127.0
+        has = np.abs(own).sum(axis=1) > 0
+        # judged once the average has settled (two half-lives of the node's own rounds)
+        settled = has & (self._dev_n[idx] >= 2 * cfg.drift_half_life_rounds)
+        c = np.where(settled, (rd.units * own).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), _EPS), np.nan)
+        rd.feats[:, _F["self_alignment"]] = c
+        # the average moves on (never while the node is flagged); the first update starts it
+        a = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
+        upd = np.where(has[:, None], (1 - a) * own + a * rd.units, rd.units)
+        upd, _ = unit_rows(upd)
+        keep = rd.firing & has
+        q = np.clip(np.rint(upd * 127.0), -127, 127).astype(np.int8)
+        self._own_dir[idx] = np.where(keep[:, None], self._own_dir[idx], q)
 
     def _scale_phase(self, rd: _RoundWork) -> None:
         """Update norm, loss, norm consistency and distance to the consensus, on log scales,
@@ -607,6 +652,15 @@ class ClusterDetector:
         col("norm_consistency")[:] = (np.abs(f[:, _F["norm_consistency"]]) - logC) / sd["norm_consistency"]
         col("too_close")[:] = (-f[:, _F["distance"]] - logR) / sd["distance"]
         col("stale")[:] = f[:, _F["staleness"]] - cfg.stale_sd
+        ref = rd.voters & np.isfinite(f[:, _F["self_alignment"]])
+        if ref.sum() >= cfg.min_nodes:
+            # noisy honest nodes agree with their own past less, and less steadily, than the
+            # typical node: the test is whether an update points *against* the node's own past
+            c = f[:, _F["self_alignment"]]
+            med_c, sd_c = robust_center_scale(c[ref], 1e-3)
+            rd.sd["direction"] = sd_c
+            if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
+                col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
@@ -650,7 +704,8 @@ class ClusterDetector:
         self._scores[rd.idx, col, :] = _quantize(sc)
         sd = rd.sd
         self._scale[col] = [
-            sd["alignment"], sd["norm"], 1.0, sd["loss"], sd["norm_consistency"], sd["distance"], 1.0
+            sd["alignment"], sd["norm"], 1.0, sd["loss"], sd["norm_consistency"], sd["distance"], 1.0,
+            sd.get("direction", 1.0)
         ]
         self._prev_units = np.vstack([rd.units, rd.m_unit[None, :]]).astype(np.float32)  # compared in float32 anyway
         self._past_consensus = [(r, u) for r, u in self._past_consensus if r >= rd.rnd - _STALE_LAGS + 1]
@@ -903,6 +958,7 @@ class ClusterDetector:
             "scores": _enc(self._scores[li]),
             "base": _enc(self._base[li]),
             "level": _enc(self._level[li]),
+            "own_dir": _enc(self._own_dir[li]),
             "dev_sum": _enc(self._dev_sum[li]),
             "dev_w": _enc(self._dev_w[li]),
             "slow_sum": _enc(self._slow_sum[li]),
@@ -937,6 +993,7 @@ class ClusterDetector:
         cap = 0 if not names else min(self.config.max_nodes, max(64, len(names)))
         self._alloc(cap)
         self._dev_sum = np.zeros((cap, self.dim or 1), dtype=_DEV_DTYPE)
+        self._own_dir = np.zeros((cap, self.dim or 1), dtype=np.int8)
         self._slow_sum = np.zeros((cap, self.dim or 1), dtype=_DEV_DTYPE)
         self._free = list(range(cap - 1, len(names) - 1, -1))
         for s, name in enumerate(names):
@@ -945,7 +1002,7 @@ class ClusterDetector:
         k = len(names)
         if state.get("vals") is not None:  # older checkpoints carried the raw statistics too
             self._vals[:k] = _dec(state["vals"])
-        for key in ("scores", "base", "level", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
+        for key in ("scores", "base", "level", "own_dir", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
             if key not in state:  # a checkpoint from before own-history baselines: they start afresh
                 continue
             arr = _dec(state[key])
