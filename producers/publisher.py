@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 
 from producers.options import inbox_prefix
 from producers.spool import Spool, SpoolItem
+from swarmwatch.cancellation import stop_task
 
 DEFAULT_ACK_TIMEOUT_S = 5.0
 DEFAULT_MAX_INFLIGHT = 1024  # unacknowledged publishes at once; more go to the spool
@@ -121,13 +122,8 @@ class Publisher:
     async def close(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` for outstanding acks, spool the rest (to disk if configured), disconnect."""
         deadline = time.monotonic() + timeout_s
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        for t in self._tasks:  # repeated cancels: nats-py's connect loop can swallow one (swarmwatch.cancellation)
+            await stop_task(t, max(0.5, deadline - time.monotonic()), t.get_name())
         self._tasks.clear()
         # Last chance for what is spooled: replay it while the connection is up.
         while self.spool and self.connected and time.monotonic() < deadline:

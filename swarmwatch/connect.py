@@ -74,14 +74,20 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         opts["tls"] = ctx
 
+    errors_since_connected = [0]  # a reconnect loop fails every RECONNECT_WAIT_S: log tries 1, 2, 4, 8, ...
+
     async def _disconnected() -> None:
         log.info("disconnected from NATS (reconnecting unless closing)")
 
     async def _reconnected() -> None:
-        log.info("reconnected to NATS")
+        n, errors_since_connected[0] = errors_since_connected[0], 0
+        log.info("reconnected to NATS%s", f" after {n} failed tries" if n else "")
 
     async def _error(exc: Exception) -> None:
-        log.warning("NATS error: %s", exc)
+        errors_since_connected[0] += 1
+        n = errors_since_connected[0]
+        if n & (n - 1) == 0:
+            log.warning("NATS error: %s%s", exc, f" ({n} since the last connection; fewer lines from now)" if n > 1 else "")
 
     async def _closed() -> None:
         log.debug("NATS connection closed")

@@ -57,6 +57,7 @@ def _commands(tmp_path: Path, url: str) -> dict[str, list[str]]:
         "sink api": ["sink", "api", "--nats", url, "--api-port", "0", "--backfill", "0"],
         "sink notify": ["sink", "notify", "--nats", url, "--config", str(notify)],
         "up --nats": ["up", "--nats", url, "--data-dir", str(tmp_path / "up"), "--no-api"],
+        "ingest otlp": ["ingest", "otlp", "--nats", url, "--api-port", "0"],
         "produce": ["produce", "--nats", url, "--no-gpu", "--no-probes", "--spool-dir", str(tmp_path / "spool")],
     }
 
@@ -66,10 +67,10 @@ _WAITING = {"produce": "broker error"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats", "produce"])
+@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats", "ingest otlp", "produce"])
 def test_a_service_waiting_for_an_unreachable_nats_stops_on_a_signal(command: str, sig: signal.Signals, tmp_path: Path) -> None:
-    if sig == signal.SIGINT and command not in ("process", "sink api"):
-        pytest.skip("SIGINT takes the same path; two services show it")
+    if sig == signal.SIGINT and command != "process":
+        pytest.skip("SIGINT takes the same path as SIGTERM; one service shows it")
     proc = _service(_commands(tmp_path, f"nats://127.0.0.1:{free_port()}")[command], tmp_path)
     try:
         _read_until(proc, _WAITING.get(command, WAITING))
@@ -84,7 +85,7 @@ def test_a_service_waiting_for_an_unreachable_nats_stops_on_a_signal(command: st
             proc.wait()
 
 
-@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats"])
+@pytest.mark.parametrize("command", ["process", "sink notify", "up --nats"])  # start_service twice, Stack once
 def test_connect_timeout_gives_up_with_a_clear_error(command: str, tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     proc = _service([*_commands(tmp_path, url)[command], "--connect-timeout", "1s"], tmp_path)
@@ -109,7 +110,7 @@ def test_a_bad_connect_timeout_is_refused_with_the_value(tmp_path: Path) -> None
 async def test_retries_back_off_and_log_less_each_time(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="swarmwatch.connect")
     with pytest.raises(ConnectError) as e:
-        await connect(f"nats://127.0.0.1:{free_port()}", timeout_s=6.0)
+        await connect(f"nats://127.0.0.1:{free_port()}", timeout_s=4.0)
     tries = int(str(e.value).split(" tries")[0].rsplit("(", 1)[1])
     waits = [r.getMessage().split("next try in ")[1].split(" s")[0] for r in caplog.records]
     assert waits[:3] == ["0.5", "1.0", "4.0"]  # logged at tries 1, 2, 4: waits double, lines thin out
@@ -137,3 +138,28 @@ async def test_refused_credentials_fail_at_once_instead_of_retrying(tmp_path: Pa
         await nc.close()
     finally:
         srv.stop()
+
+
+async def test_a_lost_connection_logs_less_and_less_while_it_reconnects(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from swarmwatch.server import EmbeddedServer
+
+    caplog.set_level(logging.INFO, logger="swarmwatch.connect")
+    srv = EmbeddedServer(tmp_path / "nats", port=0).start()
+    nc = await connect(srv.url, timeout_s=10)
+    again = EmbeddedServer(tmp_path / "nats", port=int(srv.url.rsplit(":", 1)[1]))
+    try:
+        srv.stop()
+        await asyncio.sleep(4.0)  # nats-py keeps retrying; each failure reaches the error callback
+        errors = [r.getMessage() for r in caplog.records if r.getMessage().startswith("NATS error")]
+        counts = [int(m.rsplit(" (", 1)[1].split(" since")[0]) if " since the last connection" in m else 1 for m in errors]
+        assert len(counts) >= 2 and counts == [2**k for k in range(len(counts))]  # failures 1, 2, 4, 8, ... only
+        again.start()
+        deadline = time.monotonic() + 20
+        while not nc.is_connected:
+            assert time.monotonic() < deadline, "did not reconnect"
+            await asyncio.sleep(0.1)
+        assert any("reconnected to NATS after" in r.getMessage() for r in caplog.records)
+    finally:
+        await nc.close()
+        srv.stop()
+        again.stop()

@@ -21,37 +21,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import apprise
 
 from sinks.notify.config import ChannelConfig, DeliveryConfig, redact_url
 from sinks.notify.redaction import Redactor
+from swarmwatch.cancellation import stop_task
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0  # the longest a channel's stop waits for its worker
-_RECANCEL_S = 0.1  # how often stop repeats a cancel a library may have swallowed
-
-
-async def stop_task(task: asyncio.Task[Any], grace_s: float, what: str) -> bool:
-    """Cancel ``task`` and wait at most ``grace_s`` for it; True if it ended.
-
-    The cancel is repeated every ``_RECANCEL_S``: one may be swallowed by a
-    ``wait_for`` that saw its future complete in the same loop turn.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace_s
-    while not task.done():
-        left = deadline - loop.time()
-        if left <= 0:
-            log.warning("%s did not stop within %g s; leaving it behind", what, grace_s)
-            return False
-        task.cancel()
-        await asyncio.wait({task}, timeout=min(left, _RECANCEL_S))
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s ended with %r while stopping", what, task.exception())
-    return True
 
 
 class DeliveryError(RuntimeError):

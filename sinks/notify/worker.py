@@ -40,7 +40,8 @@ from processors.consumer import JetStreamPuller
 from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, codec, subjects
 
 from sinks.notify.config import NotifyConfig
-from sinks.notify.delivery import STOP_GRACE_S, ChannelQueue, ChannelSender, Outbound, stop_task
+from sinks.notify.delivery import STOP_GRACE_S, ChannelQueue, ChannelSender, Outbound
+from swarmwatch.cancellation import stop_task
 from sinks.notify.redaction import Redactor, install_log_scrubber, remove_log_scrubber
 from sinks.notify.grouping import Grouper, Notification, Tracked
 from sinks.notify.messages import notify_type, render
