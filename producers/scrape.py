@@ -14,7 +14,8 @@ parser. Families map to samples as follows (``<name>`` is the sample name, with
 - summary: ``<family>:p<q>`` from its quantiles, ``<family>:mean`` between two
   scrapes and ``<family>_count:rate``.
 
-Every sample keeps its labels plus ``instance`` (the target's name), within the
+Every sample keeps its labels plus ``instance`` (the target's name; an exporter's
+own ``instance`` label becomes ``exported_instance``), within the
 caps: at most 16 labels, values of at most 256 characters, and ``max_series``
 samples per scrape; what exceeds a cap is dropped and counted. Each scrape's
 samples are published once, in the next batch. Per target the bridge also
@@ -215,6 +216,8 @@ class ExpositionMapper:
         t = self.target
         out = {k: v for k, v in raw.items() if k not in t.drop_labels and k not in drop}
         out.update(t.labels)
+        if "instance" in out and out["instance"] != t.name:  # the exporter's own, kept as Prometheus does
+            out["exported_instance"] = out["instance"]
         out["instance"] = t.name
         if len(out) > MAX_LABELS or any(len(k) > MAX_LABEL_KEY_LEN or len(v) > MAX_LABEL_VALUE_LEN for k, v in out.items()):
             return None

@@ -135,6 +135,9 @@ def test_allow_deny_relabel_and_caps() -> None:
     wide = "# TYPE w gauge\nw{" + ",".join(f'l{i}="x"' for i in range(16)) + "} 1\n"
     m2 = ExpositionMapper(ScrapeTarget("http://h:1/metrics"))
     assert m2.convert(wide, 0.0) == [] and m2.last_dropped == 1  # 16 labels + instance: over the cap
+    federated = ExpositionMapper(ScrapeTarget("http://h:1/metrics", name="fed")).convert(
+        '# TYPE up gauge\nup{instance="10.0.0.7:9100"} 1\n', 0.0)
+    assert federated[0].labels == {"instance": "fed", "exported_instance": "10.0.0.7:9100"}
 
 
 def test_unparsable_exposition_is_refused_with_the_target_named() -> None:
