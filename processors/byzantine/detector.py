@@ -108,7 +108,7 @@ class DetectorConfig:
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
     drift_sd: float = 6.0  # ... and this many robust sd above the fleet's (log) persistent deviations
     cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
-    direction_fraction: float = 0.0  # updates agreeing with the node's own past less than this x the typical node's
+    direction_fraction: float = 0.5  # updates agreeing with the node's own past less than this x the typical node's
     stale_sd: float = 2.0  # robust sd past the round's typical fit to an earlier consensus
     min_hit_rounds: int = 4  # rounds past the confidence level (within hit_horizon_rounds) that flag alone
     hit_horizon_rounds: int = 16  # how long a round far past the confidence level counts (evidence expires)
@@ -657,7 +657,9 @@ class ClusterDetector:
             # noisy honest nodes agree with their own past less, and less steadily, than the
             # typical node: the test is whether an update points *against* the node's own past
             c = f[:, _F["self_alignment"]]
-            med_c, sd_c = robust_center_scale(c[ref], 1e-3)
+            # spread at least 1/sqrt(K), the resolution of sketch cosines: clients whose updates
+            # barely change between rounds would otherwise make every other client's dip an outlier
+            med_c, sd_c = robust_center_scale(c[ref], 1.0 / math.sqrt(rd.K))
             rd.sd["direction"] = sd_c
             if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
                 col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
