@@ -6,8 +6,11 @@ Prints one JSON object. ``backtest`` runs ``run_backtest`` (the CLI's code)
 over every CSV under DATA (default: the NAB set in shared/evals) on one core;
 ``score_only`` is the detector alone on the already-parsed arrays; ``live``
 feeds one series row by row through ``process_one`` as the operator does;
-``operator`` pushes MetricBatches of 40 samples through AnomalyOperator
-(steady state: every series past its warm-up).
+``operator`` pushes MetricBatches of 40 samples through AnomalyOperator;
+``state`` is the size of one series' detector state after a long NAB file
+and after a day of 1 Hz data: ``payload_bytes`` counts what the detector
+holds (numbers and arrays, 8 bytes a float), ``snapshot_bytes`` its msgpack
+checkpoint, ``python_bytes`` the Python objects around them as well.
 """
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from msgspec import msgpack
 
 from processors.anomaly import AnomalyOperator, default_detector, read_series, run_backtest
 from schemas import MetricBatch, Sample
@@ -78,7 +83,56 @@ def main() -> None:
     t = best(operate, args.repeat)
     samples = 40 * len(batches)
     out["operator"] = {"batches": len(batches), "samples": samples, "batches_per_s": round(len(batches) / t), "samples_per_s": round(samples / t)}
+    _, ts, v = max(series, key=lambda s: len(s[0]))
+    det = default_detector()
+    det.score_many(v, ts)
+    one_hz = default_detector()
+    t1 = 1_767_225_600.0 + np.arange(86_400.0)
+    one_hz.score_many(50 + rng.normal(0, 5, len(t1)), t1)
+    out["state"] = {"nab_longest_file": state_size(det), "one_day_at_1hz": state_size(one_hz)}
     print(json.dumps(out))
+
+
+def _payload(x: object) -> int:
+    if isinstance(x, np.ndarray):
+        return int(x.nbytes)
+    if isinstance(x, (int, float, bool)) or x is None:
+        return 8
+    if isinstance(x, dict):
+        return sum(_payload(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_payload(v) for v in x)
+    if hasattr(x, "__dict__") or hasattr(x, "__slots__"):
+        names = list(getattr(x, "__dict__", {})) + list(getattr(type(x), "__slots__", ()))
+        return sum(_payload(getattr(x, n)) for n in names if not n.startswith("_") and not callable(getattr(x, n)))
+    if hasattr(x, "__iter__") and not isinstance(x, (str, bytes)):
+        return sum(_payload(v) for v in x)  # deques
+    return 0
+
+
+def _python(x: object, seen: set[int] | None = None) -> int:
+    seen = set() if seen is None else seen
+    if id(x) in seen:
+        return 0
+    seen.add(id(x))
+    size = sys.getsizeof(x)
+    if isinstance(x, np.ndarray):
+        return size  # getsizeof includes the data of an owning array
+    if isinstance(x, dict):
+        return size + sum(_python(k, seen) + _python(v, seen) for k, v in x.items())
+    if isinstance(x, (list, tuple, set, frozenset)) or type(x).__name__ == "deque":
+        return size + sum(_python(v, seen) for v in x)  # type: ignore[union-attr]
+    if hasattr(x, "__dict__"):
+        return size + _python(vars(x), seen)
+    if hasattr(type(x), "__slots__"):
+        return size + sum(_python(getattr(x, n), seen) for n in type(x).__slots__ if hasattr(x, n))
+    return size
+
+
+def state_size(det: object) -> dict[str, int]:
+    """Bytes of one series' detector state, three ways (see the module docstring)."""
+    snap = msgpack.encode(det.snapshot())  # type: ignore[attr-defined]
+    return {"payload_bytes": _payload(det), "snapshot_bytes": len(snap), "python_bytes": _python(det)}
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ def test_backtest_scores_equal_the_live_detector_fed_row_by_row(tmp_path: Path) 
 
 def test_threshold_changes_what_counts_as_a_detection(tmp_path: Path) -> None:
     write_csv(tmp_path / "x.csv", spike=21.2)  # just past the usual 19..21
-    low = run_backtest(tmp_path / "x.csv", tmp_path / "lo.csv", threshold=0.9999)
-    high = run_backtest(tmp_path / "x.csv", tmp_path / "hi.csv", threshold=0.999999)
-    assert (low.threshold, high.threshold) == (0.9999, 0.999999)
+    low = run_backtest(tmp_path / "x.csv", tmp_path / "lo.csv", threshold=0.9998)
+    high = run_backtest(tmp_path / "x.csv", tmp_path / "hi.csv", threshold=0.99999)
+    assert (low.threshold, high.threshold) == (0.9998, 0.99999)
     _, lo_scores = read_results(tmp_path / "lo.csv")
-    assert 0.9999 <= lo_scores[900] < 0.999999
+    assert 0.9998 <= lo_scores[900] < 0.99999
     assert high.flagged < low.flagged
 
 

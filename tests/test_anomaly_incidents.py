@@ -51,6 +51,17 @@ def test_a_cpu_or_latency_step_is_alerted_within_three_samples(idle: tuple[list[
     assert fired and AT <= fired[0][0] < AT + 3
 
 
+def test_a_memory_leak_is_alerted_before_it_doubles_the_baseline(idle: tuple[list[str], np.ndarray]) -> None:
+    names, vals = idle
+    vals = vals.copy()
+    i = names.index("mem.used_bytes")
+    base = float(np.median(vals[:AT, i]))
+    ramp = np.arange(N - AT) / 300.0 * base  # +1x baseline in five minutes
+    vals[AT:, i] += ramp
+    fired = [k for k, a in replay(names, vals) if a.metric == "mem.used_bytes"]
+    assert fired and vals[fired[0], i] < 2 * base
+
+
 def test_an_error_rate_spike_is_alerted_on_its_own_rule(idle: tuple[list[str], np.ndarray]) -> None:
     names, vals = idle
     vals = vals.copy()

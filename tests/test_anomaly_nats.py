@@ -12,9 +12,9 @@ from processors.runtime import Runtime
 from schemas import Alert, AlertKind, AlertStatus, MetricBatch, Sample, decode, encode, subjects
 from swarmwatch.streams import ensure_streams
 
-POINTS = 400
+POINTS = 460
 SPIKE_AT = 350
-STEP_S = 15.0  # 400 points span 100 minutes: past the detector's one-hour warm-up
+STEP_S = 15.0  # 460 points span 115 minutes: past the detector's one-hour warm-up
 
 from tests.support import wait_for
 

@@ -194,4 +194,3 @@ class MaxEnsemble(AnomalyDetector):
     def break_sequence(self) -> None:
         for m in self.members:
             m.break_sequence()
-        self.level.clear()

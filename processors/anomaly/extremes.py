@@ -39,7 +39,9 @@ from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, beyond_
 DEFAULT_WINDOWS = (1, 20)  # points: the value itself and its rolling mean (the level)
 DEFAULT_WARMUP = 250  # points learned before anything is scored
 DEFAULT_WARMUP_S = 3600.0  # ... and seconds of history: a 1 Hz series has not shown its range after 4 minutes
-DEFAULT_SCALE = 0.02  # e-folding of the tail beyond the learned range (range widths)
+DEFAULT_LAG_BLOCKS = 8  # a record is also measured against the range as it was this many blocks ago (0: off)
+LAG_BLOCK = 32  # points per block
+DEFAULT_SCALE = 0.05  # e-folding of the tail beyond the learned range (range widths)
 
 
 class ExtremesDetector(AnomalyDetector):
@@ -55,7 +57,7 @@ class ExtremesDetector(AnomalyDetector):
     """
 
     name = "extremes"
-    _STATE = ("n", "buf", "hi", "lo", "exc_sum", "exc_n", "first_ts")
+    _STATE = ("n", "buf", "hi", "lo", "exc_sum", "exc_n", "first_ts", "snaps")
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class ExtremesDetector(AnomalyDetector):
         cap: int = DEFAULT_CAP,
         prior_n: float = DEFAULT_PRIOR_N,
         warmup_s: float = DEFAULT_WARMUP_S,
+        lag_blocks: int = DEFAULT_LAG_BLOCKS,
     ) -> None:
         if not windows or any(int(w) < 1 for w in windows):
             raise ValueError(f"windows {windows!r} must be positive point counts")
@@ -78,6 +81,11 @@ class ExtremesDetector(AnomalyDetector):
         self.cap = int(cap)
         self.prior_n = float(prior_n)
         self.warmup_s = float(warmup_s)
+        if lag_blocks < 0:
+            raise ValueError(f"lag_blocks {lag_blocks!r} must be >= 0")
+        self.lag_blocks = int(lag_blocks)
+        # (highs, lows) of every window at the last lag_blocks + 1 block boundaries
+        self.snaps: deque[list[list[float]]] = deque(maxlen=self.lag_blocks + 1)
         self.first_ts: float | None = None
         self.exc_sum = 0.0
         self.exc_n = 0
@@ -108,6 +116,17 @@ class ExtremesDetector(AnomalyDetector):
         """How far x or its rolling means leave their all-time range (range widths); NaN in warm-up."""
         if not math.isfinite(x) or self.n < self.warmup or self._young(ts):
             return math.nan
+        feats = self._features(x)
+        e = max(exceedance(f, h, l) for f, h, l in zip(feats, self.hi, self.lo))
+        if e > 0.0 and self.lag_blocks and len(self.snaps) == self.snaps.maxlen:
+            his, los = self.snaps[0]
+            e = max(e, max(exceedance(f, h, l) for f, h, l in zip(feats, his, los)))
+        return e
+
+    def _record(self, x: float, ts: float | None) -> float:
+        """Exceedance over the current all-time range only (what the tail scale is fitted to)."""
+        if not math.isfinite(x) or self.n < self.warmup or self._young(ts):
+            return math.nan
         return max(exceedance(f, h, l) for f, h, l in zip(self._features(x), self.hi, self.lo))
 
     def score_one(self, x: float, ts: float | None = None) -> float:
@@ -117,7 +136,7 @@ class ExtremesDetector(AnomalyDetector):
     def learn_one(self, x: float, ts: float | None = None) -> None:
         if not math.isfinite(x):
             return
-        e = self.strangeness(x, ts)
+        e = self._record(x, ts)
         if e > 0.0:
             self.exc_sum += e
             self.exc_n += 1
@@ -131,34 +150,63 @@ class ExtremesDetector(AnomalyDetector):
         self.buf.append(x)
         self.n += 1
         self._cache = None
+        if self.lag_blocks and self.n % LAG_BLOCK == 0:
+            self.snaps.append([list(self.hi), list(self.lo)])
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
         v, t, ok = split_valid(values, ts)
         if self.n:  # vectorised path assumes a fresh detector
             return super().score_many(values, ts)
-        e = np.zeros(len(v))
+        n = len(v)
+        e = np.zeros(n)
+        e_lag = np.zeros(n)
+        i = np.arange(n)
+        ref = (i // LAG_BLOCK - self.lag_blocks) * LAG_BLOCK - 1  # last row of the lagged boundary
+        has_ref = (ref >= 0) if self.lag_blocks else np.zeros(n, dtype=bool)
+        pmax: list[np.ndarray] = []
+        pmin: list[np.ndarray] = []
         for k, w in enumerate(self.windows):
             f = expanding_mean(v, w)
             e = np.maximum(e, exceedance_many(f))
-            if len(f):
+            hi_all = np.maximum.accumulate(f) if n else f
+            lo_all = np.minimum.accumulate(f) if n else f
+            pmax.append(hi_all)
+            pmin.append(lo_all)
+            if has_ref.any():
+                r = np.where(has_ref, ref, 0)
+                hr, lr = hi_all[r], lo_all[r]
+                wdt = np.where(hr - lr > 0, hr - lr, np.abs(hr) * 0.01 + 1e-9)
+                el = np.maximum(np.where(f > hr, (f - hr) / wdt, 0.0), np.where(f < lr, (lr - f) / wdt, 0.0))
+                e_lag = np.maximum(e_lag, np.where(has_ref, el, 0.0))
+            if n:
                 self.hi[k] = float(f.max())
                 self.lo[k] = float(f.min())
-        e[: self.warmup] = 0.0
+        rec = e.copy()
+        e = np.where(e > 0.0, np.maximum(e, e_lag), 0.0)
+        for arr in (e, rec):
+            arr[: self.warmup] = 0.0
         if t is not None and self.warmup_s > 0:
             fin = np.isfinite(t)
             if fin.any():
                 self.first_ts = float(t[fin][0])
                 with np.errstate(invalid="ignore"):
-                    e[fin & (t - self.first_ts < self.warmup_s)] = 0.0
+                    young = fin & (t - self.first_ts < self.warmup_s)
+                e[young] = 0.0
+                rec[young] = 0.0
         out = np.zeros(len(ok))
-        pos = np.where(e > 0.0, e, 0.0)
+        pos = np.where(rec > 0.0, rec, 0.0)
         cs = np.concatenate(([0.0], np.cumsum(pos)))
-        cn = np.concatenate(([0], np.cumsum(e > 0.0)))
+        cn = np.concatenate(([0], np.cumsum(rec > 0.0)))
         sigma = fitted_scale(self.scale, self.prior_n, cs[:-1], cn[:-1])
         out[ok] = beyond_range_many(e, np.arange(len(e)), sigma, self.cap)
         self.exc_sum, self.exc_n = float(cs[-1]), int(cn[-1])
         self.n = len(v)
         self.buf.extend(v[-self.buf.maxlen:].tolist() if len(v) else [])
+        if self.lag_blocks:
+            last = n // LAG_BLOCK
+            for m in range(max(1, last - self.lag_blocks), last + 1):
+                j = m * LAG_BLOCK - 1
+                self.snaps.append([[float(p[j]) for p in pmax], [float(p[j]) for p in pmin]])
         return out
 
     def baseline(self) -> dict[str, float]:
@@ -166,8 +214,3 @@ class ExtremesDetector(AnomalyDetector):
             return {}
         level = sum(self.buf) / len(self.buf)
         return {"level": level, "low": self.lo[0], "high": self.hi[0]}
-
-    def break_sequence(self) -> None:
-        """After a gap: rolling means restart instead of mixing both sides of it."""
-        self.buf.clear()
-        self._cache = None

@@ -26,8 +26,8 @@ How data arrives never pages and never teaches:
   outage the series is scored against the baseline it had before;
 * a gap in a series (a step more than ``GAP_FACTOR`` times its usual
   interval) breaks its short-term context: the next point has no previous
-  value, rolling means restart, and a counter re-primes instead of reporting
-  the average over the gap.
+  value (the jump across the gap is not a transition the series made), and a
+  counter re-primes instead of reporting the average over the gap.
 
 The catch-all family runs the same detector at the same threshold as
 ``swarmwatch backtest anomaly`` (:data:`~processors.anomaly.base.DEFAULT_THRESHOLD`);

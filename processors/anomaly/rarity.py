@@ -265,9 +265,8 @@ class RarityDetector(AnomalyDetector):
         return {"rarity_high": self.calib.s_max, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
 
     def break_sequence(self) -> None:
-        """After a gap: the next value has no previous one, and the smoothing restarts."""
+        """After a gap: the next value has no previous one (the jump across the gap is no transition)."""
         self.prev = -1
-        self.rbuf.clear()
         self._cache = None
 
 
