@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -31,3 +32,32 @@ async def stop_task(task: asyncio.Task[Any], grace_s: float, what: str) -> bool:
     if not task.cancelled() and task.exception() is not None:
         log.warning("%s ended with %r while stopping", what, task.exception())
     return True
+
+
+async def bounded(fn: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> bool:
+    """Run ``fn()`` for at most ``timeout_s``; an overrun or a failure is logged in one line (False), never raised."""
+    task = asyncio.ensure_future(fn())
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task not in done:
+        log.warning("stopping %s took over %g s; left unfinished (what it had not acked is delivered again)", what, timeout_s)
+        await stop_task(task, 2.0, what)
+        return False
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    if exc is not None:
+        log.warning("stopping %s failed: %s", what, str(exc) or type(exc).__name__)
+        return False
+    return True
+
+
+async def close_connection(nc: Any, timeout_s: float = 10.0) -> None:
+    """Drain ``nc`` when connected (pending publishes and acks go out), else just close it; never raises."""
+    if nc.is_closed:
+        return
+    if nc.is_connected and await bounded(nc.drain, timeout_s, "the NATS connection (drain)"):
+        return
+    try:
+        await nc.close()
+    except Exception as exc:  # noqa: BLE001 - closing is best effort
+        log.debug("closing the NATS connection: %s", exc)

@@ -163,3 +163,34 @@ async def test_a_lost_connection_logs_less_and_less_while_it_reconnects(tmp_path
         await nc.close()
         srv.stop()
         again.stop()
+
+
+def test_services_whose_broker_went_away_still_stop_on_a_signal_without_a_traceback(tmp_path: Path) -> None:
+    """process, sink json and sink api run, the server dies, then SIGTERM: each exits 0 within its stop bounds."""
+    from swarmwatch.server import EmbeddedServer
+
+    srv = EmbeddedServer(tmp_path / "nats", port=0).start()
+    cmds = {
+        "process": ["process", "--nats", srv.url],
+        "sink json": ["sink", "json", "--nats", srv.url, "--store", str(tmp_path / "store")],
+        "sink api": ["sink", "api", "--nats", srv.url, "--api-port", "0", "--backfill", "0"],
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs = {name: _service(args, tmp_path) for name, args in cmds.items()}
+        for name, proc in procs.items():
+            _read_until(proc, "Ctrl-C stops it")
+        srv.stop()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for name, proc in procs.items():
+            code = proc.wait(timeout=40)
+            rest = proc.stderr.read().decode() if proc.stderr else ""
+            assert code == 0, (name, rest)
+            assert "Traceback" not in rest, (name, rest)
+    finally:
+        srv.stop()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -54,12 +54,16 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 def run_async(main: Callable[[], Awaitable[int | None]]) -> None:
     """Run ``main`` in a fresh event loop; its int result is the exit code."""
+    from nats.errors import Error as NatsError
+
     from processors.configfile import ConfigError
 
     try:
         code = asyncio.run(main())
     except ConfigError as exc:
         fail(str(exc))
+    except (NatsError, TimeoutError, ConnectionError) as exc:  # the broker went away or refused a request
+        fail(f"NATS: {str(exc) or type(exc).__name__} (is the server up and the user allowed? a supervisor restarts the service)", code=1)
     except KeyboardInterrupt:
         code = 130
     if code:
@@ -93,6 +97,25 @@ async def start_service(
     except ConnectError as exc:
         fail(str(exc), code=1)
     return nc, stop
+
+
+STOP_STEP_S = 30.0  # the longest one part of a service may take to stop while the broker is there
+STOP_STEP_AWAY_S = 5.0  # ... and while it is not (nothing can be flushed anyway)
+
+
+async def stop_service(nc: Any, *steps: tuple[str, Callable[[], Awaitable[Any]]]) -> int:
+    """Stop a service's parts in order, each within a bounded time, then drain or close ``nc``.
+
+    A part that fails or overruns (typically: the broker went away) is logged in
+    one line and left; the exit code stays 0, since what was not acked is
+    delivered again at the next start.
+    """
+    from swarmwatch.cancellation import bounded, close_connection
+
+    for what, fn in steps:
+        await bounded(fn, STOP_STEP_S if nc.is_connected else STOP_STEP_AWAY_S, what)
+    await close_connection(nc, STOP_STEP_S if nc.is_connected else STOP_STEP_AWAY_S)
+    return 0
 
 
 def setup_logging_or_exit(log_level: str, log_json: bool) -> None:

@@ -18,6 +18,7 @@ from swarmwatch.cli.common import (
     parse_connect_timeout,
     run_async,
     start_service,
+    stop_service,
 )
 
 ingest_app = typer.Typer(help="Receive metrics from other systems and publish them as swarmwatch batches.",
@@ -59,23 +60,24 @@ def otlp(
         fail(str(exc))
 
     async def main() -> int:
+        from swarmwatch.cancellation import close_connection
+
         nc, stop = await start_service(nats, cfg.nats, "swarmwatch-ingest-otlp", cfg.log_level, cfg.log_json,
                                        connect_timeout_s)
         receiver = OtlpReceiver(nc, api_host, api_port, mapping, api_token)
         try:
             await receiver.start()
         except (OSError, RuntimeError) as exc:
-            await nc.close()
+            await close_connection(nc)
             fail(str(exc))
         typer.echo(f"receiving OTLP/HTTP metrics on {receiver.url}/v1/metrics "
                    f"(cluster from {list(mapping.cluster_attrs)}, node from {list(mapping.node_attrs)}); Ctrl-C stops it",
                    err=True)
         await stop.wait()
-        await receiver.stop()
+        code = await stop_service(nc, ("the OTLP receiver", receiver.stop))
         s = receiver.stats
         typer.echo(f"stopped: requests={s.requests} points={s.points} samples={s.samples} batches={s.batches} "
                    f"dropped={s.dropped} rejected={s.rejected} failed={s.failed}", err=True)
-        await nc.drain()
-        return 0
+        return code
 
     run_async(main)

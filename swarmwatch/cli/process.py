@@ -20,6 +20,7 @@ from swarmwatch.cli.common import (
     parse_connect_timeout,
     run_async,
     start_service,
+    stop_service,
 )
 
 
@@ -94,8 +95,6 @@ def process(
         await export_watches(nc, rt.operators, cfg.processor.name)
         typer.echo(f"processor {cfg.processor.name} running on {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
-        await rt.stop()
-        await nc.drain()
-        return 0
+        return await stop_service(nc, ("the processor (checkpoint, acks)", rt.stop))
 
     run_async(main)

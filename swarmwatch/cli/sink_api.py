@@ -19,6 +19,7 @@ from swarmwatch.cli.common import (
     renamed,
     run_async,
     start_service,
+    stop_service,
 )
 
 
@@ -66,6 +67,8 @@ def api(
         fail(str(exc))
 
     async def main() -> int:
+        from swarmwatch.cancellation import close_connection
+
         from sinks.api import ApiServer
         nc, stop = await start_service(nats, cfg.nats, "swarmwatch-api", cfg.log_level, cfg.log_json, connect_timeout_s)
         server = ApiServer(
@@ -75,12 +78,10 @@ def api(
         try:
             await server.start()
         except OSError as exc:
-            await nc.close()
+            await close_connection(nc)
             fail(str(exc))
         typer.echo(f"swarmwatch dashboard on {server.url}/ (API docs {server.url}/docs, Prometheus {server.url}/metrics); Ctrl-C stops it", err=True)
         await stop.wait()
-        await server.stop()
-        await nc.drain()
-        return 0
+        return await stop_service(nc, ("the API", server.stop))
 
     run_async(main)

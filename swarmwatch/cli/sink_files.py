@@ -20,6 +20,7 @@ from swarmwatch.cli.common import (
     renamed,
     run_async,
     start_service,
+    stop_service,
 )
 
 STREAM_WAIT_LOG_S = 10.0
@@ -64,6 +65,10 @@ def _run_sink(
         fail(str(exc))
 
     async def main() -> int:
+        from swarmwatch.cancellation import close_connection
+
+        from nats.errors import Error as NatsError
+
         from swarmwatch.connect import redact_url
 
         nc, stop = await start_service(nats, cfg.nats, f"swarmwatch-sink-{fmt}", cfg.log_level, cfg.log_json, connect_timeout_s)
@@ -73,20 +78,18 @@ def _run_sink(
             try:
                 await sink.start()
                 break
-            except SinkError as exc:
+            except (SinkError, NatsError, TimeoutError, OSError) as exc:  # no stream yet, or the broker went away meanwhile
                 if waited <= -STREAM_WAIT_LOG_S or waited >= STREAM_WAIT_LOG_S:
-                    typer.echo(f"waiting: {exc}", err=True)
+                    typer.echo(f"waiting: {str(exc) or type(exc).__name__}", err=True)
                     waited = 0.0
                 await asyncio.sleep(1.0)
                 waited += 1.0
         else:
-            await nc.close()
+            await close_connection(nc)
             return 0
         typer.echo(f"{fmt} sink writing {root / fmt} from {redact_url(nats)}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
-        await sink.stop()
-        await nc.drain()
-        return 0
+        return await stop_service(nc, (f"the {fmt} sink (flush, acks)", sink.stop))
 
     run_async(main)
 

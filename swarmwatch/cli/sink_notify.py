@@ -16,6 +16,7 @@ from swarmwatch.cli.common import (
     parse_connect_timeout,
     run_async,
     start_service,
+    stop_service,
 )
 
 
@@ -41,21 +42,21 @@ def sink_notify(
     connect_timeout_s = parse_connect_timeout(connect_timeout)
 
     async def main() -> int:
+        from swarmwatch.cancellation import close_connection
+
         from swarmwatch.connect import redact_url
         from swarmwatch.streams import wait_for_streams
 
         nc, stop = await start_service(nats, nats_cfg, "swarmwatch-sink-notify", log_level, log_json, connect_timeout_s)
         if not await wait_for_streams(nc.jetstream(), ("DERIVED",), stop):
-            await nc.close()
+            await close_connection(nc)
             return 0
         sink = NotifySink(nc, cfg)
         await sink.start()
         names = ", ".join(ch.redacted for ch in cfg.channels) or "(none: log only)"
         typer.echo(f"notify sink on {redact_url(nats)}: channels {names}; Ctrl-C stops it cleanly", err=True)
         await stop.wait()
-        await sink.stop()
-        await nc.drain()
-        return 0
+        return await stop_service(nc, ("the notify sink", sink.stop))
 
     run_async(main)
 
