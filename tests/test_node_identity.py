@@ -181,6 +181,22 @@ async def test_a_node_can_still_do_everything_it_needs_as_itself(fleet: dict) ->
     assert await _stored(admin, "sw.metrics.default.node-1") == 1
 
 
+async def test_the_server_stamps_no_sender_identity_so_the_subject_is_the_identity(fleet: dict) -> None:
+    """What a subscriber receives from node-1 carries no header naming the publisher: nothing to cross-check but the subject."""
+    attacker, admin = fleet["attacker"], fleet["admin"]
+    got: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    async def on_msg(msg: object) -> None:
+        if not got.done():
+            got.set_result(msg)
+
+    await admin.subscribe("sw.metrics.default.node-1", cb=on_msg)
+    await admin.flush()
+    await attacker.nc.publish(subjects.metrics("default", "node-1"), _batch("node-1"))
+    msg = await asyncio.wait_for(got, 10)
+    assert not getattr(msg, "headers", None)
+
+
 def test_the_processor_refuses_a_payload_that_names_another_node_than_its_subject() -> None:
     with pytest.raises(DecodeError, match="does not match payload"):
         decode_message(subjects.metrics("default", "node-1"), _batch("victim"))
