@@ -18,6 +18,7 @@ from rich.console import Console
 from swarmwatch.cli.common import install_stop_signals
 from processors.configfile import ConfigError
 from swarmwatch.config import Config
+from swarmwatch.cancellation import bounded, close_connection
 from swarmwatch.connect import ConnectStopped, connect
 from swarmwatch.logs import setup_logging
 from swarmwatch.pipeline import export_watches, make_runtime
@@ -25,6 +26,9 @@ from swarmwatch.server import EmbeddedServer, ServerError
 from swarmwatch.streams import ensure_streams
 
 log = logging.getLogger("swarmwatch.up")
+
+
+STOP_STEP_S = 30.0  # the longest one part may take to stop
 
 
 class Stack:
@@ -104,7 +108,7 @@ class Stack:
             self.url = self.server.url
             self._stoppers.append(("nats-server", self._stop_server))
         nc = await connect(self.url, cfg.nats, name="swarmwatch-up", timeout_s=self.connect_timeout_s, stop=self.stop_event)
-        self._stoppers.append(("connection", nc.drain))
+        self._stoppers.append(("connection", lambda: close_connection(nc)))
         r = cfg.retention
         await ensure_streams(nc.jetstream(), *r.limits())
         await self._start_sinks(nc)
@@ -193,12 +197,9 @@ class Stack:
             await asyncio.to_thread(self.server.stop)
 
     async def shutdown(self) -> None:
-        while self._stoppers:
+        while self._stoppers:  # each part within 30 s; a failure or overrun is logged, the rest still stop
             name, fn = self._stoppers.pop()
-            try:
-                await asyncio.wait_for(fn(), 30)
-            except Exception as exc:
-                log.warning("stopping %s failed: %s", name, exc)
+            await bounded(fn, STOP_STEP_S, name)
 
     def _banner(self) -> None:
         cfg = self.cfg
