@@ -359,6 +359,7 @@ async def run_producer(
         producer.detach()
         await publisher.close(close_timeout_s)
         producer.gpu.close()
+        producer.edges.close()
     result = publisher.counters()
     result["batches"] = float(made)
     result["invalid"] = float(producer.invalid)
