@@ -50,6 +50,7 @@ from sinks.compaction import DEFAULT_COMPACT_MAX_RECORDS, compact
 from sinks.retention import apply_retention
 from sinks.rows import message_rows, utc_date
 from sinks.segments import SegmentFormat, get_format, partition_dir, remove_temp_files, segment_name, write_atomic
+from swarmwatch.cancellation import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ DEFAULT_SELF_METRICS_INTERVAL_S = 10.0
 MAX_BACKOFF_S = 30.0
 DLQ_PUBLISH_TIMEOUT_S = 5.0
 STOP_FLUSH_ATTEMPTS = 3
+STOP_TASK_GRACE_S = 5.0  # the longest stop waits for a flush loop or timer to end
 
 
 class SinkError(RuntimeError):
@@ -303,13 +305,10 @@ class FileSink:
             if lane.puller is not None:
                 await lane.puller.stop()
             if lane.task is not None:
-                lane.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
+                await stop_task(lane.task, STOP_TASK_GRACE_S, f"{self.stage} flush loop")
                 lane.task = None
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await stop_task(t, STOP_TASK_GRACE_S, t.get_name())
         self._tasks = []
         for lane in self._lanes:
             for attempt in range(STOP_FLUSH_ATTEMPTS):
@@ -397,7 +396,8 @@ class FileSink:
             buf = lane.buf
             wait = interval if buf.msgs == 0 else max(0.0, interval - (time.monotonic() - buf.since))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: on 3.11 it can swallow stop()'s cancel
+                    await lane.wake.wait()
             lane.wake.clear()
             buf = lane.buf
             if buf.msgs == 0:
