@@ -66,39 +66,47 @@ def _commands(tmp_path: Path, url: str) -> dict[str, list[str]]:
 _WAITING = {"produce": "broker error"}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("command", ["process", "sink json", "sink api", "sink notify", "up --nats", "ingest otlp", "produce"])
-def test_a_service_waiting_for_an_unreachable_nats_stops_on_a_signal(command: str, sig: signal.Signals, tmp_path: Path) -> None:
-    if sig == signal.SIGINT and command != "process":
-        pytest.skip("SIGINT takes the same path as SIGTERM; one service shows it")
-    proc = _service(_commands(tmp_path, f"nats://127.0.0.1:{free_port()}")[command], tmp_path)
+SIGNALS = {"process": signal.SIGINT}  # SIGTERM for the others: both take the same path
+
+
+def test_every_service_waiting_for_an_unreachable_nats_stops_on_a_signal(tmp_path: Path) -> None:
+    """All at once (they are independent processes): each waits for the broker, gets its signal, exits 0."""
+    commands = _commands(tmp_path, f"nats://127.0.0.1:{free_port()}")
+    procs = {name: _service(args, tmp_path) for name, args in commands.items()}
     try:
-        _read_until(proc, _WAITING.get(command, WAITING))
-        proc.send_signal(sig)
-        code = proc.wait(timeout=20)
-        rest = proc.stderr.read().decode() if proc.stderr else ""
-        assert code == 0, rest
-        assert "Traceback" not in rest
+        for name, proc in procs.items():
+            _read_until(proc, _WAITING.get(name, WAITING))
+        for name, proc in procs.items():
+            proc.send_signal(SIGNALS.get(name, signal.SIGTERM))
+        for name, proc in procs.items():
+            code = proc.wait(timeout=30)
+            rest = proc.stderr.read().decode() if proc.stderr else ""
+            assert code == 0, (name, rest)
+            assert "Traceback" not in rest, (name, rest)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-@pytest.mark.parametrize("command", ["process", "sink notify", "up --nats"])  # start_service twice, Stack once
-def test_connect_timeout_gives_up_with_a_clear_error(command: str, tmp_path: Path) -> None:
+def test_connect_timeout_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
-    proc = _service([*_commands(tmp_path, url)[command], "--connect-timeout", "1s"], tmp_path)
+    commands = _commands(tmp_path, url)
+    procs = {name: _service([*commands[name], "--connect-timeout", "1s"], tmp_path)
+             for name in ("process", "sink notify", "up --nats")}  # start_service twice, Stack once
     try:
-        code = proc.wait(timeout=60)
-        err = proc.stderr.read().decode() if proc.stderr else ""
+        for name, proc in procs.items():
+            code = proc.wait(timeout=60)
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            assert code != 0, name
+            assert f"no NATS server answered at {url} within 1 s" in err, (name, err)
+            assert "Traceback" not in err, (name, err)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert code != 0
-    assert f"no NATS server answered at {url} within 1 s" in err
-    assert "Traceback" not in err
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_a_bad_connect_timeout_is_refused_with_the_value(tmp_path: Path) -> None:
