@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import nats
@@ -14,6 +15,27 @@ from processors import AlertTracker
 from schemas import AlertKind, Severity, encode
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
+
+
+class _Lines:
+    """Collects a process's stdout lines in a thread, so a test can wait for one without blocking the loop."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._t = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._t.start()
+
+    def _read(self, f: object) -> None:
+        for line in f:  # type: ignore[attr-defined]
+            self.lines.append(line.rstrip("\n"))
+
+    async def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in ln for ln in self.lines):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not printed within {timeout_s} s: {self.lines}")
+            await asyncio.sleep(0.05)
 
 
 async def test_alerts_shows_stored_and_live_alerts_readably(nats_server: EmbeddedServer) -> None:
@@ -27,17 +49,19 @@ async def test_alerts_shows_stored_and_live_alerts_readably(nats_server: Embedde
         [sys.executable, "-m", "swarmwatch", "alerts", "--nats", nats_server.url, "--since", "1h"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
     )
+    out = _Lines(proc)
     try:
-        await asyncio.sleep(3.0)
+        await out.wait_for("listening on")
         (live,) = tracker.update("lab", "box-1", False, time.time(), 40.0, metric="disk.percent", summary="disk back to 40 %")
         await nc.publish(live.subject, encode(live.message))
-        await asyncio.sleep(1.0)
+        await out.wait_for("RESOLVED")
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        err = proc.stderr.read() if proc.stderr else ""
         await nc.close()
-    lines = [ln for ln in out.splitlines() if "box-1" in ln]
-    assert len(lines) == 2, out + err
+    lines = [ln for ln in out.lines if "box-1" in ln]
+    assert len(lines) == 2, "\n".join(out.lines) + err
     assert "FIRING" in lines[0] and "critical" in lines[0] and "lab/box-1 disk_full" in lines[0] and "value=97" in lines[0]
     assert "RESOLVED" in lines[1] and "disk back to 40 %" in lines[1]
 
@@ -58,19 +82,22 @@ async def test_alerts_shows_what_is_firing_now_first_without_since(nats_server: 
         [sys.executable, "-m", "swarmwatch", "alerts", "--nats", nats_server.url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
     )
+    out = _Lines(proc)
     try:
-        await asyncio.sleep(3.0)
+        await out.wait_for("listening on")
         (new,) = tracker.update("lab", "d", True, time.time(), 99.0, metric="mem.percent", summary="d hot")
         await js.publish(new.subject, encode(new.message), headers={"Nats-Msg-Id": new.msg_id})
-        await asyncio.sleep(1.0)
+        await out.wait_for("lab/d")
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        err = proc.stderr.read() if proc.stderr else ""
         await nc.close()
-    lines = [ln for ln in out.splitlines() if "mem_high" in ln]
-    assert "firing now: 2" in out, out + err
+    text = "\n".join(out.lines) + err
+    lines = [ln for ln in out.lines if "mem_high" in ln]
+    assert any("firing now: 2" in ln for ln in out.lines), text
     nodes = [ln.split("lab/")[1].split()[0] for ln in lines]
-    assert sorted(nodes[:2]) == ["a", "c"] and nodes[2:] == ["d"], out + err  # b resolved: not firing now
+    assert sorted(nodes[:2]) == ["a", "c"] and nodes[2:] == ["d"], text  # b resolved: not firing now
     assert all("FIRING" in ln for ln in lines)
 
 
