@@ -12,7 +12,9 @@ Three parts, each on the same seeds:
 * ``held_out``: the same on a model the detector was not tuned on (softmax regression;
   tuning used the MLP), reported separately.
 
-``--part`` runs one part; ``--jsonl`` appends every run as it finishes (resumable logs).
+``--part`` runs one part; ``--jsonl`` appends every run as it finishes, and ``--resume
+LOG...`` reuses the runs those logs already hold (same configuration and seed), so a
+long benchmark can be split across processes and summarised at the end.
 """
 from __future__ import annotations
 
@@ -34,7 +36,18 @@ ALPHAS = (0.1, 0.3, 0.5, 1.0)
 FRACTIONS = (0.2, 0.3)
 
 
+_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+_KEY = ("dataset", "model", "clients", "alpha", "rounds", "attack", "attackers", "defence", "seed")
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in _KEY)
+
+
 def _run(cfg: FedConfig, log: Any) -> dict[str, Any]:
+    cached = _CACHE.get(_key({k: getattr(cfg, k) for k in _KEY}))
+    if cached is not None:
+        return cached
     t = time.perf_counter()
     res = run_federated(cfg)
     row = {
@@ -128,7 +141,13 @@ def main() -> None:
     ap.add_argument("--attacks", default=",".join(a for a in ATTACKS if a != "none"))
     ap.add_argument("--out", type=Path, default=None, help="write the JSON here as well")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one line per run here")
+    ap.add_argument("--resume", type=Path, nargs="*", default=[], help="reuse the runs these --jsonl logs hold")
     a = ap.parse_args()
+    for path in a.resume:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                _CACHE[_key(row)] = row
     attacks = tuple(x for x in a.attacks.split(",") if x)
     log = open(a.jsonl, "a") if a.jsonl else None
     result: dict[str, Any] = {"bench": "byzantine_real", "python": platform.python_version(), "numpy": np.__version__}

@@ -203,3 +203,21 @@ def test_a_training_run_that_restarts_its_round_numbers_starts_afresh() -> None:
     results = run(det, fleet, range(0, 3))
     assert [r.round for r in results] == [0, 1, 2]
     assert det.counts["restarts"] == 1
+
+
+def test_an_honest_node_odd_for_a_few_scattered_rounds_is_not_flagged_and_regains_full_trust() -> None:
+    fleet = SyntheticFleet(nodes=30, attackers=0, seed=31)
+    odd_node, odd_rounds = fleet.names[5], {20, 26, 32, 44}
+    det = ClusterDetector()
+    trust: list[float] = []
+    for r in range(70):
+        for rep in fleet.round(r):
+            sketch = -3.0 * rep.sketch if rep.node == odd_node and r in odd_rounds else rep.sketch
+            norm = float(np.linalg.norm(sketch))
+            det.add(rep.node, r, norm, rep.loss, sketch, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        assert not any(v.flagged for v in res.verdicts), [(v.node, v.reason) for v in res.verdicts if v.flagged]
+        trust += [v.trust for v in res.verdicts if v.node == odd_node]
+    # four far-off rounds within 32 would once have flagged it; far-off rounds now count for 16
+    assert min(trust) < 0.95 and trust[-1] > 0.95

@@ -9,14 +9,23 @@ fleet's median/MAD:
   node's: updates that point away (sign flip, inner-product manipulation) or
   nowhere (noise, free-riding) align far less than honest ones, however noisy.
 * ``norm_high`` / ``norm_low``  update norm over the round's median.
-* ``similarity`` largest cosine with another sketch of this round or the
-  previous one, as a robust z (collusion, replayed work). A copied victim is
-  not blamed: the hit goes to the end of the pair that copies habitually.
+* ``direction``  cosine with the node's own usual direction: an update that
+  turns against the node's own past (sign or label flipping of a non-IID client).
+* ``similarity`` closeness (-log distance of unit directions) to another sketch
+  of this round or the previous one, as a robust z, or an exact copy (collusion,
+  replayed work, copying). A copied victim is not blamed: the hit goes to the
+  end of the pair that copies habitually.
 * ``loss``       reported loss over the round's median (not learning, lying).
 * ``norm_consistency``  reported norm over sketch norm, against the fleet.
 * ``too_close``  distance to the consensus far below the fleet's (sending the
   aggregate back, ALIE with few colluders).
 * ``stale``      fits an earlier round's consensus better than this round's.
+
+Honest fleets are heterogeneous (non-IID clients point their own way, clients
+with fewer local steps send smaller updates, converging updates resemble earlier
+rounds), so norm, loss, distance, alignment, staleness and direction are judged
+against each node's own usual level as well as the fleet's: what counts is a
+departure from what the node usually does.
 
 Per-round scores (standard deviations past each test's margin, clipped) go into
 a ring buffer of ``window_rounds`` rounds per node and are tested over several
@@ -109,7 +118,7 @@ class DetectorConfig:
     drift_sd: float = 6.0  # ... and this many robust sd above the fleet's (log) persistent deviations
     cluster_sd: float = 6.0  # pairwise cosine of persistent deviations, in sd of independent vectors
     direction_fraction: float = 0.5  # updates agreeing with the node's own past less than this x the typical node's
-    stale_sd: float = 2.0  # robust sd past the round's typical fit to an earlier consensus
+    stale_sd: float = 3.0  # robust sd past the round's typical fit to an earlier consensus
     min_hit_rounds: int = 4  # rounds past the confidence level (within hit_horizon_rounds) that flag alone
     hit_horizon_rounds: int = 16  # how long a round far past the confidence level counts (evidence expires)
     own_half_life_rounds: float = 4.0  # memory of each node's own usual score level
