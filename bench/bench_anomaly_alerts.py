@@ -179,10 +179,22 @@ def main() -> None:
     constant = {n for k in ("idle", "loaded") for n, v in rec[k].items() if len({x for x in v if x == x}) == 1}
     out["constant_series"] = len(constant)
     out["constant_series_alerts"] = sum(1 for a in clean["fired"] if a["series"] in constant)
+    # caused by the outage: alerts from its start to 10 minutes after it, beyond those the clean run had then
+    near = lambda fired: [a for a in fired if OUTAGE_AT_S <= a["t_s"] < OUTAGE_AT_S + OUTAGE_S + 600]  # noqa: E731
     key = lambda a: (a["node"], a["series"], a["t_s"])  # noqa: E731
-    base = {key(a) for a in clean["fired"]}
-    caused = [a for a in with_outage["fired"] if key(a) not in base]
-    out["outage"] = {"seconds": OUTAGE_S, "at_s": OUTAGE_AT_S, "alerts_caused": len(caused), "late_samples_skipped": with_outage["late_skipped"], "examples": caused[:8]}
+    base = {key(a) for a in near(clean["fired"])}
+    caused = [a for a in near(with_outage["fired"]) if key(a) not in base]
+    out["outage"] = {
+        "seconds": OUTAGE_S,
+        "at_s": OUTAGE_AT_S,
+        "alerts_caused": max(0, len(near(with_outage["fired"])) - len(near(clean["fired"]))),
+        "alerts_near_outage": len(near(with_outage["fired"])),
+        "alerts_near_same_time_clean_run": len(near(clean["fired"])),
+        "alerts_whole_run": len(with_outage["fired"]),
+        "alerts_whole_clean_run": len(clean["fired"]),
+        "late_samples_skipped": with_outage["late_skipped"],
+        "examples": caused[:8],
+    }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
 

@@ -73,6 +73,10 @@ class AnomalyDetector(ABC):
         """What the detector currently takes as normal (for alert details)."""
         return {}
 
+    def learn_quietly(self, x: float, ts: float | None = None) -> None:
+        """Learn ``x`` without it counting as a detection (points in a grace period after a gap)."""
+        self.learn_one(x, ts)
+
     def break_sequence(self) -> None:
         """The series had a gap: forget short-term context (previous value, rolling means), keep the baseline."""
 

@@ -147,13 +147,16 @@ class TailCalibrator:
             stop = min(len(sv), start + (self.cap - self.n))  # the next halving point
             seg_b, seg_s = b[start:stop], sv[start:stop]
             m = stop - start
-            onehot = np.zeros((m, BINS), dtype=np.int32)
-            onehot[np.arange(m), seg_b] = 1
-            before = np.cumsum(onehot, axis=0) - onehot + self.counts  # counts before each row
-            n_before = self.n + np.arange(m)
-            tot_ge = np.cumsum(before[:, ::-1], axis=1)[:, ::-1]  # counts in bins >= k
-            ge = tot_ge[np.arange(m), seg_b]
-            eq = before[np.arange(m), seg_b]
+            rows = np.arange(m)
+            # only the bins this chunk uses: counts before each row = held counts + earlier rows of the chunk
+            uniq, inv = np.unique(seg_b, return_inverse=True)
+            onehot = np.zeros((m, len(uniq)), dtype=np.int32)
+            onehot[rows, inv] = 1
+            within = np.cumsum(onehot, axis=0) - onehot
+            held_ge = np.cumsum(self.counts[::-1])[::-1]  # held counts in bins >= k
+            ge = held_ge[seg_b] + np.cumsum(within[:, ::-1], axis=1)[:, ::-1][rows, inv]
+            eq = self.counts[seg_b] + within[rows, inv]
+            n_before = self.n + rows
             tail_in = (ge - eq + 0.5 * eq + 1.0) / (n_before + 1.0)
             prev_max = np.maximum.accumulate(np.concatenate(([self.s_max], seg_s)))[:-1]
             rec = (seg_s > prev_max) & (prev_max > 0.0)
@@ -164,7 +167,7 @@ class TailCalibrator:
             tail_out = np.exp(-(seg_s - prev_max) / sigma) / (n_before + 1.0)
             r = np.where(seg_s > prev_max, 1.0 - tail_out, np.maximum(0.0, 1.0 - tail_in))
             res[start:stop] = np.where((seg_s > 0.0) & (n_before >= self.min_history), r, 0.0)
-            self.counts = (before[-1] + onehot[-1]).astype(np.int32)
+            self.counts = (self.counts + np.bincount(seg_b, minlength=BINS)).astype(np.int32)
             self.n += m
             self.s_max = float(max(self.s_max, seg_s.max()))
             self.exc_sum = float(cs[-1])

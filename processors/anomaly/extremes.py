@@ -57,7 +57,7 @@ class ExtremesDetector(AnomalyDetector):
     """
 
     name = "extremes"
-    _STATE = ("n", "buf", "hi", "lo", "exc_sum", "exc_n", "first_ts", "snaps")
+    _STATE = ("n", "buf", "hi", "lo", "exc_sum", "exc_n", "first_ts", "snaps", "refill")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class ExtremesDetector(AnomalyDetector):
         self.buf: deque[float] = deque(maxlen=max(self.windows))
         self.hi = [-math.inf] * len(self.windows)
         self.lo = [math.inf] * len(self.windows)
+        self.refill = 0  # points still missing from the rolling windows after a gap
         self._cache: tuple[float, list[float]] | None = None
 
     def _features(self, x: float) -> list[float]:
@@ -101,6 +102,9 @@ class ExtremesDetector(AnomalyDetector):
         vals = list(self.buf)
         feats = []
         for w in self.windows:
+            if self.refill and len(vals) < w - 1:
+                feats.append(math.nan)  # a rolling mean still refilling after a gap: neither scored nor learned
+                continue
             tail = vals[max(0, len(vals) - (w - 1)):] if w > 1 else []
             feats.append((math.fsum(tail) + x) / (len(tail) + 1))
         self._cache = (x, feats)
@@ -117,17 +121,17 @@ class ExtremesDetector(AnomalyDetector):
         if not math.isfinite(x) or self.n < self.warmup or self._young(ts):
             return math.nan
         feats = self._features(x)
-        e = max(exceedance(f, h, l) for f, h, l in zip(feats, self.hi, self.lo))
+        e = max(exceedance(f, h, l) for f, h, l in zip(feats, self.hi, self.lo) if f == f)
         if e > 0.0 and self.lag_blocks and len(self.snaps) == self.snaps.maxlen:
             his, los = self.snaps[0]
-            e = max(e, max(exceedance(f, h, l) for f, h, l in zip(feats, his, los)))
+            e = max(e, max(exceedance(f, h, l) for f, h, l in zip(feats, his, los) if f == f))
         return e
 
     def _record(self, x: float, ts: float | None) -> float:
         """Exceedance over the current all-time range only (what the tail scale is fitted to)."""
         if not math.isfinite(x) or self.n < self.warmup or self._young(ts):
             return math.nan
-        return max(exceedance(f, h, l) for f, h, l in zip(self._features(x), self.hi, self.lo))
+        return max(exceedance(f, h, l) for f, h, l in zip(self._features(x), self.hi, self.lo) if f == f)
 
     def score_one(self, x: float, ts: float | None = None) -> float:
         sigma = fitted_scale(self.scale, self.prior_n, self.exc_sum, self.exc_n)
@@ -143,6 +147,8 @@ class ExtremesDetector(AnomalyDetector):
         if self.first_ts is None and ts is not None and math.isfinite(ts):
             self.first_ts = float(ts)
         for k, f in enumerate(self._features(x)):
+            if f != f:
+                continue
             if f > self.hi[k]:
                 self.hi[k] = f
             if f < self.lo[k]:
@@ -150,6 +156,7 @@ class ExtremesDetector(AnomalyDetector):
         self.buf.append(x)
         self.n += 1
         self._cache = None
+        self.refill = max(0, self.refill - 1)
         if self.lag_blocks and self.n % LAG_BLOCK == 0:
             self.snaps.append([list(self.hi), list(self.lo)])
 
@@ -214,3 +221,9 @@ class ExtremesDetector(AnomalyDetector):
             return {}
         level = sum(self.buf) / len(self.buf)
         return {"level": level, "low": self.lo[0], "high": self.hi[0]}
+
+    def break_sequence(self) -> None:
+        """After a gap: rolling means refill from points after it before they count again."""
+        self.buf.clear()
+        self.refill = max(self.windows) - 1
+        self._cache = None

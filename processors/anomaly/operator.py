@@ -26,8 +26,10 @@ How data arrives never pages and never teaches:
   outage the series is scored against the baseline it had before;
 * a gap in a series (a step more than ``GAP_FACTOR`` times its usual
   interval) breaks its short-term context: the next point has no previous
-  value (the jump across the gap is not a transition the series made), and a
-  counter re-primes instead of reporting the average over the gap.
+  value (the jump across the gap is not a transition the series made), a
+  counter re-primes instead of reporting the average over the gap, and the
+  next ``GRACE_POINTS`` points are learned but cannot start an alert while the
+  short-term context refills.
 
 The catch-all family runs the same detector at the same threshold as
 ``swarmwatch backtest anomaly`` (:data:`~processors.anomaly.base.DEFAULT_THRESHOLD`);
@@ -57,6 +59,7 @@ DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
 DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
 DEFAULT_LATE_AFTER_S = 10.0  # a sample older than this on arrival is replayed/late: not scored, not learned
 GAP_FACTOR = 5.0  # a step this many times a series' usual interval is a gap
+GRACE_POINTS = 20  # points after a gap that are learned but cannot start an alert (the rolling window refills)
 ANOMALY_RULE = "anomaly"
 ERROR_SPIKE_RULE = "error_rate_spike"
 _MAX_NAME_CACHE = 100_000
@@ -129,6 +132,7 @@ class _Series:
     last_ts: float = -math.inf
     last_raw: float | None = None  # counters: the previous cumulative value
     interval_s: float = math.inf  # smallest step seen between samples (seconds)
+    grace: int = 0  # points left in the grace period after a gap
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
 
@@ -239,6 +243,7 @@ class AnomalyOperator(Operator):
                 gap = dt > GAP_FACTOR * st.interval_s
                 if gap:
                     det.break_sequence()
+                    st.grace = GRACE_POINTS
                     self.stats.inc("gaps")
                 else:
                     st.interval_s = min(st.interval_s, dt)
@@ -252,6 +257,11 @@ class AnomalyOperator(Operator):
                     continue
                 x = (x - prev) / (ts - prev_ts)
             st.last_ts = ts
+            if st.grace > 0:
+                st.grace -= 1
+                det.learn_quietly(x, ts)
+                st.window.append((ts, x))
+                continue
             score = det.score_one(x, ts)
             before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
             det.learn_one(x, ts)

@@ -58,6 +58,16 @@ class RestPeriod(AnomalyDetector):
         self.last_raw = raw
         self.since_hit = 0 if raw >= self.threshold else min(self.since_hit + 1, self.rest)
 
+    def learn_quietly(self, x: float, ts: float | None = None) -> None:
+        if not math.isfinite(x):
+            return
+        self._cache = None
+        self.inner.learn_one(x, ts)
+        self.since_hit = min(self.since_hit + 1, self.rest)
+
+    def break_sequence(self) -> None:
+        self.inner.break_sequence()
+
     @property
     def active(self) -> bool:
         """True from a detection until ``rest`` points pass without another."""
