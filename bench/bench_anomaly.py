@@ -29,7 +29,10 @@ from msgspec import msgpack
 from processors.anomaly import AnomalyOperator, default_detector, read_series, run_backtest
 from schemas import MetricBatch, Sample
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "evals" / "nab" / "data"
+DEFAULT_DATA = next(
+    (up / "shared" / "evals" / "nab" / "data" for up in Path(__file__).resolve().parents if (up / "shared" / "evals" / "nab" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "evals" / "nab" / "data",
+)
 
 
 def best(fn: object, repeat: int) -> float:
