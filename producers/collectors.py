@@ -119,6 +119,9 @@ class SystemCollector:
         Edge sampling publishes CPU over the time up to a crossing; the next
         regular sample then covers only the time after it, so the two never overlap.
         """
+        last = self._last_cpu
+        if last is not None and len(last) == len(cores) and cores and cores[0][0] < last[0][0]:
+            return  # the regular sample has already moved past this reading
         self._last_cpu = list(cores)
 
     def _cpu_extras(self, out: SampleBuffer) -> None:

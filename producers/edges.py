@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -122,8 +123,17 @@ def _series(labels: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
     return () if not labels else tuple(sorted(labels.items()))
 
 
+OnCrossing = Callable[[list[Sample], "CpuReading | None"], None]
+"""Called from the sampler thread with the fast samples and the CPU reading they were computed up to."""
+
+
 class EdgeSampler:
     """Fast sampling and crossing detection for the watched thresholds (no NATS here).
+
+    :meth:`start` runs the fast reads in a small thread of their own: a
+    sleeping thread wakes for a third of what an event-loop timer costs, and
+    the producer's event loop is woken only for a crossing. Every method is
+    safe to call from any thread.
 
     ``crossings`` counts threshold crossings seen; ``suppressed`` those whose
     edge batch the rate limit left to the regular tick.
@@ -156,10 +166,59 @@ class EdgeSampler:
         self._meminfo = _ProcFile("/proc/meminfo", 256)  # MemTotal, MemFree and MemAvailable are its first lines
         self._tokens = max_batches_per_s
         self._tokens_at = time.monotonic()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the sampler thread ---------------------------------------------------
+    def start(self, hz: float, on_crossing: OnCrossing) -> None:
+        """Sample the watched cheap sources ``hz`` times a second in a daemon thread; call ``on_crossing`` on a crossing."""
+        if self._thread is not None:
+            return
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._run, args=(1.0 / hz, on_crossing), name="swarmwatch-edges", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self, period: float, on_crossing: OnCrossing) -> None:
+        due = time.monotonic()
+        while not self._halt.is_set():
+            if not self._need:  # nothing watched that can be read fast: wait for new watches
+                self._wake.wait(1.0)
+                self._wake.clear()
+                due = time.monotonic()
+                continue
+            try:
+                with self._lock:
+                    samples = self.sample()
+                    hit = bool(samples) and self.crossed(samples) and self.admit()
+                    reading = self._last_cpu
+                if hit:
+                    on_crossing(samples, reading)
+            except Exception:  # noqa: BLE001 - a bug here must not end edge sampling silently
+                self.errors += 1
+                log.exception("edge sampling failed; carrying on")
+            due += period
+            now = time.monotonic()
+            if due < now:  # fell behind (suspended, overloaded): skip, do not burst
+                due = now + period
+            time.sleep(due - now)
 
     # --- watches --------------------------------------------------------------
     def set_watches(self, watches: Iterable[Watch]) -> None:
         """Replace the watched thresholds; crossing state is kept for thresholds that did not change."""
+        with self._lock:
+            self._set_watches(watches)
+        self._wake.set()
+
+    def _set_watches(self, watches: Iterable[Watch]) -> None:
         self.watches = list(watches)
         keep = {_watch_key(w) for w in self.watches}
         self._state = {k: v for k, v in self._state.items() if k[0] in keep}
@@ -196,6 +255,10 @@ class EdgeSampler:
         a value already past its threshold (a new watch, a gauge first set high)
         is published at once too; the processor decides whether that is news.
         """
+        with self._lock:
+            return self._crossed(samples)
+
+    def _crossed(self, samples: Iterable[Sample]) -> bool:
         hit = False
         for s in samples:
             for w, wk in self._matching(s.name):
@@ -213,6 +276,10 @@ class EdgeSampler:
     def admit(self, now_s: float | None = None) -> bool:
         """Take one edge batch from the rate limit; False (counted in ``suppressed``) when it is spent."""
         now = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            return self._admit(now)
+
+    def _admit(self, now: float) -> bool:
         self._tokens = min(self.max_batches_per_s, self._tokens + max(0.0, now - self._tokens_at) * self.max_batches_per_s)
         self._tokens_at = now
         if self._tokens >= 1.0:
@@ -223,7 +290,11 @@ class EdgeSampler:
 
     # --- fast sampling --------------------------------------------------------
     def sample(self) -> list[Sample]:
-        """Read the watched cheap sources now (about 0.1 ms); CPU is over the time since the last call."""
+        """Read the watched cheap sources now (about 60 µs); CPU % is over the last ``CPU_WINDOW_SAMPLES`` calls."""
+        with self._lock:
+            return self._sample()
+
+    def _sample(self) -> list[Sample]:
         out = SampleBuffer()
         need = self._need
         try:
@@ -305,13 +376,16 @@ class EdgeSampler:
             out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
 
     def close(self) -> None:
-        self._stat.close()
-        self._meminfo.close()
+        self.stop()
+        with self._lock:
+            self._stat.close()
+            self._meminfo.close()
 
-    def rebase_system_cpu(self) -> None:
-        """After an edge batch with CPU: the regular CPU sample restarts from the same reading."""
-        if self.system is not None and self._last_cpu is not None:
-            self.system.rebase_cpu(self._last_cpu)
+    def rebase_system_cpu(self, reading: CpuReading | None = None) -> None:
+        """After an edge batch with CPU: the regular CPU sample restarts from the reading the edge sample ended at."""
+        reading = reading if reading is not None else self._last_cpu
+        if self.system is not None and reading is not None:
+            self.system.rebase_cpu(reading)
 
 
 async def follow_watches(

@@ -215,28 +215,35 @@ class Producer:
             self.registry.on_gauge = None
             self.registry.on_event = None
 
-    async def run_edges(self, hz: float, stop: asyncio.Event, changed: asyncio.Event) -> None:
-        """Sample the watched cheap sources ``hz`` times a second; publish a batch on a crossing."""
-        period = 1.0 / hz
-        while not stop.is_set():
-            if not self.edges.active:  # nothing watched that we can sample fast: wait for new watches
-                changed.clear()
-                waiter = asyncio.ensure_future(changed.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                continue
-            next_s = time.monotonic() + period
-            samples = self.edges.sample()
-            if samples and self.edges.crossed(samples) and self.edges.admit():
-                try:
-                    await self.publish_edge(samples)
-                except Exception:  # noqa: BLE001 - counted like a failed tick, never fatal
-                    self.tick_errors += 1
-                    log.exception("edge batch failed; carrying on")
-                self.edges.rebase_system_cpu()
-            await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+    async def run_edges(self, hz: float, stop: asyncio.Event) -> None:
+        """Sample the watched cheap sources ``hz`` times a second (in the sampler's thread); publish a batch on a crossing."""
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[Any]] = set()
+
+        async def publish(samples: list[Sample]) -> None:
+            try:
+                await self.publish_edge(samples)
+            except Exception:  # noqa: BLE001 - counted like a failed tick, never fatal
+                self.tick_errors += 1
+                log.exception("edge batch failed; carrying on")
+
+        def publish_here(samples: list[Sample], reading: Any) -> None:
+            if reading is not None and any(s.name.startswith("cpu.") for s in samples):
+                self.edges.rebase_system_cpu(reading)
+            t = loop.create_task(publish(samples))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+        def on_crossing(samples: list[Sample], reading: Any) -> None:  # in the sampler thread
+            loop.call_soon_threadsafe(publish_here, samples, reading)
+
+        self.edges.start(hz, on_crossing)
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.to_thread(self.edges.stop)
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
 
 
 async def run_producer(
@@ -305,17 +312,12 @@ async def run_producer(
     stop = stop or asyncio.Event()
     producer.attach(asyncio.get_running_loop())
     if edge_hz > 0:
-        changed = asyncio.Event()
-
-        def on_watches(watches: list[Any]) -> None:
-            producer.edges.set_watches(watches)
-            changed.set()
 
         async def watch_task(pub: Publisher, stop_ev: asyncio.Event) -> None:
-            await follow_watches(pub, on_watches, stop_ev)
+            await follow_watches(pub, producer.edges.set_watches, stop_ev)
 
         async def edge_task(pub: Publisher, stop_ev: asyncio.Event) -> None:
-            await producer.run_edges(edge_hz, stop_ev, changed)
+            await producer.run_edges(edge_hz, stop_ev)
 
         tasks = [*tasks, watch_task, edge_task]
     await publisher.start()

@@ -71,6 +71,22 @@ def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_th
     assert system._last_cpu == edges._last_cpu
 
 
+def test_the_sampler_thread_reports_a_crossing_and_stops() -> None:
+    import threading
+
+    edges = EdgeSampler(per_core=False)
+    got: list[list[Sample]] = []
+    seen = threading.Event()
+    edges.set_watches([Watch("mem.percent", ">", -1.0)])  # always past it: the first fast sample is a crossing
+    edges.start(50.0, lambda samples, reading: (got.append(samples), seen.set()))
+    try:
+        assert seen.wait(10)
+    finally:
+        edges.close()
+    assert [s.name for s in got[0]] == ["mem.percent"] and edges.crossings >= 1
+    assert edges._thread is None
+
+
 def test_the_rate_limit_leaves_extra_crossings_to_the_regular_tick() -> None:
     edges = EdgeSampler(max_batches_per_s=2.0)
     assert [edges.admit(100.0) for _ in range(3)] == [True, True, False]
