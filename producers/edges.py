@@ -103,6 +103,19 @@ def parse_proc_stat(data: bytes) -> CpuReading:
     return out
 
 
+def parse_proc_stat_total(data: bytes) -> tuple[float, float, float]:
+    """(total, busy, iowait) seconds of all CPUs together, from /proc/stat's first line only."""
+    line = data[: data.find(b"\n")]
+    vals = [int(x) / _CLK_TCK for x in line.split()[1:11]]
+    total = sum(vals)
+    if len(vals) > 8:
+        total -= vals[8]
+    if len(vals) > 9:
+        total -= vals[9]
+    iowait = vals[4] if len(vals) > 4 else 0.0
+    return (total, total - (vals[3] + iowait), iowait)
+
+
 def parse_meminfo(data: bytes) -> dict[str, int]:
     """The first /proc/meminfo fields (MemTotal, MemFree, MemAvailable) in bytes."""
     out: dict[str, int] = {}
@@ -352,12 +365,17 @@ class EdgeSampler:
         return now
 
     def _cpu(self, out: SampleBuffer) -> None:
-        now = self._read_cpu()
+        if self._percore:
+            now = self._read_cpu()
+            self._last_cpu = now
+        else:  # all CPUs as one: the first line of /proc/stat is enough (cheap on a 64-core box too)
+            raw = self._stat.read()
+            now = [parse_proc_stat_total(raw)] if raw else [tuple(map(sum, zip(*self._read_cpu())))]  # type: ignore[list-item]
+            self._last_cpu = None
         hist = self._cpu_hist
         if hist and len(hist[-1]) != len(now):
             hist.clear()
         hist.append(now)
-        self._last_cpu = now
         if len(hist) < 2:
             return
         last = hist[0]  # CPU % over the last CPU_WINDOW_SAMPLES fast periods
@@ -372,8 +390,10 @@ class EdgeSampler:
             if self._percore:
                 out.add("cpu.percent", min(100.0, 100.0 * db / dt), "%", {"core": str(i)})
         if sum_dt > 0:
-            out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
-            out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
+            if "cpu.percent" in self._need:
+                out.add("cpu.percent", min(100.0, 100.0 * sum_busy / sum_dt), "%")
+            if "cpu.iowait_percent" in self._need:
+                out.add("cpu.iowait_percent", min(100.0, 100.0 * sum_wait / sum_dt), "%")
 
     def close(self) -> None:
         self.stop()
@@ -382,10 +402,16 @@ class EdgeSampler:
             self._meminfo.close()
 
     def rebase_system_cpu(self, reading: CpuReading | None = None) -> None:
-        """After an edge batch with CPU: the regular CPU sample restarts from the reading the edge sample ended at."""
-        reading = reading if reading is not None else self._last_cpu
-        if self.system is not None and reading is not None:
-            self.system.rebase_cpu(reading)
+        """After an edge batch with CPU: the regular CPU sample restarts from the reading the edge sample ended at.
+
+        Without a per-core reading (only total CPU is watched) the cores are read now.
+        """
+        if self.system is None:
+            return
+        if reading is None:
+            with self._lock:
+                reading = self._read_cpu()
+        self.system.rebase_cpu(reading)
 
 
 async def follow_watches(

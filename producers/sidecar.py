@@ -228,7 +228,7 @@ class Producer:
                 log.exception("edge batch failed; carrying on")
 
         def publish_here(samples: list[Sample], reading: Any) -> None:
-            if reading is not None and any(s.name.startswith("cpu.") for s in samples):
+            if any(s.name.startswith("cpu.") for s in samples):
                 self.edges.rebase_system_cpu(reading)
             t = loop.create_task(publish(samples))
             pending.add(t)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import pytest
@@ -58,6 +59,8 @@ def test_label_rules_of_the_watch_apply_and_series_are_tracked_separately() -> N
 
 
 def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_the_regular_sample() -> None:
+    import psutil
+
     system = SystemCollector(per_core=False)
     edges = EdgeSampler(system, per_core=False)
     assert not edges.active and edges.sample() == []
@@ -65,10 +68,23 @@ def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_th
     names = {s.name for s in edges.sample()}
     assert names == {"mem.percent", "mem.available_bytes", "mem.used_bytes"}
     edges.set_watches([Watch("cpu.percent", ">", 95.0, labels={})])
-    edges.sample()
-    edges.sample()
-    edges.rebase_system_cpu()
+    for _ in range(3):  # let the kernel's CPU counters advance between reads
+        got = {s.name for s in edges.sample()}
+        time.sleep(0.05)
+    assert got == {"cpu.percent"}  # total only: iowait is not watched
+    edges.rebase_system_cpu()  # total only: the cores are read for the regular sample's baseline
+    assert system._last_cpu is not None and len(system._last_cpu) == psutil.cpu_count()
+    edges.close()
+    system = SystemCollector(per_core=True)
+    edges = EdgeSampler(system, per_core=True)
+    edges.set_watches([Watch("cpu.percent", ">", 95.0)])  # any series: per core too
+    for _ in range(3):
+        got = {str(s.labels) for s in edges.sample()}
+        time.sleep(0.05)
+    assert got == {"None", *(str({"core": str(i)}) for i in range(psutil.cpu_count()))}
+    edges.rebase_system_cpu(edges._last_cpu)
     assert system._last_cpu == edges._last_cpu
+    edges.close()
 
 
 def test_the_sampler_thread_reports_a_crossing_and_stops() -> None:
