@@ -5,12 +5,12 @@
 Protocol (prints one JSON object):
 
 1. The grid is a handful of detector configurations (``GRIDS``) times a
-   handful of alert thresholds. Each configuration's scores per file are
+   handful of alert thresholds and rest periods. Each configuration's scores per file are
    computed once with the product's own ``default_detector`` (the ensemble
    score before the rest period), cached on disk, and the rest period is
    applied per threshold by the product's ``RestPeriod``.
-2. For each of the five visible categories C: the (configuration, threshold)
-   with the best NAB standard score on the *other four* categories at that
+2. For each of the five visible categories C: the (configuration, threshold,
+   rest period) with the best NAB standard score on the *other four* categories at that
    fixed threshold is chosen, and C is scored at that fixed threshold with the
    independent scorer ``nabscore.py``. No sweep on C, nothing seen of C.
 3. The shipped constants are the choice the folds agree on (the most frequent;
@@ -45,6 +45,7 @@ from processors.anomaly.registry import default_detector
 from processors.anomaly.suppression import DEFAULT_REST, RestPeriod
 
 STANDARD = {"tp": 1.0, "fp": 0.11, "fn": 1.0}
+RESTS = (20, 40, 80)  # points muted after a detection (RestPeriod)
 THRESHOLDS = (0.9995, 0.9998, 0.9999, 0.99995)  # all above 1 - 1.5 / (cap + 1): only points beyond the history page
 
 # Each entry: default_detector keyword arguments other than threshold and rest.
@@ -146,9 +147,9 @@ def ensemble_scores(corpus: Corpus, config: dict[str, Any], cache: Path) -> dict
     return out
 
 
-def with_rest(raw: dict[str, np.ndarray], corpus: Corpus, threshold: float) -> dict[str, np.ndarray]:
+def with_rest(raw: dict[str, np.ndarray], corpus: Corpus, threshold: float, rest: int = DEFAULT_REST) -> dict[str, np.ndarray]:
     """The product's RestPeriod at ``threshold`` over cached ensemble scores."""
-    return {f["rel"]: RestPeriod(_Cached(raw[f["rel"]]), threshold=threshold, rest=DEFAULT_REST).score_many(f["v"]) for f in corpus.files}
+    return {f["rel"]: RestPeriod(_Cached(raw[f["rel"]]), threshold=threshold, rest=rest).score_many(f["v"]) for f in corpus.files}
 
 
 def main() -> None:
@@ -164,32 +165,50 @@ def main() -> None:
     for ci, cfg in enumerate(configs):
         raw = ensemble_scores(corpus, cfg, args.cache)
         for thr in THRESHOLDS:
-            flagged = with_rest(raw, corpus, thr)
-            per_cat = {c: corpus.score(flagged, [c], thr) for c in corpus.categories}
-            cands.append({"config": ci, "threshold": thr, "flagged": flagged, "per_cat": per_cat})
+            for rest in RESTS:
+                flagged = with_rest(raw, corpus, thr, rest)
+                per_cat = {c: corpus.score(flagged, [c], thr) for c in corpus.categories}
+                cands.append({"config": ci, "threshold": thr, "rest": rest, "flagged": flagged, "per_cat": per_cat})
         print(f"config {ci + 1}/{len(configs)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     folds = []
     for held in corpus.categories:
         train = [c for c in corpus.categories if c != held]
         best = max(cands, key=lambda k: (corpus.score(k["flagged"], train, k["threshold"])["normalized"], k["threshold"]))
         tr = corpus.score(best["flagged"], train, best["threshold"])
-        folds.append({"held_out": held, "config": best["config"], "threshold": best["threshold"], "train_score": round(tr["normalized"], 2), "held_out_score": best["per_cat"][held]})
-    votes = Counter((f["config"], f["threshold"]) for f in folds)
+        folds.append(
+            {
+                "held_out": held,
+                "config": best["config"],
+                "threshold": best["threshold"],
+                "rest": best["rest"],
+                "train_score": round(tr["normalized"], 2),
+                "held_out_score": best["per_cat"][held],
+            }
+        )
+    votes = Counter((f["config"], f["threshold"], f["rest"]) for f in folds)
     top = max(votes.values())
     tied = [k for k, n in votes.items() if n == top]
-    shipped_key = max(tied, key=lambda k: min(f["train_score"] for f in folds if (f["config"], f["threshold"]) == k))
-    shipped = next(k for k in cands if (k["config"], k["threshold"]) == shipped_key)
+    shipped_key = max(tied, key=lambda k: min(f["train_score"] for f in folds if (f["config"], f["threshold"], f["rest"]) == k))
+    shipped = next(k for k in cands if (k["config"], k["threshold"], k["rest"]) == shipped_key)
     full = corpus.score(shipped["flagged"], corpus.categories, shipped["threshold"])
     windowed = [f["held_out_score"]["normalized"] for f in folds if f["held_out_score"]["windows"]]
     print(json.dumps({
         "grid": args.grid,
         "configs": len(configs),
         "thresholds": list(THRESHOLDS),
+        "rests": list(RESTS),
         "folds": [{**f, "held_out_score": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in f["held_out_score"].items()}} for f in folds],
         "loco_mean_windowed": round(float(np.mean(windowed)), 2),
         "loco_worst_windowed": round(float(np.min(windowed)), 2),
         "loco_mean_all5": round(float(np.mean([f["held_out_score"]["normalized"] for f in folds])), 2),
-        "shipped": {"config": configs[shipped_key[0]], "threshold": shipped_key[1], "votes": top, "product_default_threshold": DEFAULT_THRESHOLD},
+        "shipped": {
+            "config": configs[shipped_key[0]],
+            "threshold": shipped_key[1],
+            "rest": shipped_key[2],
+            "votes": top,
+            "product_default_threshold": DEFAULT_THRESHOLD,
+            "product_default_rest": DEFAULT_REST,
+        },
         "full_visible_at_shipped": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in full.items()},
         "per_category_at_shipped": {c: round(shipped["per_cat"][c]["normalized"], 2) for c in corpus.categories},
         "seconds": round(time.perf_counter() - t0, 1),

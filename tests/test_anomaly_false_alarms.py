@@ -125,3 +125,14 @@ def test_live_operator_and_backtest_run_the_same_detector_at_the_same_threshold(
     offline.score_many(v, ts)
     assert live is not None and live.threshold == offline.threshold == DEFAULT_THRESHOLD
     assert rounded(live.snapshot()) == rounded(offline.snapshot())  # same state, up to float summation order
+
+
+def test_one_odd_short_step_does_not_turn_every_later_step_into_a_gap() -> None:
+    op = AnomalyOperator()
+    stamps = [T_0050, T_0050 + 0.01] + [T_0050 + k for k in range(1, 400)]
+    for i, ts in enumerate(stamps):
+        op.on_metrics(MetricBatch("c1", "n1", ts, [Sample("rpc.latency_ms", 20.0 + i % 3)]), ts + 0.2)
+        if i == 50:
+            early = op.stats.extra.get("gaps", 0)
+    assert early <= 10  # the usual interval recovers within seconds
+    assert op.stats.extra.get("gaps", 0) == early  # and then regular steps are not gaps

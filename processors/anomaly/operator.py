@@ -59,6 +59,7 @@ DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
 DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
 DEFAULT_LATE_AFTER_S = 10.0  # a sample older than this on arrival is replayed/late: not scored, not learned
 GAP_FACTOR = 5.0  # a step this many times a series' usual interval is a gap
+INTERVAL_ALPHA = 0.05  # weight of each new step in a series' usual interval
 GRACE_POINTS = 20  # points after a gap that are learned but cannot start an alert (the rolling window refills)
 ANOMALY_RULE = "anomaly"
 ERROR_SPIKE_RULE = "error_rate_spike"
@@ -131,7 +132,7 @@ class _Series:
     detector: AnomalyDetector
     last_ts: float = -math.inf
     last_raw: float | None = None  # counters: the previous cumulative value
-    interval_s: float = math.inf  # smallest step seen between samples (seconds)
+    interval_s: float = math.inf  # usual step between samples: a slow average of the non-gap steps (seconds)
     grace: int = 0  # points left in the grace period after a gap
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
@@ -245,8 +246,10 @@ class AnomalyOperator(Operator):
                     det.break_sequence()
                     st.grace = GRACE_POINTS
                     self.stats.inc("gaps")
-                else:
-                    st.interval_s = min(st.interval_s, dt)
+                if math.isinf(st.interval_s):
+                    st.interval_s = dt
+                else:  # slow and clipped: one odd step (a restart, an outage) cannot redefine the usual interval
+                    st.interval_s += INTERVAL_ALPHA * (min(dt, 2 * GAP_FACTOR * st.interval_s) - st.interval_s)
             if fam.counter:
                 prev, prev_ts = st.last_raw, st.last_ts
                 st.last_raw, st.last_ts = x, ts

@@ -15,7 +15,7 @@ import numpy as np
 
 from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
 
-DEFAULT_REST = 40  # points of silence after a detection
+DEFAULT_REST = 20  # points of silence after a detection (chosen by bench/nab_loco.py)
 
 
 class RestPeriod(AnomalyDetector):
