@@ -3,12 +3,15 @@
     python bench/bench_cardinality.py --nodes 50 --ticks 60 --flood 300000
 
 Runs the processor's operators (threshold rules, liveness, windows, anomaly)
-in-process on simulated time: ``--ticks`` seconds of a normal fleet (one ~40-sample
-snapshot per node per second, operator ticks every 50 ms, a checkpoint snapshot
-every 2 s as the runtime takes), then one node sends ``--flood`` distinct metric
-names (10,000 per batch) while the fleet goes on, then ``--ticks`` seconds of the
-normal fleet again. Prints JSON: CPU ms per simulated second in each phase, the
-series each operator holds, and what was refused, evicted and alerted.
+in-process on simulated time, twice with the same data: a control fleet, and
+the same fleet where one node sends ``--flood`` distinct metric names (10,000
+per batch). Phases: ``--warm`` seconds of warm-up, ``--ticks`` seconds "before",
+the flood (or the same seconds without it), ``--ticks`` "after", ``--settle``
+seconds, ``--ticks`` "later". One ~40-sample snapshot per node per second,
+each operator ticked at its own interval, a checkpoint snapshot every 2 s as
+the runtime takes. Prints JSON: CPU ms per simulated second per phase, the
+flooded/control ratio per phase, the series each operator holds, and what was
+refused, evicted and alerted.
 """
 from __future__ import annotations
 
@@ -63,31 +66,33 @@ def _phase(ops: list, nodes: int, t0: float, ticks: int, rng: random.Random, out
     return (time.process_time() - cpu) * 1000.0 / ticks
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--nodes", type=int, default=50)
-    ap.add_argument("--ticks", type=int, default=60, help="simulated seconds before and after the flood")
-    ap.add_argument("--flood", type=int, default=300_000, help="distinct metric names from one node")
-    args = ap.parse_args()
+def _run(nodes: int, ticks: int, flood_names: int, warm: int, settle: int) -> dict:
+    """One fleet through warm-up, before, flood (or the same seconds without it), after, settle, later."""
     rng = random.Random(1)
+    _next_tick.clear()
     ops = _ops()
     out: list = []
-    t0 = float(int(time.time()) - 3 * args.ticks - 600)
-    before = _phase(ops, args.nodes, t0, args.ticks, rng, out)
+    t = float(int(time.time()) - warm - 2 * ticks - settle - flood_names // 10_000 - ticks - 600)
+    _phase(ops, nodes, t, warm, rng, out)
+    t += warm
+    cpu = {"before": _phase(ops, nodes, t, ticks, rng, out)}
+    t += ticks
     per_batch = 10_000
+    n = max(1, flood_names // per_batch)
     flood = [
-        [MetricBatch("c1", "flooder", t0 + args.ticks + k, [Sample(f"junk.m{k * per_batch + i:07d}", 1.0) for i in range(per_batch)])]
-        for k in range(args.flood // per_batch)
-    ]
-    during = _phase(ops, args.nodes, t0 + args.ticks, len(flood), rng, out, flood)
-    after = _phase(ops, args.nodes, t0 + args.ticks + len(flood), args.ticks, rng, out)
+        [MetricBatch("c1", "flooder", t + k, [Sample(f"junk.m{k * per_batch + i:07d}", 1.0) for i in range(per_batch)])]
+        for k in range(n)
+    ] if flood_names else None
+    cpu["during"] = _phase(ops, nodes, t, n, rng, out, flood)
+    t += n
+    cpu["after"] = _phase(ops, nodes, t, ticks, rng, out)
+    t += ticks
+    _phase(ops, nodes, t, settle, rng, out)
+    t += settle
+    cpu["later"] = _phase(ops, nodes, t, ticks, rng, out)
     alerts = [e.subject for e in out if e.subject.startswith("sw.alerts.") and "cardinality_limit" in e.subject]
-    result = {
-        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}, 2-core shared dev VM (loaded by parallel work)",
-        "nodes": args.nodes,
-        "flood_names": args.flood,
-        "cpu_ms_per_s": {"before": round(before, 1), "during": round(during, 1), "after": round(after, 1)},
-        "after_over_before": round(after / before, 2),
+    return {
+        "cpu_ms_per_s": {k: round(v, 1) for k, v in cpu.items()},
         "series_held": {
             "anomaly": len(ops[3]),
             "windows_flooder": len(ops[2]._nodes[("c1", "flooder")].meta) if ("c1", "flooder") in ops[2]._nodes else 0,
@@ -95,7 +100,27 @@ def main() -> None:
         "stats": {op.name: dict(op.stats.extra) for op in ops},
         "cardinality_alerts": len(alerts),
     }
-    print(json.dumps(result, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nodes", type=int, default=50)
+    ap.add_argument("--ticks", type=int, default=60, help="simulated seconds measured before, after and later")
+    ap.add_argument("--flood", type=int, default=300_000, help="distinct metric names from one node")
+    ap.add_argument("--warm", type=int, default=300, help="simulated seconds of warm-up before measuring")
+    ap.add_argument("--settle", type=int, default=360, help="simulated seconds between 'after' and 'later'")
+    args = ap.parse_args()
+    control = _run(args.nodes, args.ticks, 0, args.warm, args.settle)
+    flooded = _run(args.nodes, args.ticks, args.flood, args.warm, args.settle)
+    c, f = control["cpu_ms_per_s"], flooded["cpu_ms_per_s"]
+    print(json.dumps({
+        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}, 2-core shared dev VM (loaded by parallel work)",
+        "nodes": args.nodes,
+        "flood_names": args.flood,
+        "flooded_over_control": {k: round(f[k] / c[k], 2) for k in c},
+        "control": control,
+        "flooded": flooded,
+    }, indent=1))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,15 @@ def test_threshold_rules_page_at_most_the_per_node_cap_for_a_flood_of_label_vari
     op2 = ThresholdRules([rule], max_series_per_node=20)
     op2.restore(op.snapshot())
     assert len(op2.firing()) == 21 and op2.limiter.count("c1", "flooder") == 20
+
+
+def test_one_shot_series_of_a_flood_are_forgotten_after_five_idle_minutes_not_an_hour() -> None:
+    from processors.anomaly.operator import FEW_POINTS_TTL_S
+
+    op = AnomalyOperator(max_series_per_node=50)
+    op.on_metrics(_flood("flooder", T0, 0, 50), T0)
+    for k in range(5):
+        op.on_metrics(_normal("good", T0 + k), T0 + k)
+    list(op.on_tick(T0 + FEW_POINTS_TTL_S + 10))
+    assert op.limiter.count("c1", "flooder") == 0 and len(op) == 2  # the good node's series stay
+    assert op.detector("c1", "good", "cpu.percent") is not None

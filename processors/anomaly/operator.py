@@ -12,7 +12,8 @@ per cluster are followed, through a shared
 :class:`~processors.cardinality.CardinalityLimiter` (least recently seen series
 give way once idle; otherwise new ones are refused, counted in
 ``stats.extra["series_refused"]``, logged and alerted as ``cardinality_limit``),
-series silent for ``series_ttl_s`` are dropped, and every detector holds O(1) state.
+series silent for ``series_ttl_s`` are dropped (those seen fewer than FEW_POINTS
+times after FEW_POINTS_TTL_S), and every detector holds O(1) state.
 
 Cumulative counters (``*_total`` by default) are turned into per-second rates;
 a counter that goes down was reset, so that point is skipped (counted in
@@ -56,6 +57,8 @@ from processors.operator import Emit, Operator
 DEFAULT_MAX_SERIES = 10_000  # per cluster
 DEFAULT_MAX_SERIES_PER_NODE = 500
 DEFAULT_SERIES_TTL_S = 3_600.0  # forget a series silent this long (seconds)
+FEW_POINTS = 3  # a series seen fewer times than this ...
+FEW_POINTS_TTL_S = 300.0  # ... is forgotten after this long silent (one-shot names, e.g. a flood), in seconds
 DEFAULT_WINDOW_POINTS = 10  # recent points attached to an alert
 DEFAULT_LATE_AFTER_S = 10.0  # a sample older than this on arrival is replayed/late: not scored, not learned
 GAP_FACTOR = 5.0  # a step this many times a series' usual interval is a gap
@@ -322,7 +325,11 @@ class AnomalyOperator(Operator):
     def on_tick(self, now: float) -> Iterable[Emit]:
         """Drop series silent for ``series_ttl_s``, resolving their open alerts; publish cardinality alerts."""
         out: list[Emit] = self.limiter.alerts(now)
-        stale = [k for k, st in self._series.items() if now - st.last_ts > self.series_ttl_s]
+        ttl, short, few = self.series_ttl_s, min(FEW_POINTS_TTL_S, self.series_ttl_s), min(FEW_POINTS, self.window_points)
+        stale = [
+            k for k, st in self._series.items()
+            if now - st.last_ts > ttl or (len(st.window) < few and now - st.last_ts > short)
+        ]
         for key in stale:
             self.limiter.forget(*key)
             st = self._series.pop(key)
