@@ -172,6 +172,7 @@ def test_a_hostile_unit_label_or_node_name_is_text_in_the_html_report_never_mark
     s = SeriesStats("cpu.percent", 10, 1.0, 9.0, 5.0, 50.0, 5.0, 8.0, 9.0, 5.0, unit=HOSTILE, labels={HOSTILE: HOSTILE})
     s2 = SeriesStats("cpu.percent", 10, 1.0, 9.0, 5.0, 50.0, 5.0, 8.0, 9.0, 5.0, unit=HOSTILE)
     aggs = [WindowAggregate("c1", "n1", 10.0, T0 + 10 * k - 10, T0 + 10 * k, [s, s2]) for k in range(1, 20)]
+    aggs += [WindowAggregate(HOSTILE, HOSTILE, 10.0, T0 + 10 * k - 10, T0 + 10 * k, [s]) for k in range(1, 20)]  # names from files
     alerts = [Alert("a1", AlertStatus.FIRING, Severity.CRITICAL, AlertKind.THRESHOLD, HOSTILE, "c1", "n1", T0 + 50, HOSTILE)]
     text = render_html(build_report(T0, T0 + 200, aggregates=aggs, alerts=alerts), title=HOSTILE)
     assert_no_injected_markup(text)
