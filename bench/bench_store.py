@@ -11,7 +11,8 @@ Inputs (each optional):
 
 For each input it prints: samples, files and bytes per sample of the flush
 segments, after compaction, and of the layout before issue 13 (float seconds,
-default encodings, rows in seq order, as the old compaction wrote them).
+default encodings, rows in seq order, as the old compaction wrote them) and of
+the current layout, both with all rows in one file (no day partitions).
 
     python bench/bench_store.py --recorded /path/to/store --nab /work/shared/evals/nab/data
 
@@ -32,8 +33,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.compaction import compact
-from sinks.parquet import LEGACY_SCHEMAS, ParquetFormat
+from sinks.compaction import compact, write_sorted_parquet
+from sinks.parquet import LEGACY_SCHEMAS, ParquetFormat, rows_to_table
 from sinks.reader import read_records
 from sinks.rows import utc_date
 from sinks.segments import list_segments, partition_dir, segment_name, write_atomic
@@ -91,6 +92,8 @@ def measure(rows: list[dict[str, Any]], msgs_per_segment: int) -> dict[str, Any]
         assert len(back) == n, (len(back), n)
     legacy = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=LEGACY_SCHEMAS["metrics"]), legacy, compression="zstd")
+    one = io.BytesIO()
+    write_sorted_parquet(one, "metrics", [rows_to_table("metrics", rows)])
     days = len({utc_date(r["ts"]) for r in rows})
     return {
         "samples": n,
@@ -102,6 +105,7 @@ def measure(rows: list[dict[str, Any]], msgs_per_segment: int) -> dict[str, Any]
         "files_after_compaction": files_after,
         "bytes_per_sample_after_compaction": round(bytes_after / n, 3),
         "bytes_per_sample_layout_1_one_file": round(len(legacy.getvalue()) / n, 3),
+        "bytes_per_sample_layout_2_one_file": round(len(one.getvalue()) / n, 3),
         "compaction_s": round(compact_s, 2),
         "bytes_per_sample_by_column": cols,
     }
