@@ -152,9 +152,10 @@ def simulate_day(series: int, flush_s: int, nodes: int = 1) -> dict[str, Any]:
             for s_ in range(flush_s):
                 for n in range(nodes):
                     seq += 1
+                    ts = day0 + t + s_ + rng.random() * 0.01  # one time per message, a little tick jitter
                     for k in range(series):
                         level[n][k] = min(100.0, max(0.0, level[n][k] + rng.gauss(0, 0.6)))
-                        rows.append({"ts": day0 + t + s_ + rng.random() * 0.01, "cluster": "sim", "node": f"n{n}", "metric": f"m{k % 10}",
+                        rows.append({"ts": ts, "cluster": "sim", "node": f"n{n}", "metric": f"m{k % 10}",
                                      "labels": {"i": str(k // 10)} if k >= 10 else None, "value": round(level[n][k], 1), "unit": "%",
                                      "_seq": seq})
             path = partition_dir(root, "parquet", "metrics", utc_date(day0), "sim") / segment_name("metrics", rows[0]["_seq"], rows[-1]["_seq"], "parquet")
