@@ -42,6 +42,8 @@ def decode(data: bytes, type_: type[T]) -> T:
         raise DecodeError(f"malformed JSON for {type_.__name__}: {exc}") from None
     except ValueError as exc:  # SubjectError and friends raised outside msgspec wrapping
         raise DecodeError(f"invalid {type_.__name__}: {exc}") from None
+    except RecursionError:  # e.g. a payload of 5,000 nested lists: msgspec gives up past Python's recursion limit
+        raise DecodeError(f"malformed JSON for {type_.__name__}: nested too deeply") from None
 
 
 def decode_batch(data: bytes) -> MetricBatch:

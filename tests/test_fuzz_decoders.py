@@ -277,3 +277,17 @@ async def test_a_running_processor_dead_letters_every_bad_input_with_a_reason_an
     assert all(d.reason and d.stage == "processor" and d.sha256 for d in dead)
     assert sorted(d.sha256 for d in dead) == sorted(__import__("hashlib").sha256(data).hexdigest() for _, data in bad)
     assert any(a.node == "n9" for a in (decode(x, Alert) for x in await stored(js, "sw.alerts.>")))  # still working after them
+
+
+def test_deeply_nested_json_is_refused_with_a_decode_error_not_a_recursion_error() -> None:
+    """Found by this fuzzing round: 5,000 nested lists in an event payload raised RecursionError out of decode."""
+    for depth in (5_000, 200_000):
+        nested = "[" * depth + "]" * depth
+        event = f'{{"cluster":"c1","node":"n1","ts":{NOW},"kind":"training.update","payload":{{"x":{nested}}}}}'.encode()
+        step = DISPATCH.step("sw.events.c1.n1.training.update", event, NOW)
+        assert step.item is None and "nested too deeply" in (step.invalid or "")
+        for model in (MetricBatch, Event, WindowAggregate, Alert, TrustScore, HealthScore, DeadLetter):
+            try:
+                decode(nested.encode(), model)
+            except DecodeError as exc:
+                assert "nested too deeply" in str(exc) or "Expected" in str(exc)

@@ -92,3 +92,14 @@ def test_cli_silence_refuses_bad_input_without_traceback(nats_server: EmbeddedSe
     assert res.exit_code == 2 and "duration 'forever'" in res.output
     res = runner.invoke(app, ["silence", "expire", "abc123", "--nats", nats_server.url])
     assert res.exit_code == 2 and "no silence with id 'abc123'" in res.output
+
+
+@pytest.mark.timeout(30)
+async def test_a_deeply_nested_silence_in_the_bucket_is_refused_not_a_crash(nc: Any) -> None:
+    """Found by fuzzing (issue 14): msgspec raises RecursionError, not DecodeError, on 5,000 nested lists."""
+    store = await SilenceStore.open(nc.jetstream())
+    good = await store.add({"rule": "cpu_*"}, 3600)
+    await store.kv.put("deep", b'{"junk":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert [s.id for s in await store.list()] == [good.id]
+    with pytest.raises(SilenceError, match="unreadable"):
+        await store.expire("deep")

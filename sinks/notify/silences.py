@@ -140,7 +140,10 @@ class SilenceStore:
             raise SilenceError(f"no silence with id {silence_id!r}") from None
         if entry.value is None:
             raise SilenceError(f"no silence with id {silence_id!r}")
-        return msgspec.json.decode(entry.value, type=Silence)
+        try:
+            return msgspec.json.decode(entry.value, type=Silence)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise SilenceError(f"silence {silence_id!r} in the bucket is unreadable: {exc}") from None
 
     async def expire(self, silence_id: str, now: float | None = None) -> Silence:
         """End a silence now; expiring an expired one is a no-op."""
@@ -166,7 +169,7 @@ async def _load_all(kv: KeyValue) -> list[Silence]:
             if entry is None:
                 break
             if entry.value:
-                with contextlib.suppress(msgspec.DecodeError):
+                with contextlib.suppress(msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
                     out.append(msgspec.json.decode(entry.value, type=Silence))
     finally:
         await watcher.stop()
@@ -212,7 +215,7 @@ class SilenceCache:
                 continue
             try:
                 self.silences[entry.key] = msgspec.json.decode(entry.value, type=Silence)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
                 log.warning("silence %r in the bucket is not valid JSON; ignored", entry.key)
         self._loaded.set()
 

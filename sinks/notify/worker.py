@@ -209,7 +209,7 @@ class NotifySink:
                         self.inhibitor.observe(rec.alert)
                     elif entry.key.startswith("g."):
                         groups.append(msgspec.json.decode(entry.value, type=_GroupState))
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
                     log.warning("notify state %r is unreadable; ignored", entry.key)
         finally:
             await watcher.stop()
