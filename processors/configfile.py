@@ -40,13 +40,17 @@ def read_config_file(path: str | Path, what: str = "config") -> Any:
     """The parsed content of a ``.toml`` file, or of YAML otherwise (None for an empty file)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: {what} file is not UTF-8 text: {exc}") from None
     try:
         return tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: {what} file is nested too deeply") from None
 
 
 def format_validation_error(source: str, exc: ValidationError) -> str:

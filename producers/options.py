@@ -115,7 +115,7 @@ def read_sidecar_config(path: str) -> dict[str, Any]:
             import yaml
 
             raw = yaml.safe_load(data)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ValueError(f"sidecar config {path!r} could not be read: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError without importing yaml up front
         raise ValueError(f"sidecar config {path!r} is not valid YAML: {exc}") from None

@@ -61,18 +61,23 @@ notify_docs = st.fixed_dictionaries(
         "routes": values, "group_wait_s": scalars, "inhibit": values, "silences": values, "delivery": values,
     },
 ) | values
-raw_text = st.text(max_size=300) | st.sampled_from(["a: [", "{{{", "- - -", "!!python/object:os.system ls", "a: &x [*x]", "\x00\xff"])
+raw_text = st.text(max_size=300) | st.sampled_from(
+    ["a: [", "{{{", "- - -", "!!python/object:os.system ls", "a: &x [*x]", "\x00\xff"]
+) | st.binary(max_size=200)  # bytes: not necessarily UTF-8
 
 
-def _write(name: str, doc: Any, raw: str | None) -> Path:
+def _write(name: str, doc: Any, raw: str | bytes | None) -> Path:
     p = DIR / name
-    p.write_text(raw if raw is not None else yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8", errors="surrogatepass")
+    if isinstance(raw, bytes):
+        p.write_bytes(raw)
+    else:
+        p.write_text(raw if raw is not None else yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     return p
 
 
 @FUZZ
 @given(doc=config_docs, raw=st.none() | raw_text)
-def test_the_main_config_loads_or_is_refused_with_a_config_error(doc: Any, raw: str | None) -> None:
+def test_the_main_config_loads_or_is_refused_with_a_config_error(doc: Any, raw: str | bytes | None) -> None:
     p = _write("swarmwatch.yaml", doc, raw)
     try:
         load_config(p)
@@ -82,7 +87,7 @@ def test_the_main_config_loads_or_is_refused_with_a_config_error(doc: Any, raw: 
 
 @FUZZ
 @given(doc=rule_docs, raw=st.none() | raw_text)
-def test_a_rules_file_loads_or_is_refused_and_loaded_rules_never_fail_the_operator(doc: Any, raw: str | None) -> None:
+def test_a_rules_file_loads_or_is_refused_and_loaded_rules_never_fail_the_operator(doc: Any, raw: str | bytes | None) -> None:
     p = _write("rules.yaml", doc, raw)
     try:
         rules = load_rules(p)
@@ -98,7 +103,7 @@ def test_a_rules_file_loads_or_is_refused_and_loaded_rules_never_fail_the_operat
 
 @FUZZ
 @given(doc=notify_docs, raw=st.none() | raw_text)
-def test_the_notify_config_loads_or_is_refused_with_its_config_error(doc: Any, raw: str | None) -> None:
+def test_the_notify_config_loads_or_is_refused_with_its_config_error(doc: Any, raw: str | bytes | None) -> None:
     p = _write("notify.yaml", doc, raw)
     try:
         load_notify_config(p)
@@ -108,9 +113,28 @@ def test_the_notify_config_loads_or_is_refused_with_its_config_error(doc: Any, r
 
 @FUZZ
 @given(doc=st.fixed_dictionaries({}, optional={"scrape": values, "checks": values}) | values, raw=st.none() | raw_text)
-def test_the_sidecar_config_loads_or_is_refused_with_a_value_error(doc: Any, raw: str | None) -> None:
+def test_the_sidecar_config_loads_or_is_refused_with_a_value_error(doc: Any, raw: str | bytes | None) -> None:
     p = _write("sidecar.yaml", doc, raw)
     try:
         read_sidecar_config(str(p))
     except ValueError as exc:
         assert str(p) in str(exc)
+
+
+def test_deep_nesting_and_invalid_utf8_are_config_errors_not_crashes() -> None:
+    """Found by fuzzing (issue 14): RecursionError and UnicodeDecodeError escaped the loaders."""
+    import pytest
+
+    for suffix, deep in ((".yaml", "a: " + "[" * 1500 + "]" * 1500), (".toml", "a = " + "[" * 1500 + "]" * 1500)):
+        p = DIR / f"deep{suffix}"
+        p.write_text(deep)
+        for load, err in ((load_config, ConfigError), (load_rules, ConfigError), (load_notify_config, NotifyConfigError)):
+            with pytest.raises(err, match="nested too deeply"):
+                load(p)
+        with pytest.raises(ValueError, match="deep"):
+            read_sidecar_config(str(p))
+    bad = DIR / "latin1.yaml"
+    bad.write_bytes(b"cluster: caf\xe9\n")
+    for load, err in ((load_config, ConfigError), (load_rules, ConfigError), (load_notify_config, NotifyConfigError)):
+        with pytest.raises(err, match="UTF-8"):
+            load(bad)

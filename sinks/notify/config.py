@@ -370,6 +370,8 @@ def load_config(path: str | Path) -> NotifyConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: config file is not UTF-8 text: {exc}") from None
     try:
         if p.suffix == ".toml":
             doc: Any = tomllib.loads(text)
@@ -379,6 +381,8 @@ def load_config(path: str | Path) -> NotifyConfig:
             doc = yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: config file is nested too deeply") from None
     if doc is None:
         doc = {}
     if isinstance(doc, dict) and "notify" in doc:
