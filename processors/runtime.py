@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ObjectStoreConfig
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from schemas import DeadLetter, DecodeError, MetricBatch, Sample, encode, subjects
+from schemas import DeadLetter, MetricBatch, Sample, encode, subjects
 
 from processors.consumer import JetStreamPuller, ack_tokens
 from processors.dispatch import Dispatcher, decode_message
@@ -234,7 +234,7 @@ class Runtime:
             return
         try:
             item = decode_message(subject, msg.data)
-        except DecodeError as exc:
+        except Exception as exc:  # DecodeError; anything else a decoder may raise is dead-lettered too, never fatal
             if not replay:
                 self.stats.invalid += 1
                 self.dispatch.stats.invalid += 1

@@ -331,7 +331,7 @@ async def read_notifications(nc: Any, bucket: str = "sw_notify") -> dict[str, An
             if entry.key.startswith("a.") and entry.value:
                 try:
                     rec = json.loads(entry.value)
-                except ValueError:
+                except (ValueError, RecursionError):  # unreadable or nested too deeply: left out
                     continue
                 out[entry.key[2:]] = rec
     finally:
