@@ -150,3 +150,15 @@ async def test_a_reverse_proxys_host_and_a_listed_origin_can_be_allowed_in_the_c
             assert (await c.get("/api/nodes", headers={"Origin": "https://evil.example.com"})).status_code == 403
     finally:
         await server.stop()
+
+
+async def test_a_health_score_with_odd_node_entries_cannot_break_the_fleet_table(open_api: ApiServer) -> None:
+    from schemas import HealthScore
+
+    open_api.state.apply_health(HealthScore("c1", time.time(), 50.0, nodes={"n1": {"quality": "<b>x</b>", "status": ["x"]}}))
+    async with httpx.AsyncClient(base_url=open_api.url, timeout=10) as c:
+        for sort in ("health", "status", "node"):
+            r = await c.get("/api/nodes", params={"sort": sort})
+            assert r.status_code == 200, sort
+        row = r.json()["items"][0]
+        assert row["health"] is None and row["connection"] is None

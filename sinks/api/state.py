@@ -81,6 +81,17 @@ def series_text(sid: SeriesId) -> str:
     return metric + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
 
 
+def _number(v: Any) -> float | None:
+    """A finite number from a loosely typed payload field, else None (so sorting and charts never see a string)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _text(v: Any) -> str | None:
+    return v[:64] if isinstance(v, str) else None
+
+
 class Ring:
     """Fixed-capacity history of aggregate points, oldest overwritten; times ascending."""
 
@@ -431,8 +442,8 @@ class FleetState:
             "status": st.status(),
             "last_seen": st.last_seen or None,
             "trust": None if st.trust is None else round(st.trust.trust, 4),
-            "health": None if st.health is None else st.health.get("quality"),
-            "connection": None if st.health is None else st.health.get("status"),
+            "health": _number(None if st.health is None else st.health.get("quality")),
+            "connection": _text(None if st.health is None else st.health.get("status")),
             "alerts": len(st.alerts),
         }
         for col, v in st.key_values().items():
