@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from producers.options import sidecar_sources
 from producers.scrape import ExpositionMapper, Scraper, ScrapeTarget, bucket_quantile, quantile_name
 from schemas.codec import decode_batch
 from swarmwatch.server import EmbeddedServer
+from tests.support import wait_for
 
 
 def by_name(samples: list, name: str) -> list:
@@ -180,10 +182,11 @@ def test_sidecar_config_and_flags_combine(tmp_path: Path) -> None:
 APP = textwrap.dedent("""
     import sys, time
     from prometheus_client import Counter, Histogram, Gauge, start_http_server
-    start_http_server(int(sys.argv[1]), addr="127.0.0.1")
     reqs = Counter("app_requests", "requests", ["route"])
     lat = Histogram("app_latency_seconds", "latency", buckets=(0.01, 0.05, 0.1, 0.5, 1.0))
     g = Gauge("app_queue_depth", "queue")
+    reqs.labels(route="/infer")  # every family exists before the port opens: the first scrape already sees them
+    start_http_server(int(sys.argv[1]), addr="127.0.0.1")
     i = 0
     while True:
         reqs.labels(route="/infer").inc(10)
@@ -223,11 +226,30 @@ def node_exporter() -> Iterator[int]:
         proc.wait(10)
 
 
+async def _scrape_until_up(scraper: Scraper, timeout_s: float = 20.0) -> list:
+    """Scrape target 0 until one scrape succeeds (a loaded machine can miss the 0.5 s deadline once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = await scraper.scrape_once(0)
+        if by_name(out, "scrape.up")[0].value == 1.0 or time.monotonic() > deadline:
+            return out
+
+
+def _observed(port: int) -> float:
+    """How many latencies the app has observed so far (read straight from its exposition)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return float(next(ln.split()[1] for ln in body.splitlines() if ln.startswith("app_latency_seconds_count ")))
+
+
 async def test_prometheus_client_app_yields_rates_and_quantiles(app_exporter: int) -> None:
     scraper = Scraper([ScrapeTarget(f"http://127.0.0.1:{app_exporter}/metrics", 0.5, name="app")])
-    await scraper.scrape_once(0)
-    await asyncio.sleep(0.5)
-    out = await scraper.scrape_once(0)
+    first = await _scrape_until_up(scraper)
+    assert by_name(first, "scrape.up")[0].value == 1.0
+    # the quantiles cover what was observed between two scrapes: wait for at least 20 observations
+    # (two of them slow) rather than a fixed time, which a starved app may spend without observing any
+    seen = _observed(app_exporter)
+    await wait_for(lambda: _observed(app_exporter) >= seen + 20, what="20 observations by the app")
+    out = await _scrape_until_up(scraper)
     assert by_name(out, "scrape.up")[0].value == 1.0
     (rate,) = by_name(out, "app_requests_total:rate")
     assert rate.labels == {"route": "/infer", "instance": "app"} and rate.value > 100

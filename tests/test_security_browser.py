@@ -13,6 +13,7 @@ import pytest
 from schemas import Alert, AlertKind, AlertStatus, Severity, encode, subjects
 from sinks.api import ApiServer
 from swarmwatch.server import EmbeddedServer
+from tests.support import wait_for
 from tests.test_dashboard_browser import Browser, _agg, browser, pytestmark  # noqa: F401  (fixture and skip marker)
 
 TOKEN = "dashboard-token-0123456789"
@@ -57,6 +58,8 @@ async def test_the_dashboard_takes_its_token_from_the_fragment_and_keeps_it_out_
         )
         await nc.publish(subjects.alerts("critical", "lab", "n1", "cpu_critical"), encode(hostile))
         await nc.flush()
+        # the page reads the active alerts once at load, then follows the WebSocket: load it only when the API holds both
+        await wait_for(lambda: ("lab", "n1") in api.state.nodes and "x1" in api.state.active_alerts, what="the API saw n1 and its alert")
         await browser.call("Page.navigate", url=api.url + "/#token=" + TOKEN)
         assert await browser.wait_for("document.getElementById('c-total').textContent === '1'")
         await browser.wait_for("document.getElementById('conn').classList.contains('live')")  # WebSocket authenticated by subprotocol

@@ -18,6 +18,7 @@ import nats
 from schemas import Alert, AlertStatus, decode
 from sinks import read_records
 from swarmwatch.server import free_port
+from tests.support import wait_for
 from tests.test_producer_scrape import app_exporter  # noqa: F401 - the fixture
 
 
@@ -58,6 +59,17 @@ async def _alert(port: int, deadline: float) -> list[Alert]:
     return seen
 
 
+STORED = {"app_requests_total:rate", "app_latency_seconds:p50", "http.up", "scrape.up", "cpu.percent"}
+
+
+def _stored(store: Path) -> set[str]:
+    """The metric names the file sinks have written for box-1 so far."""
+    try:
+        return {r["metric"] for r in read_records(store, "metrics", node="box-1")}
+    except OSError:  # nothing written yet
+        return set()
+
+
 def _latest(api_port: int) -> dict[str, float]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/nodes/lab/box-1", timeout=5) as r:
@@ -93,7 +105,8 @@ async def test_up_with_scrape_and_check_shows_series_raises_endpoint_down_and_wr
         while time.monotonic() < deadline and not any(k.startswith("app_requests_total:rate") for k in latest):
             latest = await asyncio.to_thread(_latest, api_port)
             await asyncio.sleep(0.5)
-        await asyncio.sleep(2.5)  # let the file sinks flush
+        # the file sinks flush on their own clock: wait until the store holds what is checked below, then stop
+        await wait_for(lambda: _stored(data / "store") >= STORED, 30, "the scraped and checked series in the store")
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0].decode()
@@ -106,7 +119,7 @@ async def test_up_with_scrape_and_check_shows_series_raises_endpoint_down_and_wr
     assert rate_keys and latest[rate_keys[0]] > 0, sorted(latest)[:40]
     assert any(k.startswith("http.up") and v == 0.0 for k, v in latest.items())
     names = {r["metric"] for r in read_records(data / "store", "metrics", node="box-1")}
-    assert {"app_requests_total:rate", "app_latency_seconds:p50", "http.up", "scrape.up", "cpu.percent"} <= names
+    assert STORED <= names, sorted(names)[:40]
 
 
 def test_up_refuses_a_bad_scrape_or_check_url_before_starting(tmp_path: Path) -> None:

@@ -14,6 +14,17 @@ import nats
 from schemas import Alert, AlertStatus, decode
 from sinks import read_records
 from swarmwatch.server import free_port
+from tests.support import wait_for
+
+
+def _stored(store: Path) -> bool:
+    """Whether the file sinks have written box-1's metrics and the always_busy alert yet."""
+    try:
+        metrics = {r["metric"] for r in read_records(store, "metrics", node="box-1")}
+        alerts = [a["rule"] for a in read_records(store, "alerts") if a["status"] == "firing"]
+    except OSError:  # nothing written yet
+        return False
+    return {"cpu.percent", "mem.percent", "disk.percent", "proc.count"} <= metrics and "always_busy" in alerts
 
 
 async def test_up_runs_producer_processor_and_sinks_and_stops_cleanly(tmp_path: Path) -> None:
@@ -50,8 +61,9 @@ async def test_up_runs_producer_processor_and_sinks_and_stops_cleanly(tmp_path: 
                 await sub.unsubscribe()
             except Exception:
                 await asyncio.sleep(0.3)
-        await asyncio.sleep(2.5)  # let the sinks flush at least once
         await nc.close()
+        # the sinks flush on their own clock: wait until the store holds what is checked below, then stop
+        await wait_for(lambda: _stored(data / "store"), 30, "the node's metrics and its alert in the store")
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0].decode()
