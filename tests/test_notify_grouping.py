@@ -65,6 +65,21 @@ def test_after_the_follower_window_a_new_alert_waits_group_interval() -> None:
     assert [len(n.firing) for n in g.due(T0 + 10, unmuted)] == [1, 1]
 
 
+def test_followers_of_a_leading_edge_keep_their_short_wait_across_a_restart() -> None:
+    g = Grouper(GroupingConfig(), FlapConfig())
+    first = g.observe(alert("n1"), CH, T0)
+    notes = g.due(T0, unmuted)
+    confirm(g, notes)
+    assert first is not None
+    key, state = first.group, g.groups[first.group]
+    g2 = Grouper(GroupingConfig(), FlapConfig())  # a restarted sink: records and group state reloaded
+    g2.restore(first)
+    g2.restore_group(key, state.last_sent, state.active, state.leading)
+    g2.observe(alert("n2"), CH, T0 + 0.2)
+    assert g2.due(T0 + 0.3, unmuted) == []
+    assert [len(n.firing) for n in g2.due(T0 + 0.5, unmuted)] == [1, 1]  # at group_wait_s, not group_interval_s
+
+
 def test_leading_edge_is_per_severity_off_for_warning_by_default_and_configurable() -> None:
     g = Grouper(GroupingConfig(), FlapConfig())
     g.observe(alert("n1", severity="warning"), CH, T0)

@@ -178,10 +178,10 @@ class Grouper:
             labels = self.group_key(t.alert, t.channels)[1]
         self._add(t, labels)
 
-    def restore_group(self, key: GroupKey, last_sent: float | None, active: bool) -> None:
+    def restore_group(self, key: GroupKey, last_sent: float | None, active: bool, leading: bool = False) -> None:
         g = self.groups.get(key)
         if g is not None:
-            g.last_sent, g.active = last_sent, active
+            g.last_sent, g.active, g.leading = last_sent, active, leading
             g.repeat_base = last_sent or 0.0
             g.dirty = True
 

@@ -74,6 +74,7 @@ class _GroupState(msgspec.Struct, forbid_unknown_fields=False):
     key: list[str]
     last_sent: float | None
     active: bool
+    leading: bool = False  # the last message was a leading edge (its followers wait group_wait_s, not group_interval_s)
 
 
 def _group_kv_key(key: tuple[str, ...]) -> str:
@@ -214,7 +215,7 @@ class NotifySink:
         finally:
             await watcher.stop()
         for gs in groups:
-            self.grouper.restore_group(tuple(gs.key), gs.last_sent, gs.active)
+            self.grouper.restore_group(tuple(gs.key), gs.last_sent, gs.active, gs.leading)
 
     # --- input ----------------------------------------------------------------
     async def _on_msg(self, msg: Msg) -> None:
@@ -330,7 +331,7 @@ class NotifySink:
         g = self.grouper.groups.get(key)
         if g is None or self.state is None:
             return
-        await self.state.put(_group_kv_key(key), msgspec.json.encode(_GroupState(list(key), g.last_sent, g.active)))
+        await self.state.put(_group_kv_key(key), msgspec.json.encode(_GroupState(list(key), g.last_sent, g.active, g.leading)))
 
     def _enqueue(self, n: Notification) -> None:
         title, body = render(n, max_lines=self.config.delivery.max_alerts_per_message, flap_quiet_s=self.config.flap.quiet_s)
