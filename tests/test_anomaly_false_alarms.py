@@ -136,3 +136,11 @@ def test_one_odd_short_step_does_not_turn_every_later_step_into_a_gap() -> None:
             early = op.stats.extra.get("gaps", 0)
     assert early <= 10  # the usual interval recovers within seconds
     assert op.stats.extra.get("gaps", 0) == early  # and then regular steps are not gaps
+
+
+def test_a_quantised_series_does_not_alert_until_it_leaves_its_levels() -> None:
+    rng = np.random.default_rng(6)
+    levels = rng.choice([2.0, 3.0, 4.0], size=2 * 3600 + 300, p=[0.2, 0.6, 0.2])  # e.g. runnable tasks, open sockets
+    levels[-10:] = 40.0
+    fired = run(AnomalyOperator(), "n1", {"app.queue_depth": levels}, T_0050)
+    assert [(a.metric, a.started_at) for a in fired] == [("app.queue_depth", T_0050 + len(levels) - 10)]
