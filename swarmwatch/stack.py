@@ -215,6 +215,8 @@ class Stack:
         c.print("              or subscribe to sw.alerts.<severity>.<cluster>.<node>.<rule>")
         if cfg.sinks.api and getattr(self, "api", None) is not None:
             c.print(f"  dashboard   {self.api.url}  (API docs {self.api.url}/docs, Prometheus {self.api.url}/metrics)")
+            if sc.api_token:
+                c.print(f"              token set: open {self.api.url}/#token=<token> once; API clients send 'Authorization: Bearer <token>'")
         if cfg.sinks.notify:
             c.print(f"  notify      {cfg.sinks.notify} (critical: all channels, warning: primary, info: log)")
         else:
