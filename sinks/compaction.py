@@ -38,13 +38,30 @@ DEFAULT_SORT_ROWS = 2_000_000  # rows sorted together while merging Parquet: bou
 DEFAULT_ROW_GROUP_ROWS = 262_144
 
 
+_ROW_CACHE: dict[tuple[str, int, int], int] = {}  # (path, size, mtime ns) -> rows: each pass counts only new files
+_ROW_CACHE_MAX = 200_000
+
+
 def _row_count(seg: Segment, fmt: str) -> int:
+    try:
+        st = seg.path.stat()
+    except FileNotFoundError:
+        return 0
+    key = (str(seg.path), st.st_size, st.st_mtime_ns)
+    n = _ROW_CACHE.get(key)
+    if n is not None:
+        return n
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(seg.path).metadata.num_rows)
-    with open(seg.path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        n = int(pq.ParquetFile(seg.path).metadata.num_rows)
+    else:
+        with open(seg.path, "rb") as f:
+            n = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    if len(_ROW_CACHE) >= _ROW_CACHE_MAX:
+        _ROW_CACHE.clear()
+    _ROW_CACHE[key] = n
+    return n
 
 
 def _groups(segs: list[Segment], fmt: str, max_records: int, settled_records: int) -> list[list[Segment]]:
