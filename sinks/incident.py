@@ -32,6 +32,7 @@ from sinks.query import AT, VIEWS, StoreQuery, at
 from sinks.rows import COLUMNS, utc_date
 
 BUNDLE_VERSION = 1
+EXPORT_CHUNK_ROWS = 2_000_000  # rows read and written at a time: bounds memory for a large window
 DEFAULT_MARGIN_S = 900.0  # taken before and after the window: what led to the incident and how it ended
 MANIFEST = "manifest.json"
 _TIME_COLS = {"metrics": ("ts",), "events": ("ts",), "agg": ("start", "end"), "alerts": ("ts", "started_at", "ended_at"),
@@ -109,21 +110,31 @@ def _copy_kind(q: StoreQuery, view: str, kind: str, sel: Selection, dest: Path) 
             cols.append(f'"{name}"')
     tcol = '"start"' if kind == "agg" else "ts"
     where, params = _where(kind, sel)
-    table = q.arrow(f"SELECT {', '.join(cols)}, strftime({tcol}, '%Y-%m-%d') AS _date FROM {view} WHERE {where} ORDER BY _seq", params)
-    if table.num_rows == 0:
+    [stats] = q.rows(f"SELECT min(_seq) AS lo, max(_seq) AS hi, count(*) AS n FROM {view} WHERE {where}", params)
+    if not stats["n"]:
         return 0
+    # chunks of consecutive seqs (about EXPORT_CHUNK_ROWS rows each) bound memory; their seq ranges never overlap,
+    # so the segments they make are never taken for duplicates of each other
+    lo, hi = int(stats["lo"]), int(stats["hi"])
+    step = max(1, int((hi - lo + 1) * EXPORT_CHUNK_ROWS / stats["n"]) + 1)
     n = 0
-    for date in sorted(set(table["_date"].to_pylist())):
-        day = table.filter(pc.equal(table["_date"], date))
-        for cluster in sorted(set(day["cluster"].to_pylist())):
-            part = day.filter(pc.equal(day["cluster"], cluster)).drop_columns(["_date"])
-            arrays = [part[f.name].cast(f.type) for f in SCHEMAS[kind]]
-            t = pa.Table.from_arrays(arrays, schema=SCHEMAS[kind])
-            seqs = t["_seq"]
-            path = partition_dir(dest, "parquet", kind, date, cluster) / segment_name(
-                kind, int(pc.min(seqs).as_py()), int(pc.max(seqs).as_py()), "parquet")
-            write_atomic(path, lambda f, t=t: write_sorted_parquet(f, kind, [t]))
-            n += t.num_rows
+    for a in range(lo, hi + 1, step):
+        table = q.arrow(
+            f"SELECT {', '.join(cols)}, strftime({tcol}, '%Y-%m-%d') AS _date FROM {view} "
+            f"WHERE {where} AND _seq >= ? AND _seq < ? ORDER BY _seq",
+            [*params, a, a + step],
+        )
+        for date in sorted(set(table["_date"].to_pylist())):
+            day = table.filter(pc.equal(table["_date"], date))
+            for cluster in sorted(set(day["cluster"].to_pylist())):
+                part = day.filter(pc.equal(day["cluster"], cluster)).drop_columns(["_date"])
+                arrays = [part[f.name].cast(f.type) for f in SCHEMAS[kind]]
+                t = pa.Table.from_arrays(arrays, schema=SCHEMAS[kind])
+                seqs = t["_seq"]
+                path = partition_dir(dest, "parquet", kind, date, cluster) / segment_name(
+                    kind, int(pc.min(seqs).as_py()), int(pc.max(seqs).as_py()), "parquet")
+                write_atomic(path, lambda f, t=t: write_sorted_parquet(f, kind, [t]))
+                n += t.num_rows
     return n
 
 

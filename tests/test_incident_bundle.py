@@ -145,3 +145,18 @@ def test_a_bundle_replays_offline_with_other_rules(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     row = next(line for line in res.stdout.splitlines() if line.startswith("hot"))
     assert row.split()[1:3] == ["0", "1"]  # not fired then, fires now
+
+
+def test_a_large_window_is_exported_in_chunks_that_read_back_whole(tmp_path: Path, monkeypatch: Any) -> None:
+    import sinks.incident
+
+    monkeypatch.setattr(sinks.incident, "EXPORT_CHUNK_ROWS", 100)  # many chunks of the same partition
+    store = tmp_path / "store"
+    make_store(store)
+    out = tmp_path / "b"
+    res = run(app, ["incident", "export", "--store", str(store), "--since", str(T0), "--until", str(T0 + 7200), "--margin", "0s",
+                    "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(list((out / "store" / "parquet" / "metrics").rglob("*.parquet"))) > 10
+    q = run(app, ["incident", "open", str(out), "SELECT count(*) AS n, count(DISTINCT (_seq, node)) AS u FROM samples", "-f", "json"])
+    assert json.loads(q.output) == [{"n": 3 * 720, "u": 3 * 720}]
