@@ -49,12 +49,18 @@ def _series(n: int) -> list[tuple[str, dict[str, str] | None, str]]:
 
 def _chunk(t0: int, seconds: int, nodes: int, series: list[tuple[str, dict[str, str] | None, str]], seq0: int,
            rng: np.random.Generator, level: np.ndarray) -> pa.Table:
-    """``seconds`` of the fleet in stream order (message by message), values a random walk per series, 0.1 resolution."""
+    """``seconds`` of the fleet in stream order (message by message), values mean-reverting per series, 0.1 resolution."""
     s = len(series)
     msgs = seconds * nodes
     ts_s = t0 + np.repeat(np.arange(seconds), nodes) + rng.random(msgs) * 0.02  # each node's tick, a little jitter
-    steps = rng.normal(0.0, 0.6, size=(seconds, nodes, s)).cumsum(axis=0) + level
-    level[:] = steps[-1]
+    # a mean-reverting walk (AR(1) around each series' own mean), so no series sticks at 0 or 100
+    noise = rng.normal(0.0, 1.0, size=(seconds, nodes, s))
+    steps = np.empty_like(noise)
+    x = level[0]
+    for i in range(seconds):
+        x = level[1] + 0.98 * (x - level[1]) + noise[i]
+        steps[i] = x
+    level[0] = x
     values = np.round(np.clip(steps, 0.0, 100.0), 1).reshape(-1)
     ts_ns = (np.round(ts_s * 1e6).astype(np.int64) * 1000)
     node_names = np.array([f"n{i:03d}" for i in range(nodes)])
@@ -77,7 +83,8 @@ def _chunk(t0: int, seconds: int, nodes: int, series: list[tuple[str, dict[str, 
 def build(root: Path, nodes: int, n_series: int, hours: int) -> dict[str, Any]:
     series = _series(n_series)
     rng = np.random.default_rng(13)
-    level = rng.uniform(5, 80, size=(nodes, n_series))
+    mean = rng.uniform(5, 80, size=(nodes, n_series))
+    level = np.stack([mean.copy(), mean])  # [current value, series mean]
     seq = 1
     t_start = time.perf_counter()
     for h in range(hours):
