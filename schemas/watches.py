@@ -14,7 +14,6 @@ Wire form (JSON)::
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 
 import msgspec
 
@@ -97,11 +96,3 @@ def decode_watches(data: bytes) -> list[Watch]:
 
 def watch_key(processor: str) -> str:
     return WATCH_KEY_PREFIX + processor
-
-
-@dataclass(frozen=True, slots=True)
-class WatchRecord:
-    """A decoded KV entry: its key and watches (empty when the key was deleted)."""
-
-    key: str
-    watches: tuple[Watch, ...]
