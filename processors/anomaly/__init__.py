@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from processors.anomaly.backtest import BacktestError, BacktestReport, FileResult, read_series, run_backtest
     from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
+    from processors.anomaly.calibration import TailCalibrator
     from processors.anomaly.ensemble import MaxEnsemble
     from processors.anomaly.extremes import ExtremesDetector
     from processors.anomaly.operator import (
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from processors.anomaly.suppression import RestPeriod
 
 _LAZY: dict[str, tuple[str, str]] = {
+    "TailCalibrator": ("processors.anomaly.calibration", "TailCalibrator"),
     "BacktestError": ("processors.anomaly.backtest", "BacktestError"),
     "BacktestReport": ("processors.anomaly.backtest", "BacktestReport"),
     "FileResult": ("processors.anomaly.backtest", "FileResult"),
@@ -68,6 +70,7 @@ __all__ = [
     "RobustZDetector",
     "SeasonalDetector",
     "SequenceDetector",
+    "TailCalibrator",
     "default_detector",
     "make_detector",
     "read_series",
