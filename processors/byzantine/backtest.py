@@ -22,6 +22,7 @@ from schemas import Event
 
 from processors.byzantine.detector import DetectorConfig, RoundResult
 from processors.byzantine.operator import TRAINING_UPDATE, ByzantineOperator, parse_update
+from processors.dispatch import Dispatcher, OperatorFailure
 
 _NO_TS_EPOCH = 1_000_000_000.0  # UNIX s; a line without ts is placed at this epoch + its round number (s)
 _SIM_RESERVED = frozenset({"kind", "ts", "cluster", "node_id", "node"})
@@ -129,6 +130,7 @@ def run(
                 )
 
     op = ByzantineOperator(config, close_lag_rounds=close_lag_rounds, emit_trust=False, observer=observe)
+    dispatcher = Dispatcher([op])  # the same dispatch step as the live runtime and replay
     last_ts = 0.0
 
     def count(emits: Iterable[Any]) -> None:
@@ -145,8 +147,8 @@ def run(
             continue
         summary.events += 1
         last_ts = max(last_ts, ev.ts)
-        count(op.on_event(ev, ev.ts))
-    count(op.flush(last_ts))
+        count(_raising(dispatcher.dispatch(ev, ev.ts)))
+    count(_raising(dispatcher.flush(last_ts)))
     refused = op.stats.errors + op.stats.dropped + op.stats.late
     summary.skipped += refused
     summary.flagged_nodes = sorted(flagged)
@@ -158,6 +160,14 @@ def run(
             " see docs/byzantine.md)"
         )
     return summary
+
+
+def _raising(step: tuple[list[Any], list[OperatorFailure]]) -> list[Any]:
+    """The Emits of a dispatch step; an operator failure aborts the backtest, as a direct call would."""
+    emits, failures = step
+    if failures:
+        raise failures[0].error
+    return emits
 
 
 def backtest_file(
