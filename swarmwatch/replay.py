@@ -579,6 +579,7 @@ async def consume_stream(
     puller = JetStreamPuller(nc, stream, name, [filter_subject] if filter_subject else [], on_msg, ack_policy=AckPolicy.NONE)
     try:
         await puller.start()
+        state["last"] = time.monotonic()  # idle from now: creating the consumer can itself take longer than idle_s
         while not done.is_set():
             try:
                 await asyncio.wait_for(done.wait(), timeout=min(idle_s, 0.25))

@@ -98,6 +98,18 @@ class Browser:
                 raise AssertionError(f"page never satisfied {expr!r}; last error: {last_error}; page errors: {self.console}")
             await asyncio.sleep(0.1)
 
+    async def open(self, url: str, timeout_s: float = 60.0) -> None:
+        """Navigate to ``url`` and wait until that page has loaded (its load event fired).
+
+        Loading is the readiness signal the checks after it build on: on a starved machine a
+        fresh renderer can take longer than any one check's own wait, so it is waited for
+        separately, and a navigation Chromium refuses fails here, naming why.
+        """
+        origin = url.split("/", 3)[:3]
+        nav = await self.call("Page.navigate", url=url)
+        assert "errorText" not in nav, f"navigation to {url} failed: {nav['errorText']}"
+        await self.wait_for(f"location.origin === {'/'.join(origin)!r} && document.readyState === 'complete'", timeout_s)
+
     async def screenshot(self, path: Path) -> None:
         r = await self.call("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(r["data"]))
@@ -149,7 +161,7 @@ async def test_dashboard_lists_the_nodes_and_shows_a_live_alert(nats_server: Emb
             assert time.monotonic() < deadline, "API never saw the fleet"
             await asyncio.sleep(0.05)
 
-        await browser.call("Page.navigate", url=api.url + "/")
+        await browser.open(api.url + "/")
         assert await browser.wait_for(f"document.getElementById('c-total').textContent === '{NODES}'")
         # the virtualised table renders the visible rows; every node is in the node map
         names = await browser.wait_for("[...document.querySelectorAll('#tbody .tr')].filter(r => r.style.display !== 'none').map(r => r.dataset.node)")
@@ -194,7 +206,7 @@ async def test_dashboard_fits_a_phone_screen(nats_server: EmbeddedServer, nc: An
             await nc.publish(subjects.agg(10, "lab", f"n{i}"), encode(_agg(f"n{i}", now, 30)))
         await nc.flush()
         await browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=2, mobile=True)
-        await browser.call("Page.navigate", url=api.url + "/")
+        await browser.open(api.url + "/")
         await browser.wait_for("document.getElementById('c-total').textContent === '5'")
         assert await browser.wait_for("document.querySelectorAll('#charts .uplot').length >= 1")
         # nothing wider than the screen: no horizontal scrolling
@@ -209,7 +221,7 @@ async def test_api_docs_render_from_bundled_files(nats_server: EmbeddedServer, b
     api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)
     await api.start()
     try:
-        await browser.call("Page.navigate", url=api.url + "/docs")
+        await browser.open(api.url + "/docs")
         ops = await browser.wait_for("document.querySelectorAll('.opblock').length", 20)
         assert ops >= 9
         scripts = await browser.eval("[...document.scripts].map(s => s.src).filter(Boolean)")

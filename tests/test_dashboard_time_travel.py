@@ -71,7 +71,7 @@ async def test_a_past_range_shows_the_fleet_alerts_and_health_as_they_were_and_i
         await nc.flush()
         since, until = PAST, PAST + 3600
         url = f"{api.url}/?since={_iso(since)}&until={_iso(until)}&node=old-02"
-        await browser.call("Page.navigate", url=url)
+        await browser.open(url)
         assert await browser.wait_for("document.getElementById('c-total').textContent === '5'")
         names = await browser.wait_for("[...document.querySelectorAll('#tbody .tr')].filter(r => r.style.display !== 'none').map(r => r.dataset.node)")
         assert sorted(names) == OLD_NODES

@@ -60,7 +60,7 @@ async def test_the_dashboard_takes_its_token_from_the_fragment_and_keeps_it_out_
         await nc.flush()
         # the page reads the active alerts once at load, then follows the WebSocket: load it only when the API holds both
         await wait_for(lambda: ("lab", "n1") in api.state.nodes and "x1" in api.state.active_alerts, what="the API saw n1 and its alert")
-        await browser.call("Page.navigate", url=api.url + "/#token=" + TOKEN)
+        await browser.open(api.url + "/#token=" + TOKEN)
         assert await browser.wait_for("document.getElementById('c-total').textContent === '1'")
         await browser.wait_for("document.getElementById('conn').classList.contains('live')")  # WebSocket authenticated by subprotocol
         assert TOKEN not in await browser.eval("location.href")
@@ -81,7 +81,7 @@ async def test_a_page_on_another_origin_cannot_read_the_api_or_open_its_websocke
     try:
         await nc.publish(subjects.agg(10, "lab", "n1"), encode(_agg("n1", time.time(), 30)))
         await nc.flush()
-        await browser.call("Page.navigate", url=other_site)
+        await browser.open(other_site)
         await browser.wait_for("document.title === 'elsewhere'")
         ws_url = api.url.replace("http", "ws") + "/ws"
         await browser.eval(
