@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import nats
 
+from processors.runtime import STATE_STORE
 from producers.sdk import Registry
 from producers.sidecar import run_producer
 from schemas import Alert, AlertStatus, decode
@@ -23,16 +26,29 @@ RULES = """defaults: false
 rules:
   - {name: queue_backlog, metric: app.queue_depth, op: ">", threshold: 100, severity: critical, hysteresis: 20}
 """
-
-
+PROCESSOR = "e2e-processor"
 
 
 def spawn_processor(url: str, rules: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "swarmwatch", "process", "--nats", url, "--rules", str(rules),
-         "--operators", "rules,windows", "--checkpoint-interval", "0.5s"],
+         "--operators", "rules,windows", "--checkpoint-interval", "0.5s", "--name", PROCESSOR],
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+
+
+async def checkpointed_after(js: Any, t: float, timeout_s: float = 30.0) -> None:
+    """Wait until the processor has stored a checkpoint taken after wall time ``t`` (UNIX s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            res = await (await js.object_store(STATE_STORE)).get(PROCESSOR)
+            if msgspec.msgpack.decode(res.data)["ts"] > t:
+                return
+        except Exception:  # no bucket or no checkpoint yet
+            pass
+        assert time.monotonic() < deadline, f"no checkpoint after {t} within {timeout_s} s"
+        await asyncio.sleep(0.1)
 
 
 async def test_forced_crossing_gives_one_firing_and_one_resolved_alert_across_a_processor_crash(
@@ -62,7 +78,7 @@ async def test_forced_crossing_gives_one_firing_and_one_resolved_alert_across_a_
         await asyncio.sleep(1.0)
         depth.set(500)  # the forced crossing
         await wait_for(lambda: len(seen) >= 1)
-        await asyncio.sleep(1.0)  # the processor keeps seeing 500 (still firing) and checkpoints
+        await checkpointed_after(js, time.time())  # the processor keeps seeing 500 (still firing) and checkpoints that
         proc.send_signal(signal.SIGKILL)  # crash mid-stream, while the alert is firing
         proc.wait()
         await asyncio.sleep(0.6)
