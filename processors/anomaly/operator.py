@@ -42,7 +42,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,7 @@ class AnomalyOperator(Operator):
         if late_after_s <= 0:
             raise ValueError(f"late_after_s {late_after_s!r} must be > 0 seconds")
         self.late_after_s = float(late_after_s)
+        self.on_score: Callable[[tuple[str, str, str], float, float, float], None] | None = None  # (series key, ts, x, score)
         self.families = tuple(DEFAULT_FAMILIES if families is None else families)
         self.max_series = max_series
         self.series_ttl_s = float(series_ttl_s)
@@ -269,6 +270,8 @@ class AnomalyOperator(Operator):
                 st.window.append((ts, x))
                 continue
             score = det.score_one(x, ts)
+            if self.on_score is not None:  # backtests record every score
+                self.on_score(key, ts, x, score)
             before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
             det.learn_one(x, ts)
             st.window.append((ts, x))

@@ -22,6 +22,9 @@ def backtest_anomaly(
     ),
     detector: str = typer.Option("default", "--detector", help="default, extremes, seasonal, sequence or robust_z."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
+    live: bool = typer.Option(
+        False, "--live", help="Feed each row through the live AnomalyOperator and the shared dispatch step (gaps, grace periods, alerts as live)."
+    ),
 ) -> None:
     """Run the anomaly detector over CSVs and write timestamp,anomaly_score rows (scores in [0, 1])."""
     from processors.anomaly.backtest import BacktestError, plan, run_backtest
@@ -47,7 +50,7 @@ def backtest_anomaly(
     with progress:
         task = progress.add_task(str(data), total=len(pairs))
         try:
-            report = run_backtest(data, output, detector, threshold, on_file=lambda r: progress.advance(task))
+            report = run_backtest(data, output, detector, threshold, on_file=lambda r: progress.advance(task), live=live)
         except (ValueError, BacktestError) as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
@@ -61,4 +64,6 @@ def backtest_anomaly(
         "points_per_s": round(report.points_per_s),
         "output": str(output),
     }
+    if live:
+        summary["alerts_fired"] = sum(getattr(f, "alerts_fired", 0) for f in report.files)
     typer.echo(json.dumps(summary))
