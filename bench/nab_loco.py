@@ -54,11 +54,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "small": [
         {
             "extremes": {"scale": es, "prior_n": k, "lag_blocks": lag},
-            "seasonal": {"scale": rs, "prior_n": k},
-            "sequence": {"scale": rs, "prior_n": k},
+            "seasonal": {"scale": rs, "prior_n": k, "smooth": sm},
+            "sequence": {"scale": rs, "prior_n": k, "smooth": sm},
             "alphabet": al,
         }
-        for es, rs, k, lag, al in itertools.product((0.02, 0.05, 0.1), (0.05, 0.1, 0.25), (1.0, 4.0, 16.0), (8,), (1, 2))
+        for es, rs, k, sm, lag, al in itertools.product((0.02, 0.05, 0.1), (0.05, 0.1, 0.25), (1.0, 4.0, 16.0), (12, 24), (8,), (1, 2))
     ],
 }
 
