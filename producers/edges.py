@@ -432,8 +432,17 @@ async def follow_watches(
     while not stop.is_set():
         nc = publisher.client
         watcher = None
+        if nc is None or not nc.is_connected:  # starting, or the broker is away: look as soon as it is back
+            connected = asyncio.ensure_future(publisher.wait_connected(retry_s))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({connected, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            connected.cancel()
+            stopper.cancel()
+            if publisher.client is None:
+                continue
+            nc = publisher.client
         try:
-            if nc is None or not nc.is_connected:
+            if not nc.is_connected:
                 raise ConnectionError("not connected")
             reconnects = publisher.reconnects
             kv = await nc.jetstream().key_value(WATCH_BUCKET)

@@ -230,3 +230,24 @@ async def test_a_producer_follows_changes_to_the_watched_thresholds(nats_server:
         stop.set()
         await asyncio.wait_for(task, 10)
         await pub.close(2)
+
+
+async def test_a_watched_system_metric_already_past_its_threshold_is_published_from_the_fast_sampler(
+    nats_server: Any, nc: Any
+) -> None:
+    await ensure_streams(nc.jetstream())
+    rule = Rule(name="cpu_any", metric="cpu.percent", op=">", threshold=-1.0, labels={})  # always past it
+    await export_watches(nc, [ThresholdRules([rule])], "processor")
+    batches: list[MetricBatch] = []
+    sub = await _collect(nc, subjects.metrics("c1", "n3"), batches, MetricBatch)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_producer(nats_server.url, "c1", "n3", "30s", registry=None, gpu=False, stop=stop))
+    try:  # with a 30 s tick, a second batch can only be the fast sampler's
+        await wait_for(lambda: len(batches) >= 2, 20, "the regular batch and an edge batch")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await sub.unsubscribe()
+    edge = batches[1]
+    assert [s.name for s in edge.samples] == ["cpu.percent"] and edge.samples[0].labels is None
+    assert edge.seq == batches[0].seq + 1
