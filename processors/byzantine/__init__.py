@@ -1,8 +1,9 @@
 """Byzantine-node detection for training fleets: trust scores and ``byzantine`` alerts."""
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from swarmwatch.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from processors.byzantine.backtest import BacktestInputError, BacktestSummary, backtest_file, read_events, to_event
@@ -60,20 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name or a submodule on first use (PEP 562), so importing the package stays cheap."""
-    target = _LAZY.get(name)
-    if target is None:
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(target[0]), target[1])
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)
