@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 
@@ -30,3 +35,26 @@ async def stored(js: Any, subject: str, stream: str = "DERIVED") -> list[bytes]:
         out += [m.data for m in msgs]
     await sub.unsubscribe()
     return out
+
+
+def start_http_server(handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    """``handler`` served on 127.0.0.1 (a free port; TLS with ``context``) by a daemon thread.
+
+    The caller shuts it down (``shutdown()`` then ``server_close()``); ``http_server`` does that for a block.
+    """
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if context is not None:
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext | None = None) -> Iterator[ThreadingHTTPServer]:
+    """``start_http_server`` for the length of a ``with`` block (or a fixture), then shut down and closed."""
+    srv = start_http_server(handler, context)
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -6,9 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from processors.alerting import AlertTracker
 from schemas import AlertKind, Severity, codec
 from swarmwatch.cli import app
 from swarmwatch.server import EmbeddedServer
+from tests.support import start_http_server
 
 HOOK_SECRET = "cli-hook-secret-42"
 
@@ -44,8 +44,7 @@ async def test_sink_notify_command_pages_a_webhook_and_stops_cleanly(nats_server
         def log_message(self, *args: Any) -> None:
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = start_http_server(Handler)
     cfg = tmp_path / "notify.yaml"
     cfg.write_text(f"notify:\n  channels:\n    - name: hook\n      url: json://127.0.0.1:{srv.server_port}/hook/${{SW_HOOK}}\n")
     proc = subprocess.Popen(

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from schemas import AlertKind, DeadLetter, Severity, codec
 from sinks.notify import NotifySink, SilenceStore, parse_config
 from swarmwatch.server import free_port
 from swarmwatch.streams import ensure_streams
+from tests.support import start_http_server
 
 SLACK_TOKEN = "B0SECRET99/XyzzySlackTokenValue"
 BOT_TOKEN = "123456789:SecretBotTokenValue"
@@ -62,10 +62,8 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = start_http_server(Handler)
         self.port = self.server.server_port
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def texts(self) -> list[str]:
         return [r["body"].decode(errors="replace") for r in self.got]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import threading
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from sinks.notify.config import ChannelConfig, DeliveryConfig
 from sinks.notify.delivery import ChannelQueue, ChannelSender, DeliveryError, Outbound
 from sinks.notify.redaction import Redactor
+from tests.support import http_server
 
 FAST_RETRY = DeliveryConfig(backoff_initial_s=0.05, backoff_max_s=0.1, max_retry_s=3600, timeout_s=5)
 
@@ -95,13 +95,8 @@ def down_receiver() -> Any:
         def log_message(self, *args: Any) -> None:
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with http_server(Handler) as srv:
         yield srv.server_port
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 async def test_stop_during_backoff_on_a_real_channel_returns_and_records_nothing(down_receiver: int) -> None:

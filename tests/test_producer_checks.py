@@ -5,10 +5,9 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from processors import ThresholdRules, default_rules
 from producers.checks import HealthChecker, HttpCheck
 from producers.options import sidecar_sources
 from schemas import AlertStatus, MetricBatch, Sample, Severity
+from tests.support import http_server
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,17 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _serve(context: ssl.SSLContext | None = None) -> Iterator[str]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    if context is not None:
-        srv.socket = context.wrap_socket(srv.socket, server_side=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with http_server(_Handler, context) as srv:
         yield f"{'https' if context else 'http'}://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import nats
@@ -18,7 +17,7 @@ import nats
 from schemas import Alert, AlertStatus, decode
 from sinks import read_records
 from swarmwatch.server import free_port
-from tests.support import wait_for
+from tests.support import start_http_server, wait_for
 from tests.test_producer_scrape import app_exporter  # noqa: F401 - the fixture
 
 
@@ -81,8 +80,7 @@ def _latest(api_port: int) -> dict[str, float]:
 async def test_up_with_scrape_and_check_shows_series_raises_endpoint_down_and_writes_files(
     tmp_path: Path, app_exporter: int  # noqa: F811
 ) -> None:
-    down = ThreadingHTTPServer(("127.0.0.1", 0), _Down)
-    threading.Thread(target=down.serve_forever, daemon=True).start()
+    down = start_http_server(_Down)
     health_url = f"http://127.0.0.1:{down.server_address[1]}/health"
     rules = tmp_path / "rules.yaml"  # endpoint_down with a short `for`, so the test need not wait 30 s
     rules.write_text("rules:\n  - {name: endpoint_down, metric: http.up, op: '<', threshold: 0.5, severity: critical, "
