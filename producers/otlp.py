@@ -462,43 +462,25 @@ class OtlpReceiver:
 
     async def start(self) -> None:
         """Bind (a taken port is a clear OSError) and serve in this event loop."""
-        import contextlib
-        import socket
-
         import uvicorn
 
-        class _Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Any:  # the host process owns the signals
-                yield
+        from swarmwatch.http_serving import InProcessServer, bind_tcp, wait_started
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host.strip("[]"), self.port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot receive OTLP on {self.host}:{self.port}: {exc.strerror or exc}; pick another with --port") from None
+        sock = bind_tcp(self.host, self.port, "receive OTLP", "pick another with --port")
         self.bound_port = int(sock.getsockname()[1])
         config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
-        self._server = _Server(config)
+        self._server = InProcessServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="otlp-uvicorn")
-        deadline = time.monotonic() + 20.0
-        while not self._server.started:
+        if not await wait_started(self._server, self._task, 20.0):
             if self._task.done():
                 raise RuntimeError(f"OTLP receiver on {self.url} did not start: {self._task.exception()!r}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"OTLP receiver on {self.url} did not start within 20 s")
-            await asyncio.sleep(0.02)
+            raise RuntimeError(f"OTLP receiver on {self.url} did not start within 20 s")
         log.info("receiving OTLP/HTTP metrics on %s/v1/metrics", self.url)
 
     async def stop(self) -> None:
         """Stop listening (in-flight requests finish)."""
         if self._task is not None and self._server is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(self._task, timeout=10.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError, SystemExit):
-                self._task.cancel()
+            from swarmwatch.http_serving import stop_serving
+
+            await stop_serving(self._server, self._task)
             self._task = None

@@ -11,11 +11,10 @@ constructor refuses with a ValueError that names the address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +25,7 @@ from sinks.api.exposition import DEFAULT_STATS
 from sinks.api.live import DEFAULT_ALERT_BACKFILL_S, DEFAULT_BACKFILL_S, Hub, LiveFeed
 from sinks.api.security import check_token_strength, default_allowed_hosts
 from sinks.api.state import FleetState
+from swarmwatch.http_serving import InProcessServer, bind_tcp, stop_serving, wait_started
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,6 @@ def check_bind(host: str, token: str | None) -> None:
             f"refusing to serve the API on {host!r} without an access token: anyone who can reach it could read "
             "the fleet's data. Pass --token (or SWARMWATCH_API_TOKEN), or bind 127.0.0.1"
         )
-
-
-class _InProcessServer(uvicorn.Server):
-    """uvicorn that leaves signal handling to the host process."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class ApiServer:
@@ -112,7 +104,7 @@ class ApiServer:
             allowed_origins=allowed_origins,
         )
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level, lifespan="off", access_log=False, ws="websockets-sansio")
-        self._server = _InProcessServer(config)
+        self._server = InProcessServer(config)
         self._task: asyncio.Task[None] | None = None
         self.bound_port: int | None = None
 
@@ -128,41 +120,25 @@ class ApiServer:
         if self.feed is not None:
             await self.feed.start()
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="api-uvicorn")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT_S
-        while not self._server.started:
+        if not await wait_started(self._server, self._task, STARTUP_TIMEOUT_S):
             if self._task.done():
                 exc = self._task.exception() if not self._task.cancelled() else None
                 await self._stop_feed()
                 raise RuntimeError(f"API server on {self.host}:{self.port} did not start: {exc or 'exited'}")
-            if loop.time() > deadline:
-                await self.stop()
-                raise RuntimeError(f"API server on {self.host}:{self.port} did not start within {STARTUP_TIMEOUT_S}s")
-            await asyncio.sleep(0.02)
+            await self.stop()
+            raise RuntimeError(f"API server on {self.host}:{self.port} did not start within {STARTUP_TIMEOUT_S}s")
         log.info("API and dashboard on %s", self.url)
 
     def _bind(self) -> socket.socket:
         """Bind here, so a taken port is a clear error rather than uvicorn's exit."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only then (else keep-alive answers wait ~40 ms)
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host.strip("[]"), self.port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot serve the API on {self.host}:{self.port}: {exc.strerror or exc}; pick another with --api-port (sinks.api_port in a config file)") from None
+        sock = bind_tcp(self.host, self.port, "serve the API", "pick another with --api-port (sinks.api_port in a config file)")
         sock.set_inheritable(True)
         return sock
 
     async def stop(self) -> None:
         """Stop listening (closing WebSockets) and unsubscribe."""
         if self._task is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(self._task, timeout=10.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError, SystemExit):
-                self._task.cancel()
+            await stop_serving(self._server, self._task)
             self._task = None
         await self._stop_feed()
 
