@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from producers.fetch import Response, aget, check_url, tls_context
 from producers.options import parse_interval
+from producers.schedule import run_every
 from schemas.models import MAX_LABEL_VALUE_LEN, Sample
 
 if TYPE_CHECKING:
@@ -179,21 +180,10 @@ class HealthChecker:
         return result
 
     async def _loop(self, i: int, stop: asyncio.Event) -> None:
-        interval = self.checks[i].interval_s
-        next_s = time.monotonic()
-        while not stop.is_set():
-            try:
-                await self.check_once(i)
-            except Exception:  # noqa: BLE001 - one failed check must not end the loop
-                log.exception("http check %s failed", self.checks[i].url)
-            next_s += interval
-            now = time.monotonic()
-            if next_s < now:
-                next_s = now + interval - ((now - next_s) % interval)
-            try:
-                await asyncio.wait_for(stop.wait(), next_s - now)
-            except asyncio.TimeoutError:
-                pass
+        def failed() -> None:
+            log.exception("http check %s failed", self.checks[i].url)
+
+        await run_every(self.checks[i].interval_s, stop, lambda: self.check_once(i), failed)
 
     async def run(self, publisher: Publisher | None, stop: asyncio.Event) -> None:
         """Run every check until ``stop`` (a sidecar task; the publisher is not needed)."""

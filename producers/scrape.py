@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from producers.fetch import Response, aget, check_url, tls_context
 from producers.options import parse_interval
 from producers.rates import CounterRates
+from producers.schedule import run_every
 from schemas.models import MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, Sample, check_metric_name
 
 if TYPE_CHECKING:
@@ -406,22 +407,11 @@ class Scraper:
         return samples
 
     async def _loop(self, i: int, stop: asyncio.Event) -> None:
-        interval = self.targets[i].interval_s
-        next_s = time.monotonic()
-        while not stop.is_set():
-            try:
-                await self.scrape_once(i)
-            except Exception:  # noqa: BLE001 - one bad scrape must not end the loop
-                self.failures += 1
-                log.exception("scrape of %s failed", self.targets[i].url)
-            next_s += interval
-            now = time.monotonic()
-            if next_s < now:
-                next_s = now + interval - ((now - next_s) % interval)
-            try:
-                await asyncio.wait_for(stop.wait(), next_s - now)
-            except asyncio.TimeoutError:
-                pass
+        def failed() -> None:
+            self.failures += 1
+            log.exception("scrape of %s failed", self.targets[i].url)
+
+        await run_every(self.targets[i].interval_s, stop, lambda: self.scrape_once(i), failed)
 
     async def run(self, publisher: Publisher | None, stop: asyncio.Event) -> None:
         """Scrape every target until ``stop`` (a sidecar task; the publisher is not needed)."""
