@@ -29,6 +29,7 @@ from tests.test_deploy_support import (
     nats_server_binary,
     render_file,
     server_env,
+    single_server_with_auth,
 )
 
 SHIPPED = sorted(p.relative_to(NATS_DIR) for p in NATS_DIR.rglob("*.conf"))
@@ -75,16 +76,8 @@ def test_cluster_nodes_differ_only_in_their_server_name() -> None:
 @pytest.fixture
 def auth_server(tmp_path: Path) -> Iterator[str]:
     """deploy/nats/single.conf on a random port with `include ./auth.conf` added, as docs/deploy.md says."""
-    port = free_ports(1)[0]
-    conf = render_file(NATS_DIR / "single.conf", tmp_path, client_port=port)
-    render_file(NATS_DIR / "auth.conf", tmp_path)
-    conf.write_text(conf.read_text() + "\ninclude ./auth.conf\n")
-    srv = ServerProcess(conf, port).start()
-    try:
-        srv.wait_listening()
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        srv.stop()
+    with single_server_with_auth(tmp_path) as (url, _srv):
+        yield url
 
 
 class Client:

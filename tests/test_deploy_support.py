@@ -8,12 +8,14 @@ fails here instead of being tested half-rendered.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +204,24 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def single_server_with_auth(dst_dir: Path) -> Iterator[tuple[str, ServerProcess]]:
+    """deploy/nats/single.conf on a random port with ``include ./auth.conf`` added, as docs/deploy.md says.
+
+    Rendered into ``dst_dir`` (auth.conf with the test fleet's node keys); yields (url, process), stopped on exit.
+    """
+    port = free_ports(1)[0]
+    conf = render_file(NATS_DIR / "single.conf", dst_dir, client_port=port)
+    render_file(NATS_DIR / "auth.conf", dst_dir)
+    conf.write_text(conf.read_text() + "\ninclude ./auth.conf\n")
+    srv = ServerProcess(conf, port).start()
+    try:
+        srv.wait_listening()
+        yield f"nats://127.0.0.1:{port}", srv
+    finally:
+        srv.stop()
 
 
 def test_cluster_rendering_replaces_every_production_address_and_path(tmp_path: Path) -> None:

@@ -31,11 +31,10 @@ from tests.test_deploy_support import (
     USERS,
     ServerProcess,
     creds_dir,
-    free_ports,
     nats_server_binary,
     node_seed,
-    render_file,
     server_env,
+    single_server_with_auth,
 )
 
 VIOLATION = "permissions violation"
@@ -44,16 +43,8 @@ VIOLATION = "permissions violation"
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, ServerProcess]]:
     """single.conf + the shipped auth.conf with the test fleet's node keys; yields (url, rendered dir, process)."""
-    port = free_ports(1)[0]
-    conf = render_file(NATS_DIR / "single.conf", tmp_path, client_port=port)
-    render_file(NATS_DIR / "auth.conf", tmp_path)
-    conf.write_text(conf.read_text() + "\ninclude ./auth.conf\n")
-    srv = ServerProcess(conf, port).start()
-    try:
-        srv.wait_listening()
-        yield f"nats://127.0.0.1:{port}", tmp_path, srv
-    finally:
-        srv.stop()
+    with single_server_with_auth(tmp_path) as (url, srv):
+        yield url, tmp_path, srv
 
 
 class Node:
