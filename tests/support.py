@@ -8,7 +8,10 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from schemas import Alert
 
 
 async def wait_for(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> None:
@@ -35,6 +38,41 @@ async def stored(js: Any, subject: str, stream: str = "DERIVED") -> list[bytes]:
         out += [m.data for m in msgs]
     await sub.unsubscribe()
     return out
+
+
+async def first_alerts(url: str, subject: str, deadline: float) -> list[Alert]:
+    """The alerts stored under ``subject`` (stream DERIVED, read from the start) once there is one.
+
+    Connects to ``url`` as soon as its server is up (a server started by a subprocess under test);
+    both waits end at ``deadline`` (``time.monotonic()``): an AssertionError if the server never came
+    up, ``[]`` if no alert was stored by then.
+    """
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    from schemas import Alert, decode
+
+    seen: list[Alert] = []
+    nc = None
+    while nc is None and time.monotonic() < deadline:
+        try:
+            nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+        except Exception:
+            await asyncio.sleep(0.2)
+    assert nc is not None, "the embedded server never came up"
+    try:
+        js = nc.jetstream()
+        while not seen and time.monotonic() < deadline:  # the alert may fire before we could subscribe: read the stream
+            try:
+                sub = await js.pull_subscribe(
+                    subject, stream="DERIVED", config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
+                seen += [decode(m.data, Alert) for m in await sub.fetch(10, timeout=1)]
+                await sub.unsubscribe()
+            except Exception:
+                await asyncio.sleep(0.3)
+    finally:
+        await nc.close()
+    return seen
 
 
 def start_http_server(handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext | None = None) -> ThreadingHTTPServer:

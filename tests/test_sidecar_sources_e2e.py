@@ -12,12 +12,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import nats
-
-from schemas import Alert, AlertStatus, decode
+from schemas import AlertStatus
 from sinks import read_records
 from swarmwatch.server import free_port
-from tests.support import start_http_server, wait_for
+from tests.support import first_alerts, start_http_server, wait_for
 from tests.test_producer_scrape import app_exporter  # noqa: F401 - the fixture
 
 
@@ -29,33 +27,6 @@ class _Down(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-async def _alert(port: int, deadline: float) -> list[Alert]:
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    seen: list[Alert] = []
-    nc = None
-    while nc is None and time.monotonic() < deadline:
-        try:
-            nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, max_reconnect_attempts=0)
-        except Exception:
-            await asyncio.sleep(0.2)
-    assert nc is not None, "the embedded server never came up"
-    try:
-        js = nc.jetstream()
-        while not seen and time.monotonic() < deadline:
-            try:
-                sub = await js.pull_subscribe(
-                    "sw.alerts.critical.lab.box-1.endpoint_down", stream="DERIVED",
-                    config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
-                seen += [decode(m.data, Alert) for m in await sub.fetch(10, timeout=1)]
-                await sub.unsubscribe()
-            except Exception:
-                await asyncio.sleep(0.3)
-    finally:
-        await nc.close()
-    return seen
 
 
 STORED = {"app_requests_total:rate", "app_latency_seconds:p50", "http.up", "scrape.up", "cpu.percent"}
@@ -98,7 +69,7 @@ async def test_up_with_scrape_and_check_shows_series_raises_endpoint_down_and_wr
     )
     try:
         deadline = time.monotonic() + 60
-        alerts = await _alert(port, deadline)
+        alerts = await first_alerts(f"nats://127.0.0.1:{port}", "sw.alerts.critical.lab.box-1.endpoint_down", deadline)
         latest: dict[str, float] = {}
         while time.monotonic() < deadline and not any(k.startswith("app_requests_total:rate") for k in latest):
             latest = await asyncio.to_thread(_latest, api_port)

@@ -1,7 +1,6 @@
 """``swarmwatch up``: one command brings up the whole pipeline; Ctrl-C stops it with nothing lost."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -9,12 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import nats
-
-from schemas import Alert, AlertStatus, decode
+from schemas import Alert, AlertStatus
 from sinks import read_records
 from swarmwatch.server import free_port
-from tests.support import wait_for
+from tests.support import first_alerts, wait_for
 
 
 def _stored(store: Path) -> bool:
@@ -39,29 +36,7 @@ async def test_up_runs_producer_processor_and_sinks_and_stops_cleanly(tmp_path: 
     )
     seen: list[Alert] = []
     try:
-        nc = None
-        deadline = time.monotonic() + 30
-        while nc is None and time.monotonic() < deadline:
-            try:
-                nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, max_reconnect_attempts=0)
-            except Exception:
-                await asyncio.sleep(0.2)
-        assert nc is not None, "the embedded server never came up"
-
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-        js = nc.jetstream()
-        while not seen and time.monotonic() < deadline:  # the alert may fire before we could subscribe: read the stream
-            try:
-                sub = await js.pull_subscribe(
-                    "sw.alerts.info.lab.box-1.always_busy", stream="DERIVED",
-                    config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
-                )
-                seen += [decode(m.data, Alert) for m in await sub.fetch(10, timeout=1)]
-                await sub.unsubscribe()
-            except Exception:
-                await asyncio.sleep(0.3)
-        await nc.close()
+        seen = await first_alerts(f"nats://127.0.0.1:{port}", "sw.alerts.info.lab.box-1.always_busy", time.monotonic() + 30)
         # the sinks flush on their own clock: wait until the store holds what is checked below, then stop
         await wait_for(lambda: _stored(data / "store"), 30, "the node's metrics and its alert in the store")
     finally:
