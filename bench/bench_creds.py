@@ -27,15 +27,9 @@ sys.path.insert(0, str(ROOT))
 from swarmwatch.config import NatsConfig  # noqa: E402
 from swarmwatch.connect import ConnectError, connect  # noqa: E402
 from swarmwatch.creds import identities, issue, render_auth  # noqa: E402
-from swarmwatch.server import find_binary  # noqa: E402
+from swarmwatch.server import find_binary, free_port  # noqa: E402
 
 PASSWORDS = {k: "bench-secret" for k in ("SW_PROCESSOR_PASSWORD", "SW_SINKS_PASSWORD", "SW_ADMIN_PASSWORD", "SW_SYS_PASSWORD")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -70,7 +64,7 @@ def run(n: int, work: Path) -> dict[str, float | int]:
     t0 = time.perf_counter()
     auth = render_auth(template, identities(keys))
     render_s = time.perf_counter() - t0
-    port = _free_port()
+    port = free_port()
     (work / "auth.conf").write_text(auth)
     conf = work / "server.conf"
     conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {json.dumps(str(work / 'js'))} }}\ninclude ./auth.conf\n")

@@ -38,7 +38,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from swarmwatch.server import free_port  # noqa: E402
 
 GAUGE = "bench.value"
 PROM_GAUGE = "bench_value"
@@ -125,12 +126,6 @@ class Webhook:
                 if p == path and t >= after and re.search(match, body):
                     return t
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binaries() -> tuple[dict[str, str], str]:

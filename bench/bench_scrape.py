@@ -31,17 +31,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_producer import make_stream, producer_command  # noqa: E402
-from swarmwatch.server import EmbeddedServer  # noqa: E402
+from swarmwatch.server import EmbeddedServer, free_port  # noqa: E402
 
 
 ALLOW = ("node_cpu_*", "node_memory_Mem*", "node_network_*_bytes_total", "node_filesystem_avail_bytes", "node_load*",
          "node_disk_*_bytes_total")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int) -> None:
@@ -122,7 +116,7 @@ def main() -> None:
     exe = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     if exe is None:
         raise SystemExit("prometheus-node-exporter is not installed (.ci/install-system-deps.sh)")
-    port = _free_port()
+    port = free_port()
     ne = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
     try:
         _wait_port(port)

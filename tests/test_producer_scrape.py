@@ -18,18 +18,12 @@ import pytest
 from producers.options import sidecar_sources
 from producers.scrape import ExpositionMapper, Scraper, ScrapeTarget, bucket_quantile, quantile_name
 from schemas.codec import decode_batch
-from swarmwatch.server import EmbeddedServer
+from swarmwatch.server import EmbeddedServer, free_port
 from tests.support import wait_for
 
 
 def by_name(samples: list, name: str) -> list:
     return [s for s in samples if s.name == name]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -200,7 +194,7 @@ APP = textwrap.dedent("""
 @pytest.fixture
 def app_exporter() -> Iterator[int]:
     """A prometheus_client app counting requests and timing them, on a free port."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", APP, str(port)], stderr=subprocess.PIPE)
     try:
         _wait_port(port, proc)
@@ -216,7 +210,7 @@ def node_exporter() -> Iterator[int]:
     exe = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     if exe is None:
         pytest.skip("prometheus-node-exporter is not installed (.ci/install-system-deps.sh installs it)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], stderr=subprocess.PIPE)
     try:
         _wait_port(port, proc)
@@ -276,7 +270,7 @@ async def test_node_exporter_cpu_memory_and_network_arrive(node_exporter: int) -
 
 
 async def test_a_target_that_is_down_reports_up_zero() -> None:
-    scraper = Scraper([ScrapeTarget(f"http://127.0.0.1:{_free_port()}/metrics", 1.0, timeout_s=0.5)])
+    scraper = Scraper([ScrapeTarget(f"http://127.0.0.1:{free_port()}/metrics", 1.0, timeout_s=0.5)])
     out = await scraper.scrape_once(0)
     assert [(s.name, s.value) for s in out if s.name in ("scrape.up", "scrape.samples")] == [
         ("scrape.up", 0.0), ("scrape.samples", 0.0)]
