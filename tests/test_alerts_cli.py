@@ -8,11 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import nats
+from typer.testing import CliRunner
 
 from processors import AlertTracker
 from schemas import AlertKind, Severity, encode
+from swarmwatch.cli import app
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 
@@ -109,3 +112,54 @@ def test_alerts_says_at_once_when_no_server_is_reachable() -> None:
         capture_output=True, text=True, timeout=30,
     )
     assert res.returncode == 2 and "no NATS server reachable" in res.stderr and "Traceback" not in res.stderr
+
+
+TOKEN = "operator-token-0123456789"
+
+
+async def test_alerts_and_silence_log_in_to_a_server_that_requires_a_token(tmp_path: Path) -> None:
+    srv = EmbeddedServer(tmp_path / "nats", port=0, extra_args=["--auth", TOKEN]).start()
+    try:
+        nc = await nats.connect(srv.url, token=TOKEN)
+        js = nc.jetstream()
+        await ensure_streams(js)
+        tracker = AlertTracker("disk_full", AlertKind.THRESHOLD, Severity.CRITICAL)
+        (fired,) = tracker.update("lab", "box-9", True, time.time() - 60, 97.0, metric="disk.percent", summary="disk 97 %")
+        await js.publish(fired.subject, encode(fired.message), headers={"Nats-Msg-Id": fired.msg_id})
+        await nc.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmwatch", "alerts", "--nats", srv.url, "--nats-token", TOKEN],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+        )
+        out = _Lines(proc)
+        try:
+            await out.wait_for("listening on")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=20)
+            err = proc.stderr.read() if proc.stderr else ""
+        text = "\n".join(out.lines) + err
+        assert any("firing now: 1" in ln for ln in out.lines), text
+        assert any("FIRING" in ln and "lab/box-9 disk_full" in ln for ln in out.lines), text
+
+        # the token from the environment, as every other command reads it
+        res = await asyncio.to_thread(CliRunner().invoke, app, ["silence", "list", "--nats", srv.url], env={"SWARMWATCH_NATS_TOKEN": TOKEN})
+        assert res.exit_code == 0 and "no silences" in res.output, res.output
+    finally:
+        srv.stop()
+
+
+def test_alerts_without_the_token_fails_with_one_clear_line(tmp_path: Path) -> None:
+    srv = EmbeddedServer(tmp_path / "nats", port=0, extra_args=["--auth", TOKEN]).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMWATCH_NATS")}
+        res = subprocess.run(
+            [sys.executable, "-m", "swarmwatch", "alerts", "--nats", srv.url], capture_output=True, text=True, timeout=30, env=env,
+        )
+        silence = CliRunner().invoke(app, ["silence", "list", "--nats", srv.url], env={"SWARMWATCH_NATS_TOKEN": None})
+    finally:
+        srv.stop()
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: NATS at") and "refused our credentials" in res.stderr and "--nats-token" in res.stderr
+    assert silence.exit_code == 2 and "refused our credentials" in silence.output

@@ -422,3 +422,59 @@ async def test_tls_config_refuses_plain_text_and_clients_without_a_certificate(t
             await nc.close()
     finally:
         srv.stop()
+
+
+async def test_an_operator_runs_alerts_and_silence_as_the_admin_user_of_auth_conf(
+    auth_server: str, roles: dict[str, Client], tmp_path: Path
+) -> None:
+    """`swarmwatch alerts` and `silence add|list|expire` log in with --config (nats: user/password) and see a firing alert."""
+    import sys
+
+    import yaml
+
+    from processors import AlertTracker
+    from schemas import AlertKind, Severity
+
+    admin = roles["admin"].nc
+    assert admin is not None
+    (fired,) = AlertTracker("disk_full", AlertKind.THRESHOLD, Severity.CRITICAL).update(
+        "default", "node-7", True, time.time() - 60, 97.0, metric="disk.percent", summary="disk 97 %"
+    )
+    await admin.jetstream().publish(fired.subject, encode(fired.message), headers={"Nats-Msg-Id": fired.msg_id})
+    user, password = USERS["admin"]
+    cfg = tmp_path / "operator.yaml"
+    cfg.write_text(yaml.safe_dump({"nats": {"user": user, "password": password}}))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "swarmwatch", *args, "--nats", auth_server, "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+
+    def alerts() -> str:
+        import os
+        import signal
+
+        proc = subprocess.Popen([sys.executable, "-m", "swarmwatch", "alerts", "--nats", auth_server, "--config", str(cfg)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+        assert proc.stdout is not None
+        lines = []
+        try:
+            for line in proc.stdout:  # what fires now, then "listening on ..." once it follows
+                lines.append(line)
+                if "listening on" in line:
+                    break
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+        assert "error" not in err and "ermission" not in err, err
+        return "".join(lines)
+
+    shown = await asyncio.to_thread(alerts)
+    assert "firing now: 1" in shown and "default/node-7 disk_full" in shown, shown
+    added = await asyncio.to_thread(run, "silence", "add", "--match", "node=node-7", "--duration", "1h", "--by", "ops")
+    assert added.returncode == 0, added.stderr
+    sid = added.stdout.split()[0]
+    listed = await asyncio.to_thread(run, "silence", "list")
+    assert listed.returncode == 0 and sid in listed.stdout and "active" in listed.stdout, listed.stderr
+    expired = await asyncio.to_thread(run, "silence", "expire", sid)
+    assert expired.returncode == 0 and "expired" in expired.stdout, expired.stderr
+    assert roles["admin"].violations() == []

@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import fail, install_stop_signals, run_async
+from swarmwatch.cli.common import (
+    CONFIG_OPTION,
+    NATS_CREDS_OPTION,
+    NATS_TOKEN_OPTION,
+    NATS_URL_OPTION,
+    client_nats_config,
+    fail,
+    install_stop_signals,
+    run_async,
+)
 
 _COLORS = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -31,7 +41,10 @@ def format_alert(alert: object) -> str:
 
 @app.command()
 def alerts(
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL."),
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     severity: str = typer.Option("*", "--severity", help="info, warning, critical or * for all."),
     cluster: str = typer.Option("*", "--cluster"),
     node: str = typer.Option("*", "--node"),
@@ -41,6 +54,7 @@ def alerts(
     """Show the alerts firing now (from the DERIVED stream), then follow new ones (Ctrl-C to stop)."""
     from rich.console import Console
 
+    nats_cfg = client_nats_config(config, nats_creds, nats_token)
     console = Console(highlight=False)
     subject = f"sw.alerts.{severity}.{cluster}.{node}.*"
 
@@ -52,7 +66,7 @@ def alerts(
         stop = asyncio.Event()
         install_stop_signals(stop)
         try:
-            nc = await connect(nats, wait=False)
+            nc = await connect(nats, nats_cfg, name="swarmwatch-alerts", wait=False)
         except ConnectionError as exc:
             fail(str(exc))
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from swarmwatch.config import Config
+    from swarmwatch.config import Config, NatsConfig
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -150,6 +150,14 @@ NATS_CREDS_HELP = "NATS credentials file: a per-node .creds/.nk from `swarmwatch
 NATS_TOKEN_HELP = "NATS auth token (env SWARMWATCH_NATS_TOKEN)."
 
 
+# One definition of the broker options, shared by every command that talks to NATS
+# (typer reads an Option's settings and never changes them, so one instance serves many commands).
+NATS_URL_OPTION: Any = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP)
+NATS_CREDS_OPTION: Any = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP)
+NATS_TOKEN_OPTION: Any = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP)
+CONFIG_OPTION: Any = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config (nats: user/password, TLS, ...).")
+
+
 def renamed(new_flag: str, new_value: Any, old_flag: str, old_value: Any) -> Any:
     """The value of a renamed flag: the new name wins; the old (hidden) name still works this release, with a warning."""
     if old_value is None or old_value is False:
@@ -163,3 +171,8 @@ def renamed(new_flag: str, new_value: Any, old_flag: str, old_value: Any) -> Any
 def nats_overrides(creds: str | None, token: str | None) -> dict[str, Any]:
     """Config overrides for the broker flags shared by every service."""
     return {"nats.creds": creds, "nats.token": token}
+
+
+def client_nats_config(config: Path | None, creds: str | None, token: str | None) -> NatsConfig:
+    """The broker settings of a one-shot client command: ``--config``'s nats section with --nats-creds/--nats-token on top."""
+    return config_or_exit(config, nats_overrides(creds, token)).nats

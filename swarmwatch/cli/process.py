@@ -11,9 +11,9 @@ from typer.core import TyperCommand
 from swarmwatch.cli import app
 from swarmwatch.cli.common import (
     CONNECT_TIMEOUT_HELP,
-    NATS_CREDS_HELP,
-    NATS_TOKEN_HELP,
-    NATS_URL_HELP,
+    NATS_CREDS_OPTION,
+    NATS_TOKEN_OPTION,
+    NATS_URL_OPTION,
     config_or_exit,
     fail,
     nats_overrides,
@@ -36,9 +36,9 @@ class _ProcessCommand(TyperCommand):
 
 @app.command(cls=_ProcessCommand)
 def process(
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
-    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
-    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Threshold rules file (YAML/TOML)."),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import NATS_CREDS_HELP, NATS_TOKEN_HELP, NATS_URL_HELP, config_or_exit, fail, nats_overrides, run_async
+from swarmwatch.cli.common import CONFIG_OPTION, NATS_CREDS_OPTION, NATS_TOKEN_OPTION, NATS_URL_OPTION, config_or_exit, fail, nats_overrides, run_async
 
 if TYPE_CHECKING:
     from swarmwatch.replay import ReplayItem, ReplayReport
@@ -92,9 +92,9 @@ def replay_cmd(
     operators: Optional[str] = typer.Option(None, "--operators", help="Comma-separated subset of rules,windows,liveness,network,byzantine,anomaly (default: the configured set)."),
     operator: Optional[list[str]] = typer.Option(None, "--operator", help="A custom operator as well, pkg.module:attr; repeatable."),
     no_plugins: bool = typer.Option(False, "--no-plugins", help="Leave out the operators installed under swarmwatch.operators."),
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
-    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
-    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     store: Optional[Path] = typer.Option(None, "--store", help="The file sinks' store, read when JetStream no longer holds the range (default <data_dir>/store)."),
     offline: bool = typer.Option(False, "--offline", help="Do not contact NATS: read the store only."),
     publish: bool = typer.Option(False, "--publish", help="Also publish every output under replay.<id>.<subject> (core NATS, never live subjects)."),
@@ -102,7 +102,7 @@ def replay_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the full report as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on standard error."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config."),
+    config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Replay stored telemetry through rules and operators: what fired then next to what would fire now, and the pages.
 

@@ -3,32 +3,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import fail, run_async
+from swarmwatch.cli.common import CONFIG_OPTION, NATS_CREDS_OPTION, NATS_TOKEN_OPTION, NATS_URL_OPTION, client_nats_config, fail, run_async
+
+if TYPE_CHECKING:
+    from swarmwatch.config import NatsConfig
 
 silence_app = typer.Typer(help="Create, list and expire silences (they mute firing notifications).", no_args_is_help=True)
 app.add_typer(silence_app, name="silence")
-
-NATS_OPTION = typer.Option("nats://127.0.0.1:4222", "--nats", help="NATS URL (comma-separated for a cluster).")
 
 
 def _clock(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
-def _with_store(nats: str, bucket: str, work: Callable[[Any], Awaitable[int | None]]) -> None:
+def _with_store(nats: str, nats_cfg: NatsConfig, bucket: str, work: Callable[[Any], Awaitable[int | None]]) -> None:
     async def main() -> int | None:
         from sinks.notify import SilenceError, SilenceStore
-        from swarmwatch.connect import connect, redact_url
+        from swarmwatch.connect import connect
 
         try:
-            nc = await connect(nats, name="swarmwatch-silence", wait=False)
-        except Exception as exc:
-            fail(f"cannot connect to NATS at {redact_url(nats)!r}: {exc}")
+            nc = await connect(nats, nats_cfg, name="swarmwatch-silence", wait=False)
+        except ConnectionError as exc:
+            fail(str(exc))
         try:
             store = await SilenceStore.open(nc.jetstream(), bucket)
             return await work(store)
@@ -46,7 +48,10 @@ def silence_add(
     duration: str = typer.Option("2h", "--duration", "-d", help="How long, e.g. 30m, 2h, 1d."),
     comment: str = typer.Option("", "--comment", help="Why (shown in 'silence list')."),
     created_by: Optional[str] = typer.Option(None, "--by", help="Who (default: the OS user)."),
-    nats: str = NATS_OPTION,
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     bucket: str = typer.Option("sw_silences", "--bucket", help="KV bucket of silences."),
 ) -> None:
     """Mute firing alerts matching every --match for --duration."""
@@ -63,14 +68,17 @@ def silence_add(
         typer.echo(f"{sil.id}  until {_clock(sil.ends_at)}  " + " ".join(f"{k}={v}" for k, v in sil.matchers.items()))
         return 0
 
-    _with_store(nats, bucket, work)
+    _with_store(nats, client_nats_config(config, nats_creds, nats_token), bucket, work)
 
 
 @silence_app.command("list")
 def silence_list(
     all_: bool = typer.Option(False, "--all", "-a", help="Include expired silences."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-    nats: str = NATS_OPTION,
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     bucket: str = typer.Option("sw_silences", "--bucket", help="KV bucket of silences."),
 ) -> None:
     """Show active and pending silences (with --all, expired ones too)."""
@@ -94,13 +102,16 @@ def silence_list(
                        + (f"  # {s.comment}" if s.comment else ""))
         return 0
 
-    _with_store(nats, bucket, work)
+    _with_store(nats, client_nats_config(config, nats_creds, nats_token), bucket, work)
 
 
 @silence_app.command("expire")
 def silence_expire(
     silence_id: str = typer.Argument(..., help="The id shown by 'silence list'."),
-    nats: str = NATS_OPTION,
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
+    config: Optional[Path] = CONFIG_OPTION,
     bucket: str = typer.Option("sw_silences", "--bucket", help="KV bucket of silences."),
 ) -> None:
     """End a silence now."""
@@ -110,4 +121,4 @@ def silence_expire(
         typer.echo(f"{sil.id} expired at {_clock(sil.ends_at)}")
         return 0
 
-    _with_store(nats, bucket, work)
+    _with_store(nats, client_nats_config(config, nats_creds, nats_token), bucket, work)

@@ -9,9 +9,9 @@ import typer
 from swarmwatch.cli import sink_app
 from swarmwatch.cli.common import (
     CONNECT_TIMEOUT_HELP,
-    NATS_CREDS_HELP,
-    NATS_TOKEN_HELP,
-    NATS_URL_HELP,
+    NATS_CREDS_OPTION,
+    NATS_TOKEN_OPTION,
+    NATS_URL_OPTION,
     config_or_exit,
     fail,
     nats_overrides,
@@ -25,9 +25,9 @@ from swarmwatch.cli.common import (
 
 @sink_app.command("api")
 def api(
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
-    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
-    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
     api_host: Optional[str] = typer.Option(None, "--api-host", help="Address to bind (default 127.0.0.1); anything but loopback needs --api-token."),
     api_port: Optional[int] = typer.Option(None, "--api-port", help="TCP port (default 8686; 0 picks a free one)."),

@@ -9,10 +9,11 @@ import typer
 
 from swarmwatch.cli import sink_app
 from swarmwatch.cli.common import (
+    CONFIG_OPTION,
     CONNECT_TIMEOUT_HELP,
-    NATS_CREDS_HELP,
-    NATS_TOKEN_HELP,
-    NATS_URL_HELP,
+    NATS_CREDS_OPTION,
+    NATS_TOKEN_OPTION,
+    NATS_URL_OPTION,
     config_or_exit,
     fail,
     nats_overrides,
@@ -94,13 +95,9 @@ def _run_sink(
     run_async(main)
 
 
-_NATS = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP)
-_CREDS = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP)
-_TOKEN = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP)
 _CTO = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP)
 _STORE = typer.Option(None, "--store", help="Root directory of the stored files (default <data_dir>/store).")
 _OLD_OUT = typer.Option(None, "--out", hidden=True)
-_CONFIG = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config.")
 _FLUSH = typer.Option(None, "--flush-interval", help="Seconds between flushes (a new segment per flush), default 2.")
 _MAX = typer.Option(None, "--max-records", help="Rows per segment before an early flush (default 50000).")
 _RET = typer.Option(None, "--retention-days", help="Delete date partitions older than this many days; 0 keeps all (default 30).")
@@ -109,12 +106,12 @@ _LOGJ = typer.Option(False, "--log-json", help="Structured JSON logs.")
 
 @sink_app.command("json")
 def sink_json(
-    nats: str = _NATS,
-    nats_creds: Optional[str] = _CREDS,
-    nats_token: Optional[str] = _TOKEN,
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     connect_timeout: Optional[str] = _CTO,
     store: Optional[Path] = _STORE,
-    config: Optional[Path] = _CONFIG,
+    config: Optional[Path] = CONFIG_OPTION,
     flush_interval: Optional[float] = _FLUSH,
     max_records: Optional[int] = _MAX,
     retention_days: Optional[float] = _RET,
@@ -128,12 +125,12 @@ def sink_json(
 
 @sink_app.command("parquet")
 def sink_parquet(
-    nats: str = _NATS,
-    nats_creds: Optional[str] = _CREDS,
-    nats_token: Optional[str] = _TOKEN,
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     connect_timeout: Optional[str] = _CTO,
     store: Optional[Path] = _STORE,
-    config: Optional[Path] = _CONFIG,
+    config: Optional[Path] = CONFIG_OPTION,
     flush_interval: Optional[float] = _FLUSH,
     max_records: Optional[int] = _MAX,
     retention_days: Optional[float] = _RET,

@@ -9,9 +9,9 @@ import typer
 from swarmwatch.cli import sink_app
 from swarmwatch.cli.common import (
     CONNECT_TIMEOUT_HELP,
-    NATS_CREDS_HELP,
-    NATS_TOKEN_HELP,
-    NATS_URL_HELP,
+    NATS_CREDS_OPTION,
+    NATS_TOKEN_OPTION,
+    NATS_URL_OPTION,
     fail,
     parse_connect_timeout,
     run_async,
@@ -23,9 +23,9 @@ from swarmwatch.cli.common import (
 @sink_app.command("notify")
 def sink_notify(
     config: Path = typer.Option(..., "--config", "-c", help="YAML/TOML/JSON file with a 'notify:' section (docs/notify.md)."),
-    nats: str = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="SWARMWATCH_NATS", help=NATS_URL_HELP),
-    nats_creds: Optional[str] = typer.Option(None, "--nats-creds", envvar="SWARMWATCH_NATS_CREDS", help=NATS_CREDS_HELP),
-    nats_token: Optional[str] = typer.Option(None, "--nats-token", envvar="SWARMWATCH_NATS_TOKEN", help=NATS_TOKEN_HELP),
+    nats: str = NATS_URL_OPTION,
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     connect_timeout: Optional[str] = typer.Option(None, "--connect-timeout", help=CONNECT_TIMEOUT_HELP),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
     log_json: bool = typer.Option(False, "--log-json", help="Structured JSON log lines."),
