@@ -54,11 +54,13 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "small": [
         {
             "extremes": {"scale": es, "prior_n": k, "lag_blocks": lag},
-            "seasonal": {"scale": rs, "prior_n": k, "smooth": sm},
-            "sequence": {"scale": rs, "prior_n": k, "smooth": sm},
+            "seasonal": {"scale": rs, "prior_n": k, "smooth": sm, "bins": bn},
+            "sequence": {"scale": rs, "prior_n": k, "smooth": sm, "bins": bn},
             "alphabet": al,
         }
-        for es, rs, k, sm, lag, al in itertools.product((0.02, 0.05, 0.1), (0.05, 0.1, 0.25), (1.0, 4.0, 16.0), (12, 24), (8,), (1, 2))
+        for es, rs, k, sm, bn, lag, al in itertools.product(
+            (0.02, 0.05, 0.1), (0.05, 0.1, 0.25), (1.0, 4.0, 16.0), (12, 24), (6, 10), (8,), (1, 2)
+        )
     ],
 }
 
