@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from schemas import Alert, AlertKind, AlertStatus, HealthScore, MetricBatch, Sample, SeriesStats, Severity, TrustScore, WindowAggregate, encode, subjects
 from sinks.api import ApiServer, FleetState
+from sinks.api.live import LiveFeed
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 
@@ -134,6 +136,28 @@ async def test_alerts_endpoint_separates_active_from_recent(api: ApiServer, http
     assert [x["id"] for x in active] == [a.id]
     recent = (await http.get("/api/alerts", params={"active": "false"})).json()["items"]
     assert recent[0]["status"] == "resolved" and recent[0]["id"] == b.id
+
+
+def _publish_blocking(server: EmbeddedServer, subject: str, payload: bytes) -> None:
+    """PUB from a raw connection, waiting for the server's PONG without yielding to the event loop."""
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"INFO ")
+        s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPUB ' + subject.encode() + b" %d\r\n" % len(payload) + payload + b"\r\nPING\r\n")
+        assert f.readline() == b"PONG\r\n"
+
+
+async def test_live_feed_subscriptions_are_confirmed_when_start_returns(nats_server: EmbeddedServer, nc: Any) -> None:
+    state = FleetState()
+    feed = LiveFeed(nc, state, backfill_s=0, alert_backfill_s=0)
+    await feed.start()
+    try:
+        # published from another connection before this loop runs again: only a subscription the server already has sees it
+        a = firing("n1")
+        _publish_blocking(nats_server, subjects.alerts("warning", "c1", "n1", a.rule), encode(a))
+        await eventually(_async_true(lambda: a.id in state.active_alerts))
+    finally:
+        await feed.stop()
 
 
 async def test_websocket_receives_an_alert_within_a_second_of_it_firing(api: ApiServer, nc: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas import Alert, DecodeError, HealthScore, MetricBatch, TrustScore, WindowAggregate, decode
 from schemas.codec import to_builtins
@@ -38,6 +39,7 @@ DEFAULT_ALERT_BACKFILL_S = 86_400.0
 DEFAULT_MAX_BUFFERED = 200_000  # live messages held while the backfill runs
 LIVE_SUBJECTS = ("sw.metrics.>", "sw.agg.>", "sw.alerts.>", "sw.trust.>", "sw.health.>", "sw.self.>", "sw.dlq.>")
 STREAM_TYPES = frozenset({"agg", "alert", "health", "trust"})
+SUBSCRIBE_CONFIRM_S = 10.0  # how long start waits for nats-server to confirm the subscriptions (a PING's PONG)
 
 
 class TooManyClients(RuntimeError):
@@ -161,12 +163,16 @@ class LiveFeed:
         self.backfill_done = asyncio.Event()
 
     async def start(self) -> None:
-        """Subscribe, then backfill in the background (``backfill_done`` is set when it ends)."""
+        """Subscribe (confirmed by the server), then backfill in the background (``backfill_done`` is set when it ends)."""
         if self.backfill_s > 0 or self.alert_backfill_s > 0:
             self._buffer = deque()
             self.state.backfilling = True
         for subj in self.subjects:
             self._subs.append(await self.nc.subscribe(subj, cb=self._on_msg, pending_msgs_limit=200_000, pending_bytes_limit=512 * 1024 * 1024))
+        try:  # the server has the subscriptions once it answers: what is published after start is seen
+            await self.nc.flush(timeout=SUBSCRIBE_CONFIRM_S)
+        except NatsTimeoutError:
+            log.warning("nats-server did not confirm the live subscriptions within %.0fs; messages may be missed until it does", SUBSCRIBE_CONFIRM_S)
         if self._buffer is None:
             self.backfill_done.set()
         else:
