@@ -196,6 +196,75 @@ async def test_dashboard_lists_the_nodes_and_shows_a_live_alert(nats_server: Emb
         await conn.close()
 
 
+HOLD_WEBSOCKET = """
+window.__holdWs = true;
+const RealWebSocket = window.WebSocket;
+window.WebSocket = function (url, protocols) { return new RealWebSocket(window.__holdWs ? 'ws://127.0.0.1:9/' : url, protocols); };
+window.WebSocket.prototype = RealWebSocket.prototype;
+"""
+
+
+def _firing(node: str) -> Alert:
+    return Alert(
+        id=f"cpu-critical-lab-{node}", status=AlertStatus.FIRING, severity=Severity.CRITICAL, kind=AlertKind.THRESHOLD,
+        rule="cpu_critical", cluster="lab", node=node, started_at=time.time(), summary="cpu.percent 97% > 95%",
+    )
+
+
+async def test_an_alert_that_fires_before_the_websocket_connects_is_shown_once_it_does(nats_server: EmbeddedServer, nc: Any, browser: Browser) -> None:
+    conn = await nats.connect(nats_server.url)
+    api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)
+    await api.start()
+    try:
+        await nc.publish(subjects.agg(10, "lab", "n0"), encode(_agg("n0", time.time(), 30)))
+        await nc.flush()
+        # the page loads its alert list, but its WebSocket cannot connect yet (it is pointed at a closed port until released)
+        await browser.call("Page.enable")
+        await browser.call("Page.addScriptToEvaluateOnNewDocument", source=HOLD_WEBSOCKET)
+        await browser.open(api.url + "/")
+        await browser.wait_for("document.getElementById('c-total').textContent === '1'")
+        await browser.wait_for("document.getElementById('alert-list').innerText.includes('no active alerts')")
+        alert = _firing("n0")
+        await nc.publish(subjects.alerts("critical", "lab", "n0", alert.rule), encode(alert))
+        await nc.flush()
+        deadline = time.monotonic() + 10
+        while alert.id not in api.state.active_alerts:  # fired, with no WebSocket client to push it to
+            assert time.monotonic() < deadline, "API never saw the alert"
+            await asyncio.sleep(0.05)
+        assert not api.hub.clients
+        await browser.eval("window.__holdWs = false")
+        await browser.wait_for("document.getElementById('conn').classList.contains('live')", 30)
+        assert await browser.wait_for("document.getElementById('alert-list').innerText.includes('cpu_critical · n0')", 10)
+    finally:
+        await api.stop()
+        await conn.close()
+
+
+async def test_an_alert_that_fires_while_the_websocket_is_down_is_shown_after_it_reconnects(nats_server: EmbeddedServer, nc: Any, browser: Browser) -> None:
+    conn = await nats.connect(nats_server.url)
+    api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)
+    await api.start()
+    try:
+        await nc.publish(subjects.agg(10, "lab", "n0"), encode(_agg("n0", time.time(), 30)))
+        await nc.flush()
+        await browser.open(api.url + "/")
+        await browser.wait_for("document.getElementById('c-total').textContent === '1'")
+        await browser.wait_for("document.getElementById('conn').classList.contains('live')")
+        await browser.wait_for("document.getElementById('alert-list').innerText.includes('no active alerts')")
+        # the server goes away (the page's WebSocket drops) and comes back on the same port, having seen an alert meanwhile
+        state, port = api.state, api.bound_port
+        await api.stop()
+        await browser.wait_for("document.getElementById('conn').classList.contains('down')")
+        state.apply_alert(_firing("n0"))
+        api = ApiServer(conn, port=port, state=state, backfill_s=0, alert_backfill_s=0)
+        await api.start()
+        await browser.wait_for("document.getElementById('conn').classList.contains('live')", 30)
+        assert await browser.wait_for("document.getElementById('alert-list').innerText.includes('cpu_critical · n0')", 10)
+    finally:
+        await api.stop()
+        await conn.close()
+
+
 async def test_dashboard_fits_a_phone_screen(nats_server: EmbeddedServer, nc: Any, browser: Browser) -> None:
     conn = await nats.connect(nats_server.url)
     api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)

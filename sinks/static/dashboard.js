@@ -68,7 +68,7 @@
   const S = {
     nodes: [], view: [], fleet: null, sort: 'status', dir: 1, status: '', cluster: '', q: '',
     sel: null, detail: null, heatMode: 'status', alertMode: 'active', alerts: [],
-    charts: [], healthPlot: null, healthCluster: '', healthData: [[], []], ws: null,
+    charts: [], healthPlot: null, healthCluster: '', healthData: [[], []], ws: null, alertBuf: null,
     at: null, snap: null, // time travel: {since, until} in UNIX s, and the snapshot of the fleet then
   };
 
@@ -316,6 +316,7 @@
     }).join('');
   }
   alertList.addEventListener('click', (e) => { const li = e.target.closest('li[data-n]'); if (li) selectNode(li.dataset.c, li.dataset.n); });
+  let alertSeq = 0;
   async function loadAlerts() {
     if (S.at) {
       const a = S.snap ? S.snap.alerts : { active: [], events: [] };
@@ -323,10 +324,17 @@
       renderAlerts();
       return;
     }
-    try {
-      const r = await api('api/alerts?limit=500&active=' + (S.alertMode === 'active'));
-      S.alerts = r.items; renderAlerts();
-    } catch (err) { console.warn('alerts', err); }
+    // Live alerts that arrive while the list loads are held and applied on top of it, in order: the list may
+    // predate them (they would be lost) or include them (applying one again changes nothing).
+    const seq = ++alertSeq;
+    if (!S.alertBuf) S.alertBuf = [];
+    let r = null;
+    try { r = await api('api/alerts?limit=500&active=' + (S.alertMode === 'active')); } catch (err) { console.warn('alerts', err); }
+    if (seq !== alertSeq) return; // a newer load is on its way and applies the held alerts
+    const held = S.alertBuf; S.alertBuf = null;
+    if (S.at) return;
+    if (r) { S.alerts = r.items; renderAlerts(); }
+    for (const a of held) onAlert(a);
   }
   $('alert-mode').addEventListener('click', (e) => {
     const m = e.target.dataset.mode; if (!m) return;
@@ -339,7 +347,7 @@
     if (S.alertMode === 'active') {
       S.alerts = S.alerts.filter((x) => x.id !== a.id);
       if (a.status === 'firing') S.alerts.unshift(a);
-    } else S.alerts.unshift(a);
+    } else { S.alerts = S.alerts.filter((x) => !sameEvent(x, a)); S.alerts.unshift(a); }
     renderAlerts(a.id);
     toast(a);
     const n = S.nodes.find((x) => x.cluster === a.cluster && x.node === a.node);
@@ -350,6 +358,7 @@
     if (S.fleet) { S.fleet.active_alerts += a.status === 'firing' ? 1 : -1; S.fleet.active_alerts = Math.max(0, S.fleet.active_alerts); renderCards(); }
     refreshFleetSoon();
   }
+  const sameEvent = (x, a) => x.id === a.id && x.status === a.status && x.started_at === a.started_at && x.ended_at === a.ended_at;
   function toast(a) {
     const box = $('toasts');
     const el = document.createElement('div');
@@ -556,7 +565,10 @@
     const ws = new WebSocket(`${proto}//${location.host}${base}ws`, token ? ['swarmwatch', 'bearer.' + b64url(token)] : ['swarmwatch']);
     S.ws = ws;
     const conn = $('conn');
-    ws.onopen = () => { backoff = 500; conn.className = 'conn live'; $('conn-text').textContent = 'live'; subscribe(); };
+    ws.onopen = () => { // (re)connected: alerts fired while no WebSocket listened are only in a fresh list
+      backoff = 500; conn.className = 'conn live'; $('conn-text').textContent = 'live'; subscribe();
+      if (!S.at) { loadAlerts(); refreshFleetSoon(); }
+    };
     ws.onclose = () => {
       conn.className = 'conn down'; $('conn-text').textContent = 'reconnecting';
       setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 10000);
@@ -564,11 +576,11 @@
     ws.onmessage = (ev) => {
       let m; try { m = JSON.parse(ev.data); } catch (e) { return; }
       if (S.at && m.type !== 'dropped') return; // viewing the past: live updates wait until back to live
-      if (m.type === 'alert') onAlert(m.data);
+      if (m.type === 'alert') { if (S.alertBuf) S.alertBuf.push(m.data); else onAlert(m.data); }
       else if (m.type === 'agg') { if (S.wsCluster == null || m.data.cluster === S.wsCluster) onAgg(m.data); }
       else if (m.type === 'health') onHealth(m.data);
       else if (m.type === 'trust') refreshFleetSoon();
-      else if (m.type === 'dropped') console.warn('server dropped', m.data.count, 'messages for this slow client');
+      else if (m.type === 'dropped') { console.warn('server dropped', m.data.count, 'messages for this slow client'); if (!S.at) loadAlerts(); }
       else if (m.type === 'hello') { S.fleet = Object.assign(S.fleet || {}, m.data); renderCards(); }
     };
   }
