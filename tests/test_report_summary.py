@@ -195,3 +195,17 @@ def assert_no_injected_markup(text: str) -> None:
 
     P().feed(text)
     assert found == []
+
+
+def test_report_reads_a_server_that_requires_a_token_with_nats_token(tmp_path: Path) -> None:
+    token = "operator-token-0123456789"
+    srv = EmbeddedServer(tmp_path / "nats", port=0, extra_args=["--auth", token]).start()
+    try:
+        args = ["report", "--nats", srv.url, "--since", "15m", "--format", "json"]
+        refused = CliRunner().invoke(app, args, env={"SWARMWATCH_NATS_TOKEN": None})
+        ok = CliRunner().invoke(app, [*args, "--nats-token", token])
+    finally:
+        srv.stop()
+    assert refused.exit_code == 2 and "Authorization Violation" in refused.output
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["source"] == "stream DERIVED"

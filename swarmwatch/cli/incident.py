@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, fail
+from swarmwatch.cli.common import NATS_CREDS_OPTION, NATS_TOKEN_OPTION, config_or_exit, fail, nats_overrides
 
 incident_app = typer.Typer(help="Incident bundles: export a window (raw samples, aggregates, alerts, health, trust, config, HTML report) and open one.",
                            no_args_is_help=True)
@@ -52,6 +52,8 @@ def export(
     margin: str = typer.Option("15m", "--margin", help="Data taken before and after the window (e.g. 15m, 1h, 0s)."),
     store: Optional[Path] = typer.Option(None, "--store", help="The file sinks' root directory (default <data_dir>/store)."),
     nats: Optional[str] = typer.Option(None, "--nats", help="Also read the notify sink's delivery state from this NATS (notifications per alert)."),
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     notify_bucket: str = typer.Option("sw_notify", "--notify-bucket", help="KV bucket of the notify sink's state."),
     notify: Optional[Path] = typer.Option(None, "--notify", help="The notification config in force, copied with its secrets removed."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="swarmwatch YAML/TOML config in force (rules, settings)."),
@@ -75,7 +77,7 @@ def export(
     except TimeRangeError as exc:
         fail(f"--margin: {exc}")
     root = store_or_default(store, config)
-    cfg = config_or_exit(config, {})
+    cfg = config_or_exit(config, nats_overrides(nats_creds, nats_token))
     clusters = list(cluster or [])
     try:
         if alert is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from swarmwatch.cli import app
-from swarmwatch.cli.common import config_or_exit, fail, renamed
+from swarmwatch.cli.common import NATS_CREDS_OPTION, NATS_TOKEN_OPTION, config_or_exit, fail, nats_overrides, renamed
 
 if TYPE_CHECKING:
     from sinks.report import Report
@@ -49,6 +49,8 @@ def report(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Read the file sinks' store here instead of NATS (<data_dir>/store)."),
     nats: Optional[str] = typer.Option(None, "--nats", help="Read the DERIVED stream at this NATS URL (default when --store is absent)."),
+    nats_creds: Optional[str] = NATS_CREDS_OPTION,
+    nats_token: Optional[str] = NATS_TOKEN_OPTION,
     old_data: Optional[Path] = typer.Option(None, "--data", hidden=True),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Only this cluster."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only metrics with this name or prefix (repeatable)."),
@@ -74,7 +76,7 @@ def report(
     data = renamed("--store", store, "--data", old_data)
     if data is not None and nats is not None:
         fail("give either --store (stored files) or --nats (the DERIVED stream), not both")
-    cfg = config_or_exit(config, {})
+    cfg = config_or_exit(config, nats_overrides(nats_creds, nats_token))
     metrics = tuple(metric or ())
     window_s = None
     if window is not None:
