@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from producers.fetch import Response, aget, check_url, tls_context
-from producers.options import parse_interval
+from producers.options import entry_timing
 from producers.schedule import run_every
 from schemas.models import MAX_LABEL_VALUE_LEN, Sample
 
@@ -79,13 +79,7 @@ class HttpCheck:
         """A check from a URL or a mapping (``url``, ``interval``, ``timeout``, ``expect_status``, ...); ValueError names a bad key."""
         if isinstance(raw, str):
             return cls(raw, default_interval_s, min(DEFAULT_CHECK_TIMEOUT_S, default_interval_s))
-        if not isinstance(raw, Mapping) or "url" not in raw:
-            raise ValueError(f"a check entry needs at least a 'url', got {raw!r}")
-        unknown = set(raw) - _CHECK_KEYS
-        if unknown:
-            raise ValueError(f"check entry {raw['url']!r}: unknown key(s) {sorted(unknown)}; expected {sorted(_CHECK_KEYS)}")
-        interval = parse_interval(raw["interval"]) if raw.get("interval") is not None else default_interval_s
-        timeout = parse_interval(raw["timeout"]) if raw.get("timeout") is not None else min(DEFAULT_CHECK_TIMEOUT_S, interval)
+        interval, timeout = entry_timing(raw, "check", _CHECK_KEYS, default_interval_s, DEFAULT_CHECK_TIMEOUT_S)
         status = raw.get("expect_status")
         if status is None:
             codes: tuple[int, ...] = ()

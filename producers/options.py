@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Collection, Mapping
 from typing import Any
 
 DEFAULT_INTERVAL_S = 1.0
@@ -23,6 +24,23 @@ def parse_interval(text: str | float) -> float:
     if not value >= MIN_INTERVAL_S:
         raise ValueError(f"interval {text!r} is too short; the minimum is {MIN_INTERVAL_S * 1000:g}ms")
     return value
+
+
+def entry_timing(raw: Any, what: str, keys: Collection[str], default_interval_s: float,
+                 default_timeout_s: float) -> tuple[float, float]:
+    """(interval, timeout) in seconds of a mapping config entry (a ``scrape:`` target, a ``checks:`` check).
+
+    The entry needs a ``url`` and only ``keys``; a missing interval is ``default_interval_s``, a
+    missing timeout ``default_timeout_s`` capped at the interval. ValueError names what is wrong.
+    """
+    if not isinstance(raw, Mapping) or "url" not in raw:
+        raise ValueError(f"a {what} entry needs at least a 'url', got {raw!r}")
+    unknown = set(raw) - set(keys)
+    if unknown:
+        raise ValueError(f"{what} entry {raw['url']!r}: unknown key(s) {sorted(unknown)}; expected {sorted(keys)}")
+    interval = parse_interval(raw["interval"]) if raw.get("interval") is not None else default_interval_s
+    timeout = parse_interval(raw["timeout"]) if raw.get("timeout") is not None else min(default_timeout_s, interval)
+    return interval, timeout
 
 
 def default_node_name() -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from producers.fetch import Response, aget, check_url, tls_context
-from producers.options import parse_interval
+from producers.options import entry_timing
 from producers.rates import CounterRates
 from producers.schedule import run_every
 from schemas.models import MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, Sample, check_metric_name
@@ -110,13 +110,7 @@ class ScrapeTarget:
         """A target from a URL or a mapping (``url``, ``interval``, ``timeout``, ``allow``, ...); ValueError names a bad key."""
         if isinstance(raw, str):
             return cls(raw, default_interval_s, min(DEFAULT_SCRAPE_TIMEOUT_S, default_interval_s))
-        if not isinstance(raw, Mapping) or "url" not in raw:
-            raise ValueError(f"a scrape entry needs at least a 'url', got {raw!r}")
-        unknown = set(raw) - _TARGET_KEYS
-        if unknown:
-            raise ValueError(f"scrape entry {raw['url']!r}: unknown key(s) {sorted(unknown)}; expected {sorted(_TARGET_KEYS)}")
-        interval = parse_interval(raw["interval"]) if raw.get("interval") is not None else default_interval_s
-        timeout = parse_interval(raw["timeout"]) if raw.get("timeout") is not None else min(DEFAULT_SCRAPE_TIMEOUT_S, interval)
+        interval, timeout = entry_timing(raw, "scrape", _TARGET_KEYS, default_interval_s, DEFAULT_SCRAPE_TIMEOUT_S)
         labels = raw.get("labels") or {}
         if not isinstance(labels, Mapping):
             raise ValueError(f"scrape 'labels' must be a mapping, got {labels!r}")
