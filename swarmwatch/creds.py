@@ -99,15 +99,6 @@ def public_key_of(seed: bytes) -> str:
     return key
 
 
-def is_seed_file(path: str | Path) -> bool:
-    """Whether ``path`` holds a bare nkey user seed (``SU...``) rather than a JWT ``.creds`` file."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(2) == b"SU"
-    except OSError:
-        return False
-
-
 def _paths(root: Path, cluster: str, node: str) -> tuple[Path, Path]:
     d = root / check_token(cluster, "cluster")
     n = check_token(node, "node")
