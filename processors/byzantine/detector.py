@@ -544,10 +544,12 @@ class ClusterDetector:
         rd.feats[:, _F["similarity"]] = z
         dup = z > cfg.similarity_sd
         rate = self._dup_rate[rd.idx]
-        rd.victim = dup & (close_now >= close) & has & (rate[np.maximum(partner, 0)] > rate + 0.25)
+        p = np.maximum(partner, 0)
+        rd.victim = dup & (close_now >= close) & has & (rate[p] > rate + 0.25)
         a_dup = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
         self._dup_rate[rd.idx] = (1 - a_dup) * rate + a_dup * dup
-        voters = rd.trusted & (z <= cfg.similarity_sd)
+        # copies are not independent opinions: of a copied pair only the victim's votes
+        voters = rd.trusted & ((z <= cfg.similarity_sd) | rd.victim)
         if voters.sum() < max(cfg.min_nodes, (int(rd.trusted.sum()) + 1) // 2):
             voters = rd.trusted
         rd.voters = voters
