@@ -14,14 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from schemas import DecodeError, Event, MetricBatch, decode
+from schemas import DecodeError, Event, MetricBatch
+from schemas.codec import decode_telemetry as decode_message  # re-exported: the runtime, replay and backtests call it here
 
 from processors.operator import Emit, Operator
 
 log = logging.getLogger(__name__)
 
-METRICS_PREFIX = "sw.metrics."
-EVENTS_PREFIX = "sw.events."
 MIN_TICK_STEP_S = 0.05  # the finest tick granularity the live runtime honours
 
 
@@ -61,25 +60,6 @@ class Step:
     emits: list[Emit]
     failures: list[OperatorFailure]
     invalid: str | None = None  # why the bytes could not be decoded
-
-
-def decode_message(subject: str, data: bytes) -> MetricBatch | Event:
-    """Decode a TELEMETRY message and check that its subject matches its payload; DecodeError otherwise."""
-    if subject.startswith(METRICS_PREFIX):
-        b = decode(data, MetricBatch)
-        tok = subject.split(".")
-        if len(tok) != 4 or tok[2] != b.cluster or tok[3] != b.node:
-            raise DecodeError(f"subject {subject!r} does not match payload cluster/node {b.cluster!r}/{b.node!r}")
-        return b
-    if subject.startswith(EVENTS_PREFIX):
-        e = decode(data, Event)
-        tok = subject.split(".", 4)
-        if len(tok) != 5 or tok[2] != e.cluster or tok[3] != e.node or tok[4] != e.kind:
-            raise DecodeError(
-                f"subject {subject!r} does not match payload cluster/node/kind {e.cluster!r}/{e.node!r}/{e.kind!r}"
-            )
-        return e
-    raise DecodeError(f"unexpected subject {subject!r}; expected sw.metrics.* or sw.events.*")
 
 
 def _materialize(out: Iterable[Emit] | None) -> list[Emit]:

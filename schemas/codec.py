@@ -46,6 +46,33 @@ def decode(data: bytes, type_: type[T]) -> T:
         raise DecodeError(f"malformed JSON for {type_.__name__}: nested too deeply") from None
 
 
+METRICS_PREFIX = "sw.metrics."
+EVENTS_PREFIX = "sw.events."
+
+
+def decode_telemetry(subject: str, data: bytes) -> MetricBatch | Event:
+    """Decode a TELEMETRY message and check that its subject names its payload's cluster/node (and event kind).
+
+    The one place this identity check lives: the processors' dispatch step and the file sinks' rows both
+    call it. DecodeError when the bytes or the subject do not fit.
+    """
+    if subject.startswith(METRICS_PREFIX):
+        b = decode(data, MetricBatch)
+        tok = subject.split(".")
+        if len(tok) != 4 or tok[2] != b.cluster or tok[3] != b.node:
+            raise DecodeError(f"subject {subject!r} does not match payload cluster/node {b.cluster!r}/{b.node!r}")
+        return b
+    if subject.startswith(EVENTS_PREFIX):
+        e = decode(data, Event)
+        tok = subject.split(".", 4)
+        if len(tok) != 5 or tok[2] != e.cluster or tok[3] != e.node or tok[4] != e.kind:
+            raise DecodeError(
+                f"subject {subject!r} does not match payload cluster/node/kind {e.cluster!r}/{e.node!r}/{e.kind!r}"
+            )
+        return e
+    raise DecodeError(f"unexpected subject {subject!r}; expected sw.metrics.* or sw.events.*")
+
+
 def decode_batch(data: bytes) -> MetricBatch:
     return decode(data, MetricBatch)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any
+from typing import Any, cast
 
-from schemas.codec import DecodeError, decode
+from schemas.codec import DecodeError, decode, decode_telemetry
 from schemas.models import Alert, AlertStatus, Event, HealthScore, MetricBatch, TrustScore, WindowAggregate
 from schemas.subjects import check_token
 
@@ -110,10 +110,7 @@ def message_rows(subject: str, data: bytes, seq: int) -> tuple[str, float, str, 
 def _message_rows(subject: str, data: bytes, seq: int) -> tuple[str, float, str, list[dict[str, Any]]]:
     kind = kind_of_subject(subject)
     if kind == "metrics":
-        b = decode(data, MetricBatch)
-        tok = subject.split(".")
-        if len(tok) != 4 or tok[2] != b.cluster or tok[3] != b.node:
-            raise DecodeError(f"subject {subject!r} does not match payload cluster/node {b.cluster!r}/{b.node!r}")
+        b = cast(MetricBatch, decode_telemetry(subject, data))
         ts, cl, nd = b.ts, b.cluster, b.node
         rows = [
             {"ts": ts, "cluster": cl, "node": nd, "metric": s.name, "labels": s.labels, "value": s.value,
@@ -122,12 +119,7 @@ def _message_rows(subject: str, data: bytes, seq: int) -> tuple[str, float, str,
         ]
         return kind, ts, cl, rows
     if kind == "events":
-        e = decode(data, Event)
-        tok = subject.split(".", 4)
-        if len(tok) != 5 or tok[2] != e.cluster or tok[3] != e.node or tok[4] != e.kind:
-            raise DecodeError(
-                f"subject {subject!r} does not match payload cluster/node/kind {e.cluster!r}/{e.node!r}/{e.kind!r}"
-            )
+        e = cast(Event, decode_telemetry(subject, data))
         row = {"ts": e.ts, "cluster": e.cluster, "node": e.node, "kind": e.kind, "payload": e.payload, "_seq": seq}
         return kind, e.ts, e.cluster, [row]
     if kind == "agg":
