@@ -1,10 +1,9 @@
 """Hostile web pages and hostile data against the dashboard, in headless Chromium (see test_dashboard_browser)."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import nats
@@ -13,7 +12,7 @@ import pytest
 from schemas import Alert, AlertKind, AlertStatus, Severity, encode, subjects
 from sinks.api import ApiServer
 from swarmwatch.server import EmbeddedServer
-from tests.support import wait_for
+from tests.support import http_server, wait_for
 from tests.test_dashboard_browser import Browser, _agg, browser, pytestmark  # noqa: F401  (fixture and skip marker)
 
 TOKEN = "dashboard-token-0123456789"
@@ -35,13 +34,8 @@ def other_site() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with http_server(Page) as srv:
         yield f"http://127.0.0.1:{srv.server_port}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 async def test_the_dashboard_takes_its_token_from_the_fragment_and_keeps_it_out_of_the_url(
