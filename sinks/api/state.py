@@ -68,9 +68,7 @@ def metric_of(series: str) -> str:
 
 def series_key(metric: str, labels: dict[str, str] | None) -> str:
     """The display form ``disk.percent{mount=/}``, for JSON; never parsed back into labels."""
-    if not labels:
-        return metric
-    return metric + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+    return series_text(series_id(metric, labels))
 
 
 def series_text(sid: SeriesId) -> str:
