@@ -26,7 +26,8 @@ whenever ``n`` reaches ``cap``, so the rank is over the recent history and
 scores mean the same thing after a day as after a year.
 
 Strangeness 0 (inside the learned range, a perfectly common value) always has
-tail 1 and scores 0. State: ``BINS`` small counts and three numbers.
+tail 1 and scores 0. State: ``BINS`` small counts (uint16: they never exceed
+``cap``) and three numbers.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ UNIT = 0.01  # strangeness at which the log spacing starts
 PER_OCTAVE = 4  # bins per doubling of (1 + s / UNIT)
 DEFAULT_CAP = 1024  # history held: counts are halved at this many; n counts at most this many
 DEFAULT_PRIOR_N = 16.0  # weight of the prior tail scale, in records
+
+
+def count_dtype(cap: int) -> type:
+    """Smallest unsigned dtype that holds counts up to ``cap``."""
+    return np.uint16 if cap <= 0xFFFF else np.uint32
 
 
 def bin_of(s: float) -> int:
@@ -102,7 +108,7 @@ class TailCalibrator:
         self.min_history = int(min_history)  # points learned before any score (no history, no tail)
         self.exc_sum = 0.0
         self.exc_n = 0
-        self.counts = np.zeros(BINS, dtype=np.int32)
+        self.counts = np.zeros(BINS, dtype=count_dtype(self.cap))
         self.n = 0
         self.s_max = 0.0
 
@@ -167,7 +173,7 @@ class TailCalibrator:
             tail_out = np.exp(-(seg_s - prev_max) / sigma) / (n_before + 1.0)
             r = np.where(seg_s > prev_max, 1.0 - tail_out, np.maximum(0.0, 1.0 - tail_in))
             res[start:stop] = np.where((seg_s > 0.0) & (n_before >= self.min_history), r, 0.0)
-            self.counts = (self.counts + np.bincount(seg_b, minlength=BINS)).astype(np.int32)
+            self.counts = (self.counts + np.bincount(seg_b, minlength=BINS)).astype(count_dtype(self.cap))
             self.n += m
             self.s_max = float(max(self.s_max, seg_s.max()))
             self.exc_sum = float(cs[-1])
@@ -184,8 +190,9 @@ class TailCalibrator:
         return {"nz": nz.tolist(), "c": self.counts[nz].tolist(), "n": self.n, "max": self.s_max, "xs": self.exc_sum, "xn": self.exc_n}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.counts = np.zeros(BINS, dtype=np.int32)
-        self.counts[np.asarray(state.get("nz", []), dtype=np.int64)] = state.get("c", [])
+        counts = np.zeros(BINS, dtype=np.int64)
+        counts[np.asarray(state.get("nz", []), dtype=np.int64)] = state.get("c", [])
+        self.counts = np.minimum(counts, self.cap).astype(count_dtype(self.cap))
         self.n = int(state.get("n", 0))
         self.s_max = float(state.get("max", 0.0))
         self.exc_sum = float(state.get("xs", 0.0))

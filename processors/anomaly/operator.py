@@ -40,6 +40,7 @@ the metric's unit, ``min_rel_change`` as a fraction of its level).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,6 +54,8 @@ from processors.anomaly.base import DEFAULT_THRESHOLD, AnomalyDetector
 from processors.anomaly.registry import DETECTORS, make_detector
 from processors.cardinality import CardinalityLimiter
 from processors.operator import Emit, Operator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SERIES = 10_000  # per cluster
 DEFAULT_MAX_SERIES_PER_NODE = 500
@@ -367,7 +370,12 @@ class AnomalyOperator(Operator):
             if idx is None or not self.limiter.seen(c, n, s, last_ts):
                 continue  # the family is gone from the configuration (or over the limits): start over
             det = self.families[idx].build()
-            det.restore(det_state)
+            try:
+                det.restore(det_state)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                # a checkpoint this detector cannot read: learn the series afresh rather than fail the restart
+                log.warning("anomaly: checkpoint state of %s/%s/%s unreadable (%s); starting it fresh", c, n, s, exc)
+                det = self.families[idx].build()
             self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, window=deque((tuple(p) for p in window), maxlen=self.window_points))
         for rule, t in self._trackers.items():
             t.restore(state.get("trackers", {}).get(rule))

@@ -22,8 +22,13 @@ periods (days), so that every hour slot has a baseline: before that the
 seasonal detector learns but scores nothing, and a first top of the hour or
 first morning is never an anomaly.
 
-State per series: a (contexts x bins) count table of small ints, the last
-``smooth`` rarities, a calibration histogram and a few floats.
+State per series: a (contexts x bins) table of uint16 counts with uint32
+row and column sums, the last ``smooth`` rarities, a calibration histogram
+and a few floats. When a cell would reach 65535 every cell is halved,
+rounding up (a pair seen once stays seen), and the sums are recounted: the
+rarity ratios are kept and the table forgets slowly. That happens only
+after tens of thousands of points in one cell (never within a NAB file;
+after about 18 hours of a 1 Hz series stuck in one transition).
 """
 from __future__ import annotations
 
@@ -51,6 +56,14 @@ DEFAULT_FLOOR = 0.5  # smallest extrapolation base (nats)
 DEFAULT_MIN_CYCLES = 2  # full periods covered before calendar contexts count
 DEFAULT_WARMUP_S = 3600.0  # seconds of history before anything is scored (as well as `warmup` points)
 DAY_S = 86_400.0
+COUNT_MAX = 0xFFFF  # a cell reaching this halves the table (cells are uint16)
+COUNT_DTYPE = np.uint16
+SUM_DTYPE = np.uint32  # row and column sums of the table
+
+
+def halve_counts(counts: np.ndarray) -> np.ndarray:
+    """Every count halved, rounding up (no overflow at the dtype's maximum)."""
+    return (counts >> 1) + (counts & 1)
 
 
 class RarityDetector(AnomalyDetector):
@@ -130,9 +143,9 @@ class RarityDetector(AnomalyDetector):
         lo, hi = min(xs), max(xs)
         self.lo = lo
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
-        self.counts = np.zeros((self.n_ctx, self.n_bins), dtype=np.int32)
-        self.ctx_counts = np.zeros(self.n_ctx, dtype=np.int64)
-        self.bin_counts = np.zeros(self.n_bins, dtype=np.int64)
+        self.counts = np.zeros((self.n_ctx, self.n_bins), dtype=COUNT_DTYPE)
+        self.ctx_counts = np.zeros(self.n_ctx, dtype=SUM_DTYPE)
+        self.bin_counts = np.zeros(self.n_bins, dtype=SUM_DTYPE)
         for x, t in self.warm:
             b = self._bin(float(x))
             c = self._ctx(b, t)
@@ -205,6 +218,38 @@ class RarityDetector(AnomalyDetector):
         self.ctx_counts[c] += 1
         self.bin_counts[b] += 1
         self.prev = b
+        if self.counts[c, b] >= COUNT_MAX:
+            self._halve()
+
+    def _halve(self) -> None:
+        """Halve the count table (rounding up) and recount its sums and ``n``."""
+        assert self.counts is not None
+        self.counts = halve_counts(self.counts)
+        self._recount()
+
+    def _recount(self) -> None:
+        assert self.counts is not None
+        self.ctx_counts = self.counts.sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
+        self.bin_counts = self.counts.sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
+        self.n = int(self.bin_counts.sum(dtype=np.int64))
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a snapshot; tables of older checkpoints (int32/int64 counts) are narrowed to uint16."""
+        super().restore(state)
+        self._cache = None
+        if self.counts is None:
+            return
+        counts = np.asarray(self.counts, dtype=np.int64).reshape(self.n_ctx, self.n_bins)
+        if counts.min(initial=0) < 0:
+            raise ValueError("anomaly checkpoint holds negative rarity counts")
+        halved = False
+        while counts.max(initial=0) >= COUNT_MAX:
+            counts, halved = halve_counts(counts), True
+        self.counts = counts.astype(COUNT_DTYPE)
+        n = self.n
+        self._recount()
+        if not halved:
+            self.n = n  # sums agree with the cells; keep n as written
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
         if self.n:
@@ -214,6 +259,12 @@ class RarityDetector(AnomalyDetector):
         out = np.zeros(len(ok))
         if n < self.bin_warmup:  # bins never fixed: replay row by row (cheap, short)
             return super().score_many(values, ts)
+        out[ok] = self._score_fresh(v, t)
+        return out
+
+    def _score_fresh(self, v: np.ndarray, t: np.ndarray | None) -> np.ndarray:
+        """Vectorised scores of finite values ``v`` on a fresh detector (row by row after a halving)."""
+        n = len(v)
         w = v[: self.bin_warmup]
         lo, hi = float(w.min()), float(w.max())
         self.lo = lo
@@ -230,8 +281,15 @@ class RarityDetector(AnomalyDetector):
             c[0] = b[0]
             c[1:] = b[:-1]
         key = c * self.n_bins + b
+        occ = occurrences_before(key)
+        full = np.flatnonzero(occ >= COUNT_MAX - 1)
+        if len(full) and int(full[0]) + 1 < n:  # a cell reaches COUNT_MAX at row full[0]: vectorise up to it, the rest row by row
+            cut = int(full[0]) + 1
+            head = self._score_fresh(v[:cut], None if t is None else t[:cut])
+            tail = AnomalyDetector.score_many(self, v[cut:], None if t is None else t[cut:])
+            return np.concatenate((head, tail))
         prior = (occurrences_before(b) + 0.5) / (np.arange(n) + 1.0) if self.backoff else 0.5
-        r = -np.log((occurrences_before(key) + prior) / (occurrences_before(c) + 1.0))
+        r = -np.log((occ + prior) / (occurrences_before(c) + 1.0))
         r[: self.bin_warmup] = 0.0
         rs = expanding_mean(r, self.smooth)
         strange = rs.copy()
@@ -248,16 +306,18 @@ class RarityDetector(AnomalyDetector):
                     strange[~(t - first >= self.covered_s)] = np.nan
         sc = self.calib.score_many(strange)
         sc[: self.warmup] = 0.0
-        out[ok] = sc
         self.first_ts = first
         # leave the state where the row-by-row path would
         self.n = n
-        self.counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins).astype(np.int32)
-        self.ctx_counts = np.bincount(c, minlength=self.n_ctx).astype(np.int64)
-        self.bin_counts = np.bincount(b, minlength=self.n_bins).astype(np.int64)
+        counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins)
+        self.counts = counts.astype(COUNT_DTYPE)
+        self.ctx_counts = np.bincount(c, minlength=self.n_ctx).astype(SUM_DTYPE)
+        self.bin_counts = np.bincount(b, minlength=self.n_bins).astype(SUM_DTYPE)
         self.prev = int(b[-1])
         self.rbuf.extend(r[-self.smooth:].tolist())
-        return out
+        if counts.max() >= COUNT_MAX:  # the last row filled a cell: halve as learn_one would
+            self._halve()
+        return sc
 
     def baseline(self) -> dict[str, float]:
         if self.counts is None:

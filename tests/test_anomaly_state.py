@@ -1,0 +1,115 @@
+"""Anomaly detector state as specifications: small tables, halving that live and backtest agree on, old checkpoints."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from processors.anomaly import AnomalyOperator, RarityDetector, default_detector
+from processors.anomaly import rarity
+from schemas import MetricBatch, Sample
+
+T0 = 1_700_006_400.0  # a UTC midnight
+STEP_S = 300.0
+DAY = 288
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "anomaly_checkpoint_int32.msgpack"
+
+
+def daily(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latency-like series with a daily bump (the one the old-format fixture was written from, for seed 14)."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    hour = (i % DAY) / DAY * 24
+    return 50 + 20 * ((hour > 9) & (hour < 17)) + rng.normal(0, 1.0, n), T0 + i * STEP_S
+
+
+def stream(det: Any, v: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    return np.array([det.process_one(float(x), float(t)) for x, t in zip(v, ts)])
+
+
+def arrays(x: Any, seen: set[int] | None = None) -> list[np.ndarray]:
+    """Every numpy array a detector holds."""
+    seen = set() if seen is None else seen
+    if id(x) in seen:
+        return []
+    seen.add(id(x))
+    if isinstance(x, np.ndarray):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [a for v in x for a in arrays(v, seen)]
+    names = list(getattr(x, "__dict__", {})) + list(getattr(type(x), "__slots__", ()))
+    return [a for n in names if hasattr(x, n) for a in arrays(getattr(x, n), seen)]
+
+
+def test_count_tables_are_uint16_and_all_arrays_of_a_series_fit_in_4_kb() -> None:
+    v, ts = daily(20 * DAY, seed=3)
+    det = default_detector()
+    det.score_many(v, ts)
+    held = arrays(det)
+    tables = [m.counts for m in det.inner.members if isinstance(m, RarityDetector)]
+    assert [t.dtype for t in tables] == [np.uint16, np.uint16]
+    assert sum(a.nbytes for a in held) <= 4096  # int32 tables and int64 sums held 8.5 KB
+
+
+def test_a_full_cell_halves_the_table_rounding_up_the_same_way_live_and_in_backtest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rarity, "COUNT_MAX", 1000)  # reach the limit within a test-sized series
+    v, ts = daily(6 * DAY, seed=5)
+    for context in ("hour", "previous"):
+        offline, live = RarityDetector(context=context, min_cycles=1), RarityDetector(context=context, min_cycles=1)
+        np.testing.assert_allclose(offline.score_many(v, ts), stream(live, v, ts), atol=1e-12)
+        assert offline.counts is not None and live.counts is not None
+        np.testing.assert_array_equal(offline.counts, live.counts)
+        assert int(live.counts.max()) < 1000  # halved at least once (a cell would have reached 1000)
+        assert int(live.ctx_counts.sum()) == int(live.counts.sum()) == live.n  # sums recounted
+
+
+def test_halving_keeps_every_pair_ever_seen() -> None:
+    table = np.array([[0, 1, 2, 3, 0xFFFF]], dtype=np.uint16)
+    assert rarity.halve_counts(table).tolist() == [[0, 1, 1, 2, 0x8000]]
+
+
+def test_checkpoint_written_with_int32_tables_restores_and_continues_exactly() -> None:
+    v, ts = daily(3 * DAY, seed=14)
+    fresh = default_detector()
+    fresh.score_many(v[:700], ts[:700])
+    restored = default_detector()
+    restored.restore(msgspec.msgpack.decode(OLD_CHECKPOINT.read_bytes()))
+    tables = [m.counts for m in restored.inner.members if isinstance(m, RarityDetector)]
+    assert [t.dtype for t in tables] == [np.uint16, np.uint16]
+    np.testing.assert_allclose(stream(restored, v[700:], ts[700:]), stream(fresh, v[700:], ts[700:]), atol=1e-12)
+
+
+def test_old_checkpoint_counts_beyond_uint16_are_halved_not_wrapped() -> None:
+    state = msgspec.msgpack.decode(OLD_CHECKPOINT.read_bytes())
+    seq = state["inner"]["det"]["members"]["dets"][2]
+    seq["counts"]["v"] = [c * 1000 for c in seq["counts"]["v"]]  # a long-lived series
+    det = default_detector()
+    det.restore(state)
+    table = det.inner.members[2].counts
+    assert table.dtype == np.uint16 and 0 < int(table.max()) < rarity.COUNT_MAX
+    assert np.count_nonzero(table) == len(seq["counts"]["v"])
+
+
+def feed(op: AnomalyOperator, n: int, t0: float = T0) -> None:
+    rng = np.random.default_rng(2)
+    for k in range(n):
+        op.on_metrics(MetricBatch("c1", "n1", t0 + 15 * k, [Sample("lat_ms", float(20 + rng.normal(0, 2)))]), t0 + 15 * k)
+
+
+def test_unreadable_detector_state_in_a_checkpoint_starts_that_series_fresh_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    a = AnomalyOperator()
+    feed(a, 600)
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(a.snapshot()))
+    (row,) = state["series"]
+    row[6]["inner"]["det"]["members"]["dets"][1]["counts"]["shape"] = [3, 5]  # not this detector's table
+    b = AnomalyOperator()
+    with caplog.at_level(logging.WARNING, logger="processors.anomaly.operator"):
+        b.restore(state)
+    assert len(b) == 1 and "unreadable" in caplog.text and "starting it fresh" in caplog.text
+    (series,) = b._series.values()
+    assert series.detector.inner.n == 0  # learns the series afresh
+    feed(b, 10, t0=T0 + 15 * 600)  # and keeps running
