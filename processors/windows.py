@@ -102,22 +102,32 @@ def summarize_many(items: list[tuple[_SeriesMeta, list[float], float]]) -> list[
                 out[i] = summarize(name, vals, last, labels, unit)
             continue
         arr = np.array([items[i][1] for i in idxs], dtype=np.float64)
-        arr.sort(axis=1)
-        sums = arr.sum(axis=1)
-        cols = [arr[:, 0], arr[:, -1], sums, sums / n]
-        for q in (0.50, 0.95, 0.99):
-            pos = q * (n - 1)
-            lo = int(pos)
-            hi = min(lo + 1, n - 1)
-            cols.append(arr[:, lo] + (arr[:, hi] - arr[:, lo]) * (pos - lo))
-        mins, maxs, tot, means, p50, p95, p99 = (c.tolist() for c in cols)
+        stats = summarize_array(arr, [items[i][0] for i in idxs], [items[i][2] for i in idxs])
         for j, i in enumerate(idxs):
-            (name, labels, unit), _, last = items[i]
-            out[i] = SeriesStats(
-                metric=name, count=n, min=mins[j], max=maxs[j], mean=means[j], sum=tot[j],
-                p50=p50[j], p95=p95[j], p99=p99[j], last=last, labels=labels, unit=unit,
-            )
+            out[i] = stats[j]
     return out  # type: ignore[return-value]
+
+
+def summarize_array(arr: np.ndarray, metas: Sequence[_SeriesMeta], lasts: Sequence[float]) -> list[SeriesStats]:
+    """Statistics of equal-length series given as one C-contiguous float64 array (series x values);
+    ``arr`` is sorted in place. The numpy path of ``summarize_many``."""
+    n = arr.shape[1]
+    arr.sort(axis=1)
+    sums = arr.sum(axis=1)
+    cols = [arr[:, 0], arr[:, -1], sums, sums / n]
+    for q in (0.50, 0.95, 0.99):
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        cols.append(arr[:, lo] + (arr[:, hi] - arr[:, lo]) * (pos - lo))
+    mins, maxs, tot, means, p50, p95, p99 = (c.tolist() for c in cols)
+    return [
+        SeriesStats(
+            metric=name, count=n, min=mins[j], max=maxs[j], mean=means[j], sum=tot[j],
+            p50=p50[j], p95=p95[j], p99=p99[j], last=lasts[j], labels=labels, unit=unit,
+        )
+        for j, (name, labels, unit) in enumerate(metas)
+    ]
 
 
 @dataclass(slots=True)
@@ -137,13 +147,17 @@ class _Shape:
     series only when the window closes.
     """
 
-    __slots__ = ("names", "labels", "keys", "refused")
+    __slots__ = ("names", "labels", "keys", "refused", "kept", "cols")
 
     def __init__(self, names: list[str], labels: list[dict[str, str] | None], keys: list[str | None]) -> None:
         self.names = names
         self.labels = labels
         self.keys = keys  # None: a series refused by the per-node limit
         self.refused = keys.count(None)
+        kept = [k for k in keys if k is not None]
+        self.kept = kept  # the series keys held, in sample order
+        # positions of the kept series, or None when a key repeats (its values must be concatenated)
+        self.cols: list[int] | None = [i for i, k in enumerate(keys) if k is not None] if len(set(kept)) == len(kept) else None
 
 
 @dataclass(slots=True)
@@ -192,6 +206,32 @@ class _Rows:
                     last[key] = newest_row[i]
                     last_ts[key] = newest_ts
         return b
+
+
+def _summarize_one_shape(rows: _Rows, meta: dict[str, _SeriesMeta]) -> list[SeriesStats] | None:
+    """Statistics of a window whose rows all share one layout, straight from the rows as one array
+    (the same numbers as ``to_bucket`` + ``summarize_many``); None when the general path is needed."""
+    if len(rows.parts) != 1:
+        return None
+    shape, rws, tss = rows.parts[0]
+    cols = shape.cols
+    if cols is None or len(cols) < 4:  # summarize_many sums fewer than 4 series of a length with fsum
+        return None
+    kept = shape.kept
+    try:
+        metas = [meta[k] for k in kept]
+    except KeyError:  # a series evicted since: the general path leaves it out
+        return None
+    data = np.frombuffer(b"".join(rws), dtype=np.float64).reshape(len(rws), len(shape.keys))
+    newest = max(range(len(tss)), key=tss.__getitem__)
+    if len(cols) == len(shape.keys):
+        arr = data.T.copy()
+        lasts = rws[newest].tolist()
+    else:
+        arr = np.ascontiguousarray(data.T[cols])
+        row = rws[newest]
+        lasts = [row[i] for i in cols]
+    return summarize_array(arr, metas, lasts)
 
 
 @dataclass(slots=True)
@@ -379,7 +419,7 @@ class TumblingWindows(Operator):
             rows = nd.open.pop(start)
             end = start + base
             if start >= nd.closed.get(base, 0.0):
-                out.append(self._emit(key, nd, base, start, rows.to_bucket(), why))
+                out.append(self._emit(key, nd, base, start, rows, why))
                 nd.closed[base] = end
             for w in self.larger:  # larger windows keep the raw rows of their base windows
                 wstart = start - (start % w)
@@ -397,24 +437,30 @@ class TumblingWindows(Operator):
                 continue
             for wstart in sorted(accs):
                 if wstart + w <= watermark and not any(wstart <= s < wstart + w for s in nd.open):
-                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart).to_bucket(), why))
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
                     nd.closed[w] = max(nd.closed.get(w, 0.0), wstart + w)
                 elif include_partial_large:
-                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart).to_bucket(), why))
+                    out.append(self._emit(key, nd, w, wstart, accs.pop(wstart), why))
         ends = [s + base for s in nd.open]
         for w, accs in nd.acc.items():
             ends.extend(ws + w for ws in accs)
         nd.next_due = min(ends, default=math.inf)
         return out
 
-    def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, bucket: _Bucket, why: str) -> Emit:
+    def _emit(self, key: tuple[str, str], nd: _Node, w: float, start: float, rows: _Rows, why: str) -> Emit:
         cluster, node = key
         meta = nd.meta
-        if w == self.base:
-            self.limiter.touch(cluster, node, bucket.values.keys(), nd.last_arrival)
-        series = summarize_many(
-            [(meta[sk], vals, bucket.last.get(sk, vals[-1])) for sk, vals in bucket.values.items() if sk in meta]
-        )
+        series = _summarize_one_shape(rows, meta)
+        if series is not None:
+            if w == self.base:
+                self.limiter.touch(cluster, node, rows.parts[0][0].kept, nd.last_arrival)
+        else:
+            bucket = rows.to_bucket()
+            if w == self.base:
+                self.limiter.touch(cluster, node, bucket.values.keys(), nd.last_arrival)
+            series = summarize_many(
+                [(meta[sk], vals, bucket.last.get(sk, vals[-1])) for sk, vals in bucket.values.items() if sk in meta]
+            )
         late = 0
         if w == self.base:
             late, nd.late_pending = nd.late_pending, 0

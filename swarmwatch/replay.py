@@ -366,30 +366,49 @@ def _batches_from_table(table: Any) -> list[tuple[float, int, ReplayItem]]:
 
 
 def _label_dicts(col: Any) -> list[dict[str, str] | None]:
-    """A map<string, string> column as one dict (or None when empty) per row, built from its flat keys and values."""
+    """A map<string, string> column as one dict (or None when empty) per row.
+
+    Rows are grouped by their entries' dictionary codes (numpy), one dict is built
+    per distinct label set and each row gets its own copy of it.
+    """
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     n = len(arr)
     if arr.null_count == n:
         return [None] * n
-    offsets = arr.offsets.to_pylist()
-    keys = arr.keys.to_pylist()
-    items = arr.items.to_pylist()
-    valid = arr.is_valid().to_pylist()
-    out: list[dict[str, str] | None] = []
-    cache: dict[tuple[str, ...], dict[str, str]] = {}
-    for i in range(n):
-        a, b = offsets[i], offsets[i + 1]
-        if not valid[i] or a == b:
-            out.append(None)
+    offsets = arr.offsets.to_numpy(zero_copy_only=False)
+    lens = np.diff(offsets)
+    if arr.null_count:
+        lens = np.where(arr.is_valid().to_numpy(zero_copy_only=False), lens, 0)
+    kenc = pc.dictionary_encode(arr.keys)
+    ienc = pc.dictionary_encode(arr.items)
+    kcodes = kenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    icodes = pc.fill_null(ienc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    kdict = kenc.dictionary.to_pylist()
+    idict = ienc.dictionary.to_pylist()
+    ids = np.full(n, -1, dtype=np.int64)  # index into protos per row, -1: no labels
+    protos: list[dict[str, str]] = []
+    for width in np.unique(lens).tolist():
+        if width == 0:
             continue
-        key = (*keys[a:b], *items[a:b])
-        d = cache.get(key)
-        if d is None:
-            d = cache[key] = dict(zip(keys[a:b], items[a:b]))
-        out.append(dict(d))
-    return out
+        rows = np.flatnonzero(lens == width)
+        pos = offsets[rows][:, None] + np.arange(width)
+        codes = np.concatenate([kcodes[pos], icodes[pos]], axis=1)
+        radix = len(kdict) * (len(idict) + 1)
+        if radix**width < 2**62:  # one int64 per row: a 1-d unique is much cheaper than unique(axis=0)
+            pair = kcodes[pos] * (len(idict) + 1) + (icodes[pos] + 1)
+            flat = pair @ (radix ** np.arange(width, dtype=np.int64))
+            _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+            uniq = codes[first]
+        else:
+            uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
+        ids[rows] = np.asarray(inverse).reshape(-1) + len(protos)
+        for u in uniq.tolist():
+            protos.append(dict(zip((kdict[c] for c in u[:width]), (None if c < 0 else idict[c] for c in u[width:]))))
+    return [None if j < 0 else dict(protos[j]) for j in ids.tolist()]
 
 
 def metrics_wanted(operators: Sequence[Operator]) -> set[str] | None:

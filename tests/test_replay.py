@@ -257,3 +257,21 @@ def test_speed_paces_event_time_at_n_times_real_time(monkeypatch: pytest.MonkeyP
     assert cli_replay.parse_speed("max") is None and cli_replay.parse_speed("25x") == 25.0
     with pytest.raises(ValueError, match="must be > 0"):
         cli_replay.parse_speed("0")
+
+
+def test_store_labels_come_back_as_one_dict_per_row_as_written() -> None:
+    """The map column is decoded by label set; every row still gets its own dict, in stored key order."""
+    import pyarrow as pa
+
+    from swarmwatch.replay import _label_dicts
+
+    rows: list[list[tuple[str, str | None]] | None] = [
+        [("core", "0")], None, [], [("core", "1")], [("core", "0")], [("mount", "/"), ("dev", "sda")],
+        [("dev", "sda"), ("mount", "/")], [("gpu", None)], [("core", "0")],
+    ]
+    col = pa.chunked_array([pa.array(rows[:4], type=pa.map_(pa.string(), pa.string())), pa.array(rows[4:], type=pa.map_(pa.string(), pa.string()))])
+    got = _label_dicts(col)
+    want = [dict(r) if r else None for r in rows]
+    assert got == want
+    assert [list(d) if d else d for d in got] == [list(d) if d else d for d in want]  # key order kept
+    assert got[0] is not got[4] and got[4] is not got[8]  # no shared dicts between samples

@@ -1,6 +1,8 @@
 """Tumbling event-time windows."""
 from __future__ import annotations
 
+import pytest
+
 from schemas import MetricBatch, Sample, WindowAggregate
 from processors import TumblingWindows, quantile
 
@@ -117,3 +119,35 @@ def test_deferred_closing_spreads_a_burst_of_closes_over_ticks() -> None:
     assert closed_inline == []  # every node's window is due at once: nothing closes inline
     per_tick = [len(aggs(w.on_tick(0.5 + i * 0.05))) for i in range(4)]
     assert per_tick == [2, 2, 1, 0]
+
+
+@pytest.mark.parametrize("max_series", [6, 7])
+def test_windows_of_one_layout_give_the_same_statistics_as_series_summarised_one_by_one(max_series: int) -> None:
+    """Batches that keep one layout are summarised straight from their rows; the numbers are those of
+    ``summarize_many`` over each series' values (last = the value at the newest time), refused series left out."""
+    import random
+
+    from processors.windows import summarize_many
+
+    rng = random.Random(4)
+    names = [("cpu.percent", {"core": str(c)}) for c in range(4)] + [("mem.percent", None), ("load1", None), ("extra", None)]
+    w = TumblingWindows([10, 60], allowed_lateness_s=3, max_series_per_node=max_series)  # 6: "extra" is refused
+    seen: dict[tuple[float, float], dict[str, list[tuple[float, float]]]] = {}
+    out: list[WindowAggregate] = []
+    for i in range(75):
+        ts = T0 + i + rng.choice([0.0, 0.0, -2.0])  # some out of order, within the lateness
+        vals = [rng.choice([rng.gauss(50, 30), 1e300, -0.0, 42.0]) for _ in names]
+        out += aggs(w.on_metrics(MetricBatch("c1", "n1", ts, [Sample(n, v, unit="%", labels=lab) for (n, lab), v in zip(names, vals)]), 0))
+        for size in (10.0, 60.0):
+            per = seen.setdefault((size, ts - ts % size), {})
+            for (n, lab), v in zip(names[:max_series], vals):
+                per.setdefault(n + str(sorted((lab or {}).items())), []).append((ts, v))
+    assert {a.window_s for a in out} == {10.0, 60.0} and all(len(a.series) == max_series for a in out)
+    for a in out:
+        per = seen[(a.window_s, a.start)]
+        items = []
+        for (n, lab), key in zip(names[:max_series], per):
+            tv = per[key]
+            newest = max(range(len(tv)), key=lambda j: tv[j][0])
+            items.append(((n, lab, "%"), [v for _, v in tv], tv[newest][1]))
+        assert a.series == summarize_many(items)
