@@ -45,14 +45,33 @@ def arrays(x: Any, seen: set[int] | None = None) -> list[np.ndarray]:
     return [a for n in names if hasattr(x, n) for a in arrays(getattr(x, n), seen)]
 
 
-def test_count_tables_are_uint16_and_all_arrays_of_a_series_fit_in_4_kb() -> None:
+def test_count_tables_are_uint16_over_visited_bins_only_and_all_arrays_of_a_series_fit_in_1_5_kb() -> None:
     v, ts = daily(20 * DAY, seed=3)
     det = default_detector()
     det.score_many(v, ts)
-    held = arrays(det)
-    tables = [m.counts for m in det.inner.members if isinstance(m, RarityDetector)]
-    assert [t.dtype for t in tables] == [np.uint16, np.uint16]
-    assert sum(a.nbytes for a in held) <= 4096  # int32 tables and int64 sums held 8.5 KB
+    seasonal, sequence = (m for m in det.inner.members if isinstance(m, RarityDetector))
+    visited = int((seasonal.slot_of >= 0).sum())
+    assert visited < seasonal.n_bins
+    assert seasonal.counts.shape == (24, visited) and sequence.counts.shape == (visited, visited)
+    assert seasonal.counts.dtype == sequence.counts.dtype == np.uint16
+    assert sum(a.nbytes for a in arrays(det)) <= 1536  # full int32 tables and int64 sums held 8.5 KB
+
+
+def test_checkpoint_keeps_the_full_table_layout_and_a_series_moving_to_new_bins_continues_exactly() -> None:
+    v, ts = daily(4 * DAY, seed=9)
+    v[3 * DAY:] += 15  # a new level: bins the series never visited get slots mid-life
+    offline, live = default_detector(), default_detector()
+    offline.score_many(v[: 2 * DAY], ts[: 2 * DAY])
+    stream(live, v[: 2 * DAY], ts[: 2 * DAY])
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(offline.snapshot()))
+    table = state["inner"]["det"]["members"]["dets"][1]["counts"]
+    assert table["shape"] == [24, offline.inner.members[1].n_bins]
+    restored = default_detector()
+    restored.restore(state)
+    a, b, c = (stream(d, v[2 * DAY:], ts[2 * DAY:]) for d in (offline, live, restored))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    np.testing.assert_allclose(a, c, atol=1e-12)
+    assert msgspec.json.encode(offline.snapshot()) == msgspec.json.encode(restored.snapshot())
 
 
 def test_a_full_cell_halves_the_table_rounding_up_the_same_way_live_and_in_backtest(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,12 @@ seasonal detector learns but scores nothing, and a first top of the hour or
 first morning is never an anomaly.
 
 State per series: a (contexts x bins) table of uint16 counts with uint32
-row and column sums, the last ``smooth`` rarities, a calibration histogram
+row and column sums. Only the bins the series has visited are held: a
+31-entry int8 map gives each visited bin a slot (in order of first visit),
+and the table has a column per slot (and, for the sequence context, a row
+per slot), so a series that lives in 12 of the 31 bins holds 24 x 12 and
+12 x 12 cells, not 24 x 31 and 31 x 31. Checkpoints hold the full table
+(sparse), as before. Also held: the last ``smooth`` rarities, a calibration histogram
 and a few floats. When a cell would reach 65535 every cell is halved,
 rounding up (a pair seen once stays seen), and the sums are recounted: the
 rarity ratios are kept and the table forgets slowly. That happens only
@@ -119,6 +124,7 @@ class RarityDetector(AnomalyDetector):
         self.counts: np.ndarray | None = None
         self.ctx_counts: np.ndarray | None = None
         self.bin_counts: np.ndarray | None = None
+        self.slot_of: np.ndarray | None = None  # int8 per bin: its column in the held tables, -1 if never visited
         self.prev = -1
         self.rbuf: deque[float] = deque(maxlen=self.smooth)
         self.first_ts: float | None = None
@@ -143,23 +149,95 @@ class RarityDetector(AnomalyDetector):
         lo, hi = min(xs), max(xs)
         self.lo = lo
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
-        self.counts = np.zeros((self.n_ctx, self.n_bins), dtype=COUNT_DTYPE)
-        self.ctx_counts = np.zeros(self.n_ctx, dtype=SUM_DTYPE)
-        self.bin_counts = np.zeros(self.n_bins, dtype=SUM_DTYPE)
+        hour = self.context == "hour"
+        self.slot_of = np.full(self.n_bins, -1, dtype=np.int8)
+        self.counts = np.zeros((self.n_ctx if hour else 0, 0), dtype=COUNT_DTYPE)
+        self.ctx_counts = np.zeros(self.n_ctx if hour else 0, dtype=SUM_DTYPE)
+        self.bin_counts = np.zeros(0, dtype=SUM_DTYPE)
         for x, t in self.warm:
             b = self._bin(float(x))
-            c = self._ctx(b, t)
-            self.counts[c, b] += 1
-            self.ctx_counts[c] += 1
-            self.bin_counts[b] += 1
+            self._add(self._ctx(b, t), b)
             self.prev = b
         self.warm = []
 
-    def _prior(self, b: int) -> float:
-        """Pseudo-count of bin b in any context: its share over all contexts (0.5 without backoff)."""
-        if not self.backoff:
-            return 0.5
-        return (int(self.bin_counts[b]) + 0.5) / (self.n + 1.0)
+    def _lookup(self, c: int, b: int) -> tuple[int, int, int]:
+        """(count of bin b after context c, count of context c, count of bin b) so far (tables held)."""
+        slot_of: np.ndarray = self.slot_of  # type: ignore[assignment]
+        sb = int(slot_of[b])
+        sc = c if self.context == "hour" else int(slot_of[c])
+        if sc < 0:
+            return 0, 0, int(self.bin_counts[sb]) if sb >= 0 else 0  # type: ignore[index]
+        if sb < 0:
+            return 0, int(self.ctx_counts[sc]), 0  # type: ignore[index]
+        return int(self.counts[sc, sb]), int(self.ctx_counts[sc]), int(self.bin_counts[sb])  # type: ignore[index]
+
+    def _new_slot(self, b: int) -> int:
+        """Give bin b (first visited now) a slot: a zero column (and, for the sequence context, a zero row)."""
+        assert self.slot_of is not None and self.counts is not None and self.ctx_counts is not None and self.bin_counts is not None
+        k = len(self.bin_counts)
+        self.slot_of[b] = k
+        seq = self.context != "hour"
+        self.counts = np.pad(self.counts, ((0, 1 if seq else 0), (0, 1)))
+        self.bin_counts = np.concatenate((self.bin_counts, np.zeros(1, dtype=SUM_DTYPE)))
+        if seq:
+            self.ctx_counts = np.concatenate((self.ctx_counts, np.zeros(1, dtype=SUM_DTYPE)))
+        return k
+
+    def _add(self, c: int, b: int) -> None:
+        """Count bin b after context c (halving the table when a cell fills; tables held)."""
+        slot_of: np.ndarray = self.slot_of  # type: ignore[assignment]
+        sb = int(slot_of[b])
+        if sb < 0:
+            sb = self._new_slot(b)
+        sc = c if self.context == "hour" else int(slot_of[c])
+        if sc < 0:
+            sc = self._new_slot(c)
+        counts: np.ndarray = self.counts  # type: ignore[assignment]
+        counts[sc, sb] += 1
+        self.ctx_counts[sc] += 1  # type: ignore[index]
+        self.bin_counts[sb] += 1  # type: ignore[index]
+        if counts[sc, sb] >= COUNT_MAX:
+            self._halve()
+
+    def _load_dense(self, dense: np.ndarray, order: np.ndarray | None = None) -> None:
+        """Hold a full (contexts x bins) table compactly: visited bins get slots in ``order`` (default ascending)."""
+        hour = self.context == "hour"
+        if order is None:
+            seen = dense.sum(axis=0) > 0
+            if not hour:
+                seen |= dense.sum(axis=1) > 0
+            order = np.flatnonzero(seen)
+        self.slot_of = np.full(self.n_bins, -1, dtype=np.int8)
+        self.slot_of[order] = np.arange(len(order))
+        rows = np.arange(self.n_ctx) if hour else order
+        self.counts = dense[np.ix_(rows, order)].astype(COUNT_DTYPE)
+
+    def _dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The held tables as full (contexts x bins) counts, context counts and bin counts."""
+        assert self.slot_of is not None and self.counts is not None and self.ctx_counts is not None and self.bin_counts is not None
+        seen = np.flatnonzero(self.slot_of >= 0)
+        slots = self.slot_of[seen].astype(np.int64)
+        counts = np.zeros((self.n_ctx, self.n_bins), dtype=COUNT_DTYPE)
+        bins = np.zeros(self.n_bins, dtype=SUM_DTYPE)
+        bins[seen] = self.bin_counts[slots]
+        if self.context == "hour":
+            counts[:, seen] = self.counts[:, slots]
+            return counts, self.ctx_counts.copy(), bins
+        counts[np.ix_(seen, seen)] = self.counts[np.ix_(slots, slots)]
+        ctx = np.zeros(self.n_ctx, dtype=SUM_DTYPE)
+        ctx[seen] = self.ctx_counts[slots]
+        return counts, ctx, bins
+
+    def snapshot(self) -> dict[str, Any]:
+        """State as plain lists; count tables in the full (contexts x bins) layout, sparse."""
+        if self.counts is None:
+            return super().snapshot()
+        held = self.counts, self.ctx_counts, self.bin_counts
+        self.counts, self.ctx_counts, self.bin_counts = self._dense()
+        try:
+            return super().snapshot()
+        finally:
+            self.counts, self.ctx_counts, self.bin_counts = held
 
     def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
         """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
@@ -170,7 +248,9 @@ class RarityDetector(AnomalyDetector):
         else:
             b = self._bin(x)
             c = self._ctx(b, ts)
-            r = -math.log((int(self.counts[c, b]) + self._prior(b)) / (int(self.ctx_counts[c]) + 1.0))
+            cell, ctx, binc = self._lookup(c, b)
+            prior = (binc + 0.5) / (self.n + 1.0) if self.backoff else 0.5  # bin b's share over all contexts
+            r = -math.log((cell + prior) / (ctx + 1.0))
         tail = list(self.rbuf)[1:] if len(self.rbuf) == self.smooth else list(self.rbuf)
         rs = (math.fsum(tail) + r) / (len(tail) + 1)
         self._cache = (x, ts, r, rs, b, c)  # type: ignore[assignment]
@@ -214,12 +294,8 @@ class RarityDetector(AnomalyDetector):
             if self.n >= self.bin_warmup:
                 self._fix_bins()
             return
-        self.counts[c, b] += 1
-        self.ctx_counts[c] += 1
-        self.bin_counts[b] += 1
+        self._add(c, b)
         self.prev = b
-        if self.counts[c, b] >= COUNT_MAX:
-            self._halve()
 
     def _halve(self) -> None:
         """Halve the count table (rounding up) and recount its sums and ``n``."""
@@ -227,11 +303,13 @@ class RarityDetector(AnomalyDetector):
         self.counts = halve_counts(self.counts)
         self._recount()
 
-    def _recount(self) -> None:
+    def _recount(self, set_n: bool = True) -> None:
+        """Context and bin counts from the table (and ``n``, their total, unless ``set_n`` is False)."""
         assert self.counts is not None
         self.ctx_counts = self.counts.sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
         self.bin_counts = self.counts.sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
-        self.n = int(self.bin_counts.sum(dtype=np.int64))
+        if set_n:
+            self.n = int(self.bin_counts.sum(dtype=np.int64))
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a snapshot; tables of older checkpoints (int32/int64 counts) are narrowed to uint16."""
@@ -245,11 +323,8 @@ class RarityDetector(AnomalyDetector):
         halved = False
         while counts.max(initial=0) >= COUNT_MAX:
             counts, halved = halve_counts(counts), True
-        self.counts = counts.astype(COUNT_DTYPE)
-        n = self.n
-        self._recount()
-        if not halved:
-            self.n = n  # sums agree with the cells; keep n as written
+        self._load_dense(counts)
+        self._recount(set_n=halved)  # unless halved, the sums agree with the cells and n stays as written
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
         if self.n:
@@ -310,9 +385,9 @@ class RarityDetector(AnomalyDetector):
         # leave the state where the row-by-row path would
         self.n = n
         counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins)
-        self.counts = counts.astype(COUNT_DTYPE)
-        self.ctx_counts = np.bincount(c, minlength=self.n_ctx).astype(SUM_DTYPE)
-        self.bin_counts = np.bincount(b, minlength=self.n_bins).astype(SUM_DTYPE)
+        uniq, first = np.unique(b, return_index=True)
+        self._load_dense(counts, order=uniq[np.argsort(first)])  # slots in order of first visit, as learn_one gives them
+        self._recount(set_n=False)
         self.prev = int(b[-1])
         self.rbuf.extend(r[-self.smooth:].tolist())
         if counts.max() >= COUNT_MAX:  # the last row filled a cell: halve as learn_one would
