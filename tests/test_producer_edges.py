@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -58,6 +58,20 @@ def test_label_rules_of_the_watch_apply_and_series_are_tracked_separately() -> N
     assert edges.crossed([Sample("cpu.percent", 99.0)])
 
 
+def _sample_until(edges: EdgeSampler, done: Callable[[set[str]], bool], key: Callable[[Sample], str], limit_s: float = 5.0) -> set[str]:
+    """What fast samples show (``key`` of each) until ``done``: a tickless idle core's counters only move when it wakes,
+    so a core is reported once the kernel has advanced them (the sampler keeps its baseline until then)."""
+    got: set[str] = set()
+    deadline = time.monotonic() + limit_s
+    while not done(got) and time.monotonic() < deadline:
+        spin_until = time.monotonic() + 0.03  # a little work so this core's counters advance
+        while time.monotonic() < spin_until:
+            pass
+        time.sleep(0.02)  # and a wake-up so the idle ones are accounted
+        got |= {key(s) for s in edges.sample()}
+    return got
+
+
 def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_the_regular_sample() -> None:
     import psutil
 
@@ -68,9 +82,7 @@ def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_th
     names = {s.name for s in edges.sample()}
     assert names == {"mem.percent", "mem.available_bytes", "mem.used_bytes"}
     edges.set_watches([Watch("cpu.percent", ">", 95.0, labels={})])
-    for _ in range(3):  # let the kernel's CPU counters advance between reads
-        got = {s.name for s in edges.sample()}
-        time.sleep(0.05)
+    got = _sample_until(edges, lambda got: bool(got), key=lambda s: s.name)
     assert got == {"cpu.percent"}  # total only: iowait is not watched
     edges.rebase_system_cpu()  # total only: the cores are read for the regular sample's baseline
     assert system._last_cpu is not None and len(system._last_cpu) == psutil.cpu_count()
@@ -78,10 +90,9 @@ def test_the_sampler_reads_only_what_is_watched_and_hands_its_cpu_baseline_to_th
     system = SystemCollector(per_core=True)
     edges = EdgeSampler(system, per_core=True)
     edges.set_watches([Watch("cpu.percent", ">", 95.0)])  # any series: per core too
-    for _ in range(3):
-        got = {str(s.labels) for s in edges.sample()}
-        time.sleep(0.05)
-    assert got == {"None", *(str({"core": str(i)}) for i in range(psutil.cpu_count()))}
+    every = {"None", *(str({"core": str(i)}) for i in range(psutil.cpu_count()))}
+    got = _sample_until(edges, lambda got: got >= every, key=lambda s: str(s.labels))
+    assert got == every
     edges.rebase_system_cpu(edges._last_cpu)
     assert system._last_cpu == edges._last_cpu
     edges.close()
