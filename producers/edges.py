@@ -15,6 +15,7 @@ changes nothing there.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import threading
@@ -177,6 +178,8 @@ class EdgeSampler:
         ncpu = os.cpu_count() or 1
         self._stat = _ProcFile("/proc/stat", 4096 + 160 * ncpu)
         self._meminfo = _ProcFile("/proc/meminfo", 256)  # MemTotal, MemFree and MemAvailable are its first lines
+        self._bounds: dict[str, tuple[float, ...]] | None = None  # lean path: the limits per watched fast metric
+        self._bands: dict[str, int] = {}  # lean path: where each value lay among its limits at the last full check
         self._tokens = max_batches_per_s
         self._tokens_at = time.monotonic()
         self._lock = threading.RLock()
@@ -210,8 +213,8 @@ class EdgeSampler:
                 continue
             try:
                 with self._lock:
-                    samples = self.sample()
-                    hit = bool(samples) and self.crossed(samples) and self.admit()
+                    samples = self._lean() if self._bounds is not None else self._sample()
+                    hit = bool(samples) and self._crossed(samples) and self._admit(time.monotonic())
                     reading = self._last_cpu
                 if hit:
                     on_crossing(samples, reading)
@@ -243,6 +246,19 @@ class EdgeSampler:
         if not self._need & set(_CPU):
             self._last_cpu = None
             self._cpu_hist.clear()
+        self._bands = {}
+        self._bounds = None
+        lean = set(_CPU) | set(_MEM)
+        if self._need and self._need <= lean and not self._percore and self._stat.fd is not None and self._meminfo.fd is not None:
+            bounds: dict[str, tuple[float, ...]] = {}
+            for name in self._need:
+                limits: set[float] = set()
+                for w, _ in self._matching(name):
+                    if w.hysteresis < 0:  # the band shortcut below needs clear threshold <= threshold
+                        return
+                    limits.update((float(w.threshold), float(w.clear_threshold)))
+                bounds[name] = tuple(sorted(limits))
+            self._bounds = bounds
 
     @property
     def active(self) -> bool:
@@ -269,6 +285,10 @@ class EdgeSampler:
         is published at once too; the processor decides whether that is news.
         """
         with self._lock:
+            if self._bands:  # a sample from outside the sampler thread (an SDK gauge of the same name) may move a lean series' state
+                samples = list(samples)
+                if any(x.name in self._bands for x in samples):
+                    self._bands = {}
             return self._crossed(samples)
 
     def _crossed(self, samples: Iterable[Sample]) -> bool:
@@ -329,6 +349,79 @@ class EdgeSampler:
                 self.gpu.collect_fast(out, _GPU_UTIL in need, _GPU_TEMP in need)
         except Exception:  # noqa: BLE001 - a broken source must not stop the sampler
             self.errors += 1
+        return out.items
+
+    def _lean(self) -> list[Sample]:
+        """One fast tick for total CPU and memory only: raw reads and float compares; samples only when a value moved past a limit.
+
+        Between two adjacent limits (thresholds and clear thresholds of every
+        matching watch) no watch can change state, so when every value lies in
+        the same open interval as at the last full check nothing is built and
+        no crossing is possible; otherwise the samples are built exactly as
+        :meth:`_sample` does and checked in full.
+        """
+        bounds = self._bounds
+        assert bounds is not None
+        need = self._need
+        vals: dict[str, float | None] = {}
+        try:
+            if "cpu.percent" in need or "cpu.iowait_percent" in need:
+                raw = self._stat.read()
+                if not raw:
+                    self._bands = {}
+                    return self._sample()
+                now = [parse_proc_stat_total(raw)]
+                self._last_cpu = None
+                hist = self._cpu_hist
+                if hist and len(hist[-1]) != 1:
+                    hist.clear()
+                hist.append(now)
+                if len(hist) >= 2:
+                    (t1, b1, w1), (t0, b0, w0) = now[0], hist[0][0]
+                    dt, db, dw = t1 - t0, b1 - b0, w1 - w0
+                    if dt > 0 and db >= 0 and dw >= 0:
+                        if "cpu.percent" in need:
+                            vals["cpu.percent"] = min(100.0, 100.0 * db / dt)
+                        if "cpu.iowait_percent" in need:
+                            vals["cpu.iowait_percent"] = min(100.0, 100.0 * dw / dt)
+            if "mem.percent" in need or "mem.available_bytes" in need or "mem.used_bytes" in need:
+                raw = self._meminfo.read()
+                tok = raw.split(None, 9) if raw else []
+                if len(tok) < 9 or tok[0] != b"MemTotal:" or tok[6] != b"MemAvailable:":
+                    self._bands = {}
+                    return self._sample()
+                total, avail = int(tok[1]) * 1024, int(tok[7]) * 1024
+                if "mem.percent" in need:
+                    vals["mem.percent"] = round(100.0 * (total - avail) / total, 1) if total else None
+                if "mem.available_bytes" in need:
+                    vals["mem.available_bytes"] = avail
+                if "mem.used_bytes" in need:
+                    vals["mem.used_bytes"] = total - avail
+        except Exception:  # noqa: BLE001 - a broken source must not stop the sampler
+            self.errors += 1
+            self._bands = {}
+            return []
+        bands = self._bands
+        same = len(bands) == len(vals)
+        new: dict[str, int] = {}
+        for name, v in vals.items():
+            lims = bounds.get(name, ())
+            if v is None or v != v or v in lims:
+                same = False
+                new = {}
+                break
+            b = bisect.bisect_left(lims, v)
+            new[name] = b
+            if same and bands.get(name) != b:
+                same = False
+        if same:
+            return []
+        self._bands = new
+        out = SampleBuffer()
+        units = {"cpu.percent": "%", "cpu.iowait_percent": "%", "mem.percent": "%", "mem.available_bytes": "B", "mem.used_bytes": "B"}
+        for name in ("cpu.percent", "cpu.iowait_percent", "mem.percent", "mem.available_bytes", "mem.used_bytes"):
+            if name in vals:
+                out.add(name, vals[name], units[name])
         return out.items
 
     def _memory(self, out: SampleBuffer) -> None:

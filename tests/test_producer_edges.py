@@ -220,6 +220,28 @@ def test_proc_readers_agree_with_psutil() -> None:
     assert m["MemTotal"] == psutil.virtual_memory().total and 0 < m["MemAvailable"] <= m["MemTotal"]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="Linux /proc only")
+def test_the_lean_tick_builds_samples_only_when_a_value_moves_past_a_limit_and_sees_that_at_once() -> None:
+    s = EdgeSampler()
+    mem = s.sample()  # nothing watched yet: empty
+    assert mem == []
+    s.set_watches([Watch("mem.percent", ">", 0.0, rule="low")])
+    assert s._bounds == {"mem.percent": (0.0,)}
+    first = s._lean()  # first sight of the series: built and checked in full (already past: a crossing)
+    assert [x.name for x in first] == ["mem.percent"] and s._crossed(first)
+    assert s._lean() == []  # same side of every limit: nothing built, no crossing possible
+    value = first[0].value
+    # the memory value now sits past a new limit: seen on the very next tick, as by the full path
+    s.set_watches([Watch("mem.percent", ">", 0.0, rule="low"), Watch("mem.percent", "<", value + 50.0, rule="high")])
+    again = s._lean()
+    assert [x.name for x in again] == ["mem.percent"] and s._crossed(again)
+    assert s.crossings == 2
+    # per-core CPU, swap, load or a negative hysteresis keep the full path
+    s.set_watches([Watch("cpu.percent", ">", 90.0, labels=None)])
+    assert s._bounds is None
+    s.close()
+
+
 async def test_a_producer_follows_changes_to_the_watched_thresholds(nats_server: Any, nc: Any) -> None:
     from producers.edges import follow_watches
     from producers.publisher import Publisher
