@@ -43,6 +43,7 @@ DEFAULT_REPLAY_MARGIN_S = 30.0  # store time may trail event time by this much
 CHECKPOINT_VERSION = 1
 REWIND_RETRY_MIN_S = 0.2
 REWIND_RETRY_MAX_S = 5.0
+DEFAULT_REWIND_TIMEOUT_S = 15.0  # one attempt to restore and reposition; a read from a store whose leader died can hang
 
 
 @dataclass(slots=True)
@@ -104,6 +105,7 @@ class Runtime:
         fresh: bool = False,
         partition: tuple[int, int] = (0, 1),
         state_replicas: int = 1,
+        rewind_timeout_s: float = DEFAULT_REWIND_TIMEOUT_S,
     ) -> None:
         subjects.check_token(name, "processor name")
         index, count = partition
@@ -123,6 +125,7 @@ class Runtime:
         self.replay_margin_s = replay_margin_s
         self.fresh = fresh
         self.state_replicas = state_replicas
+        self.rewind_timeout_s = rewind_timeout_s
         self.partition = (index, count)
         self._part_cache: dict[str, bool] = {}
         self.stats = RuntimeStats()
@@ -136,6 +139,7 @@ class Runtime:
         self._replay_ops: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._paused = False
+        self._rewinding = False
         self._lock = asyncio.Lock()
         self._store: Any = None
         self._started = False
@@ -394,26 +398,40 @@ class Runtime:
             await self._puller.ensure(start_seq=ckpt.seq + 1, recreate=True)
 
     async def _rewind(self) -> None:
-        """Go back to the last checkpoint: restore state, reposition, pull again."""
-        self.stats.rewinds += 1
+        """Go back to the last checkpoint: restore state, reposition, pull again.
+
+        One rewind at a time: a second cause (a gap seen while a failed checkpoint
+        rewinds) is covered by the one running, which repositions at the checkpoint.
+        Each attempt is bounded by ``rewind_timeout_s`` (reading the checkpoint from
+        a store whose leader was just lost can wait forever) and retried with backoff.
+        """
         self._paused = True
-        await self._puller.stop()
-        self._futs = []
-        self._last_cseq = 0
-        delay = REWIND_RETRY_MIN_S
-        while True:  # the broker may be electing a leader or away: keep trying, never stay paused
-            try:
-                await self._restore_and_position()
-                await self._puller.start()
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s: rewind failed (%s); retrying in %.1f s", self.name, exc, delay)
-                await self._puller.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, REWIND_RETRY_MAX_S)
-        self._paused = False
+        if self._rewinding:
+            return
+        self._rewinding = True
+        self.stats.rewinds += 1
+        try:
+            await self._puller.stop()
+            self._futs = []
+            self._last_cseq = 0
+            delay = REWIND_RETRY_MIN_S
+            while True:  # the broker may be electing a leader or away: keep trying, never stay paused
+                try:
+                    await asyncio.wait_for(self._restore_and_position(), self.rewind_timeout_s)
+                    self._paused = False  # before the first pull, so no delivery is skipped as "paused"
+                    await self._puller.start()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._paused = True
+                    what = f"timed out after {self.rewind_timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+                    log.warning("%s: rewind failed (%s); retrying in %.1f s", self.name, what, delay)
+                    await self._puller.stop()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, REWIND_RETRY_MAX_S)
+        finally:
+            self._rewinding = False
 
     # ---------------------------------------------------------------- timers
 

@@ -249,6 +249,48 @@ async def test_partitioned_instances_split_the_nodes_between_them(nc: nats.NATS)
     assert a.stats.other_partitions == len(seen["b"])
 
 
+@pytest.mark.timeout(60)
+async def test_a_rewind_whose_checkpoint_read_hangs_is_retried_and_alerting_goes_on(nc: nats.NATS) -> None:
+    """Reading the checkpoint can hang when its store just lost its leader: that attempt is abandoned and retried."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    seen: list[Alert] = []
+
+    async def on_alert(m: object) -> None:
+        seen.append(decode(m.data, Alert))  # type: ignore[attr-defined]
+
+    await nc.subscribe("sw.alerts.>", cb=on_alert)
+    rt = Runtime(nc, [ThresholdRules([mem_rule()])], name="hang", checkpoint_interval_s=0.2, rewind_timeout_s=0.5)
+    await rt.start()
+    t0 = time.time() - 100
+    try:
+        await publish_series(js, [10.0, 95.0, 10.0], t0)
+        await wait_for(lambda: len(seen) == 2 and rt.stats.checkpoints > 0)
+        real_get, hung = rt._store.get, []
+
+        async def hangs_once(name: str) -> object:
+            if not hung:
+                hung.append(name)
+                await asyncio.Event().wait()  # never set: the reply that never comes
+            return await real_get(name)
+
+        rt._store.get = hangs_once
+        # a failed checkpoint and a delivery gap at once: one rewind runs, the other is covered by it
+        await asyncio.gather(rt._rewind(), rt._rewind())
+        assert hung == ["hang"] and rt.stats.rewinds == 1
+        await publish_series(js, [10.0, 97.0, 10.0], t0 + 10)
+        await wait_for(lambda: len(seen) == 4, 20, "alerting after the rewind")
+        await asyncio.sleep(0.5)
+        assert [(a.status, a.started_at - t0) for a in seen] == [
+            (AlertStatus.FIRING, 1.0),
+            (AlertStatus.RESOLVED, 1.0),
+            (AlertStatus.FIRING, 11.0),
+            (AlertStatus.RESOLVED, 11.0),
+        ]
+    finally:
+        await rt.stop()
+
+
 def test_a_bad_partition_is_refused() -> None:
     with pytest.raises(ValueError, match="partition 2/2 is invalid"):
         Runtime(None, [], partition=(2, 2))  # type: ignore[arg-type]
