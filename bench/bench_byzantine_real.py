@@ -11,10 +11,15 @@ Three parts, each on the same seeds:
   median latency and honest accusations on the plain-FedAvg run.
 * ``held_out``: the same on a model the detector was not tuned on (softmax regression;
   tuning used the MLP), reported separately.
+* ``held_out_data``: honest-only runs at every alpha and attacks at 20 % on a dataset the
+  detector was not tuned on (``--held-out-dataset``, default breast cancer: 2 classes,
+  20 clients, 40 rounds), reported separately.
 
 ``--part`` runs one part; ``--jsonl`` appends every run as it finishes, and ``--resume
 LOG...`` reuses the runs those logs already hold (same configuration and seed), so a
-long benchmark can be split across processes and summarised at the end.
+long benchmark can be split across processes and summarised at the end. ``--update``
+merges what was run into the existing ``--out`` file (per alpha, per attack case), and
+every entry names the commit of the code that produced it (``code``).
 """
 from __future__ import annotations
 
@@ -30,13 +35,35 @@ from typing import Any
 
 import numpy as np
 
-from bench.federated import ATTACKS, DEFENCES, FedConfig, run_federated
+from bench.federated import ATTACKS, DATASETS, DEFENCES, FedConfig, run_federated
 
 ALPHAS = (0.1, 0.3, 0.5, 1.0)
 FRACTIONS = (0.2, 0.3)
 
 
 _CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+CODE = "unknown"  # commit of the code that runs (set in main)
+
+
+def _commit() -> str:
+    """Short commit of the working tree, with ``+dirty`` if tracked files differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _merge_into(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over ``old``, recursively for dicts (so a re-run attack case replaces only itself)."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = _merge_into(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 _KEY = ("dataset", "model", "clients", "alpha", "rounds", "attack", "attackers", "defence", "seed")
 
 
@@ -84,6 +111,7 @@ def honest_part(base: FedConfig, seeds: int, log: Any) -> dict[str, Any]:
             "honest_accused_fraction_max": max(r["detection"]["honest_accused_fraction"] for r in rows),
             "accused_reasons": _merge([r["detection"]["accused_reasons"] for r in rows]),
             "accuracy_mean": round(statistics.mean(r["accuracy"] for r in rows), 4),
+            "code": CODE,
         }
     return out
 
@@ -125,6 +153,8 @@ def attack_part(base: FedConfig, seeds: int, fractions: tuple[float, ...], attac
                 "honest_accused_fraction_max": max(r["honest_accused_fraction"] for r in det_rows),
                 "accused_reasons": _merge([r["accused_reasons"] for r in det_rows]),
                 "gated_vs_clean_points": round(100 * (statistics.mean(acc["swarmwatch"]) - clean_mean), 2),
+                "honest_accused_per_seed": [r["honest_accused"] for r in det_rows],
+                "code": CODE,
             }
     return out
 
@@ -137,12 +167,18 @@ def main() -> None:
     ap.add_argument("--honest-clients", type=int, default=100)
     ap.add_argument("--honest-rounds", type=int, default=80)
     ap.add_argument("--alpha", type=float, default=0.3, help="Dirichlet alpha of the attack runs")
-    ap.add_argument("--part", choices=("honest", "attacks", "held_out", "all"), default="all")
+    ap.add_argument("--part", choices=("honest", "attacks", "held_out", "held_out_data", "all"), default="all")
+    ap.add_argument("--held-out-dataset", choices=tuple(d for d in DATASETS if d != "digits"), default="cancer")
+    ap.add_argument("--held-out-data-clients", type=int, default=20)
+    ap.add_argument("--held-out-data-rounds", type=int, default=40)
     ap.add_argument("--attacks", default=",".join(a for a in ATTACKS if a != "none"))
     ap.add_argument("--out", type=Path, default=None, help="write the JSON here as well")
+    ap.add_argument("--update", action="store_true", help="merge into the existing --out file instead of replacing it")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one line per run here")
     ap.add_argument("--resume", type=Path, nargs="*", default=[], help="reuse the runs these --jsonl logs hold")
     a = ap.parse_args()
+    global CODE
+    CODE = _commit()
     for path in a.resume:
         for line in path.read_text().splitlines():
             if line.strip():
@@ -167,7 +203,19 @@ def main() -> None:
             "honest": honest_part(hb, a.seeds, log),
             "attacks": attack_part(held, a.seeds, (0.2,), attacks, log),
         }
+    if a.part in ("held_out_data", "all"):
+        hd = replace(tuned, dataset=a.held_out_dataset, clients=a.held_out_data_clients, rounds=a.held_out_data_rounds)
+        result["held_out_data"] = {
+            "dataset": a.held_out_dataset,
+            "model": hd.model,
+            "clients": hd.clients,
+            "rounds": hd.rounds,
+            "honest": honest_part(hd, a.seeds, log),
+            "attacks": attack_part(hd, a.seeds, (0.2,), attacks, log),
+        }
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    if a.update and a.out and a.out.is_file():
+        result = _merge_into(json.loads(a.out.read_text()), result)
     text = json.dumps(result, indent=1, default=float)
     if a.out:
         a.out.write_text(text + "\n")

@@ -221,3 +221,30 @@ def test_an_honest_node_odd_for_a_few_scattered_rounds_is_not_flagged_and_regain
         trust += [v.trust for v in res.verdicts if v.node == odd_node]
     # four far-off rounds within 32 would once have flagged it; far-off rounds now count for 16
     assert min(trust) < 0.95 and trust[-1] > 0.95
+
+
+def test_a_node_resending_nearly_its_last_update_is_not_a_copier_but_an_exact_resend_is() -> None:
+    # "steady" trains the same way every round (its update barely changes); "stale" stops working
+    # at round 15 and resends its round-14 update unchanged
+    rng = np.random.default_rng(8)
+    n, K = 30, 64
+    bias = rng.normal(0.0, 0.35, (n, K))
+    own = 0.4 + bias[0]
+    det = ClusterDetector()
+    flagged: set[str] = set()
+    kept = np.zeros(K)
+    for r in range(45):
+        lr = 1.0 / np.sqrt(1.0 + r / 10.0)
+        g = rng.normal(0.4, 0.6, K)
+        for i in range(n):
+            u = lr * (g + bias[i] + rng.normal(0.0, 1.0, K))
+            if i == 0:
+                u = lr * own * (1.0 + rng.normal(0.0, 0.01, K))
+            if i == 1:
+                kept = u if r <= 14 else kept
+                u = kept
+            det.add(f"n{i}", r, float(np.linalg.norm(u)), 1.0, u, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        flagged |= {v.node for v in res.verdicts if v.flagged}
+    assert flagged == {"n1"}

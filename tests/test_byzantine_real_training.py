@@ -116,3 +116,27 @@ def test_real_training_reports_backtest_through_the_cli_in_the_simulator_format(
 def test_fed_config_rejects_unknown_choices(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FedConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_copied_honest_clients_are_not_accused_when_a_third_of_the_fleet_copies() -> None:
+    # 15 copiers pass off a random honest client's update every round, so each honest client is
+    # copied in about a third of the rounds (sometimes several rounds running); only copiers are caught
+    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=50, alpha=0.3, rounds=30, attack="copy", attackers=0.3, seed=2))
+    assert res.detection is not None
+    assert res.detection["recall"] == 1.0 and res.detection["honest_accused"] == 0, res.detection
+
+
+def test_a_steady_non_iid_client_is_not_accused_while_thirty_percent_colluders_are_left_out() -> None:
+    # with 15 ALIE colluders out of the consensus, a client whose one-class data keeps it pointing
+    # its own way slides slowly below the fleet's alignment over 60 rounds: its own history, not
+    # the fleet line, is what it is judged against
+    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=50, alpha=0.3, rounds=60, attack="alie", attackers=0.3, seed=0))
+    assert res.detection is not None
+    assert res.detection["recall"] == 1.0 and res.detection["honest_accused"] == 0, res.detection
+
+
+def test_a_small_honest_fleet_is_not_accused() -> None:
+    # 20 clients: every spread comes from ~19 reports, and a one-class client resends nearly
+    # the same update every round (its usual behaviour, not a replay)
+    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=0))
+    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection

@@ -90,6 +90,8 @@ _STAT_FEATURE = tuple(
 _OWN_STATS = ("alignment", "stale", "direction")  # in score units (sd past the margin)
 _LEVELS = ("norm", "loss", "distance")  # log-ratio features with a per-node usual level
 _OWN_COLS = np.array([_S[name] for name in _OWN_STATS], dtype=np.intp)
+# per-round spreads that are pooled with the recent rounds' (a spread from few nodes is noisy)
+_SPREADS = ("alignment", "norm_high", "norm_low", "loss", "norm_consistency", "distance", "direction")
 _Q_STEP = 0.05  # per-round scores are kept as int8 multiples of this (sd); -128 = no score
 _Q_NONE = -128
 _DEV_DTYPE = np.float16  # persistent-deviation averages: 3 significant digits are plenty
@@ -124,6 +126,9 @@ class DetectorConfig:
     own_half_life_rounds: float = 4.0  # memory of each node's own usual score level
     own_rate: float = 0.25  # most a node's own baseline may move per round (sd of score)
     own_cap: float = 3.0  # largest own baseline (sd of score): beyond, a node is judged against the fleet
+    own_cap_steady: float = 6.0  # ... for alignment, while the node points its own usual way (non-IID)
+    spread_pool_rounds: int = 8  # a round's spread is at least the median of this many recent rounds'
+    steady_sd: float = 2.0  # a node agreeing with its own past within this many sd of the typical node's is steady
     own_ratio_cap: float = 10.0  # a node's usual norm, loss or distance may differ from the fleet's by this factor
     own_log_rate: float = 0.1  # most a node's usual (log) norm, loss or distance may move per round
     persist_rounds: int = 2  # consecutive rounds a drift/collusion finding must hold
@@ -149,6 +154,8 @@ class DetectorConfig:
             raise ValueError(f"min_hit_rounds must be >= 2, got {self.min_hit_rounds}")
         if not (self.own_rate > 0 and self.own_cap >= 0 and self.own_half_life_rounds > 0):
             raise ValueError("own_rate and own_half_life_rounds must be > 0 and own_cap >= 0")
+        if self.own_cap_steady < self.own_cap:
+            raise ValueError(f"own_cap_steady must be >= own_cap, got {self.own_cap_steady!r}")
         if self.hit_horizon_rounds < 1:
             raise ValueError(f"hit_horizon_rounds must be >= 1, got {self.hit_horizon_rounds}")
         if self.min_nodes < 3:
@@ -191,6 +198,8 @@ class _RoundWork:
     feats: np.ndarray  # n x FEATURES
     voters: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # vote for the consensus
     victim: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # copied, not copying
+    steady: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # points its own usual way
+    turned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # turned away from its own past
     m: np.ndarray = field(default_factory=lambda: np.zeros(0))  # consensus
     m_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cos_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -282,8 +291,10 @@ class ClusterDetector:
         self._cap = 0
         W, F = self.config.window_rounds, len(FEATURES)
         self._scale = np.full((W, F), np.nan)
+        self._spread_hist = np.full((W, len(_SPREADS)), np.nan, dtype=np.float32)  # each round's own spreads
         self._col_round = np.full(W, -1, dtype=np.int64)
         self._prev_units: np.ndarray | None = None
+        self._prev_slots = np.zeros(0, dtype=np.int32)  # whose sketch each row of _prev_units is (-1: consensus)
         self._past_consensus: list[tuple[int, np.ndarray]] = []  # (round, unit direction), newest last
         self._alloc(0)
         del W, F
@@ -435,6 +446,7 @@ class ClusterDetector:
             self._vals[:] = np.nan
             self._scores[:] = _Q_NONE
             self._scale[:] = np.nan
+            self._spread_hist[:] = np.nan
             self._col_round[:] = -1
         else:
             for rr in range(prev + 1, rnd + 1):
@@ -442,6 +454,7 @@ class ClusterDetector:
                 self._vals[:, c, :] = np.nan
                 self._scores[:, c, :] = _Q_NONE
                 self._scale[c] = np.nan
+                self._spread_hist[c] = np.nan
         col = rnd % W
         self._col_round[col] = rnd
         if prev is not None and rnd - prev > 1:
@@ -483,9 +496,9 @@ class ClusterDetector:
         per-round scores against each node's own history, window evidence, persistent deviation,
         verdicts."""
         rd = self._start_round(rnd, names, idx, X, norms, losses)
+        self._self_alignment_phase(rd)
         self._similarity_phase(rd)
         self._consensus_phase(rd)
-        self._self_alignment_phase(rd)
         self._scale_phase(rd)
         sc = self._round_scores(rd)
         sc = self._against_own_history(rd, sc)
@@ -513,11 +526,11 @@ class ClusterDetector:
         )
 
     def _similarity_phase(self, rd: _RoundWork) -> None:
-        """Largest cosine with another sketch of this round or the previous one (robust z of atanh).
+        """Closeness to another sketch of this round or the previous one (robust z of -log distance).
 
         Near-copies of each other (or of last round) are not independent opinions, so they do
-        not vote for the consensus. A copy has two ends: when a node's closest match this round is
-        a node that has been a near-copy more habitually, the hit is that node's (the copier's).
+        not vote for the consensus. A copy has two ends, and the hit is the copier's, not the
+        victim's (``_copy_victims``).
         """
         cfg, K = self.config, rd.K
         u32 = rd.units.astype(np.float32)
@@ -529,10 +542,9 @@ class ClusterDetector:
         has = partner >= 0
         close_now[has] = -np.log(np.maximum(np.linalg.norm(u32[has] - u32[partner[has]], axis=1), _MIN_DIST))
         close = close_now
+        close_prev = np.full(rd.n, -np.inf)
         if self._prev_units is not None and self._prev_units.shape[1] == K:
-            prev = self._prev_units.astype(np.float32)
-            jp = (u32 @ prev.T).argmax(axis=1)
-            close_prev = -np.log(np.maximum(np.linalg.norm(u32 - prev[jp], axis=1), _MIN_DIST))
+            close_prev = self._closeness_to_last_round(rd, u32)
             close = np.maximum(close_now, close_prev)
         # spread from the lower half: copies and their victims crowd the upper one
         med_s, _ = robust_center_scale(close[rd.trusted], 0.05)
@@ -544,8 +556,9 @@ class ClusterDetector:
         rd.feats[:, _F["similarity"]] = z
         dup = z > cfg.similarity_sd
         rate = self._dup_rate[rd.idx]
-        p = np.maximum(partner, 0)
-        rd.victim = dup & (close_now >= close) & has & (rate[p] > rate + 0.25)
+        line = min(med_s + cfg.similarity_sd * sd_s, -math.log(cfg.copy_distance))  # a duplicate's closeness
+        replay = close_prev >= -math.log(cfg.copy_distance)  # an exact resend of last round's work
+        rd.victim = self._copy_victims(rd, dup & (close_now >= close) & has & ~replay, u32, line, rate, partner)
         a_dup = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
         self._dup_rate[rd.idx] = (1 - a_dup) * rate + a_dup * dup
         # copies are not independent opinions: of a copied pair only the victim's votes
@@ -553,6 +566,57 @@ class ClusterDetector:
         if voters.sum() < max(cfg.min_nodes, (int(rd.trusted.sum()) + 1) // 2):
             voters = rd.trusted
         rd.voters = voters
+
+    def _closeness_to_last_round(self, rd: _RoundWork, u32: np.ndarray) -> np.ndarray:
+        """-log distance to the closest sketch of the previous round (or its consensus). A node's
+        own last sketch counts only when resent exactly (distance < ``copy_distance``): an honest
+        client whose data and step count barely change sends nearly the same update every round,
+        which is its usual behaviour, not copying; a stale free-rider resends it unchanged."""
+        prev = self._prev_units.astype(np.float32)  # type: ignore[union-attr]
+        G = u32 @ prev.T
+        owner = self._prev_slots if self._prev_slots.shape[0] == prev.shape[0] else np.full(prev.shape[0], -1)
+        own = owner[None, :] == rd.idx[:, None]  # n x rows: the node's own last sketch
+        G_other = np.where(own, -np.inf, G)
+        jp = G_other.argmax(axis=1)
+        close = -np.log(np.maximum(np.linalg.norm(u32 - prev[jp], axis=1), _MIN_DIST))
+        has_own = own.any(axis=1)
+        if has_own.any():
+            jo = own.argmax(axis=1)
+            d_own = np.linalg.norm(u32 - prev[jo], axis=1)
+            exact = has_own & (d_own < self.config.copy_distance)
+            close = np.where(exact, -np.log(np.maximum(d_own, _MIN_DIST)), close)
+        return close
+
+    def _copy_victims(
+        self, rd: _RoundWork, cand: np.ndarray, u32: np.ndarray, line: float, rate: np.ndarray, partner: np.ndarray
+    ) -> np.ndarray:
+        """Which duplicates of this round are the copied end of a copy (``cand``: same-round
+        duplicates, not resends of last round's work). A group of near-identical sketches holds at
+        most one original. Its victim is (a) the member whose closest match has been a duplicate
+        far more habitually (``_dup_rate``: a copier is one in every round it reports, a victim only
+        when picked), or (b) the one member whose own past the sketch agrees with, by ``steady_sd``
+        sd more than with any other member's, while every other member has turned away from its own
+        past (``turned``): copiers pass off another node's work, which agrees with their own past no
+        better than a stranger's. Colluders that all send one vector (ALIE, min-max) agree with
+        their own past alike, so none of them is a victim; nor is anyone where honest nodes agree
+        with their own past only loosely (no one has turned)."""
+        p = np.maximum(partner, 0)
+        victim = cand & (rate[p] > rate + 0.25)  # (a)
+        ci = np.nonzero(cand)[0]
+        if ci.size < 2:
+            return victim
+        G = u32[ci] @ u32[ci].T
+        dist = np.sqrt(np.maximum(2.0 - 2.0 * G, 0.0))
+        same = -np.log(np.maximum(dist, _MIN_DIST)) >= line  # same group: as close as a duplicate
+        np.fill_diagonal(same, False)
+        others = same.sum(axis=1)
+        others_turned = (same & rd.turned[ci][None, :]).sum(axis=1)
+        c = rd.feats[ci, _F["self_alignment"]]
+        c_others = np.where(same, np.nan_to_num(c, nan=np.inf)[None, :], -np.inf).max(axis=1)
+        with np.errstate(invalid="ignore"):
+            clear = c >= c_others + self.config.steady_sd * rd.sd.get("self_alignment", 1.0)
+        victim[ci] |= clear & (others > 0) & (others_turned == others)  # (b)
+        return victim
 
     def _consensus_phase(self, rd: _RoundWork) -> None:
         """Robust consensus (coordinate-wise median of the voters), alignment with it, staleness."""
@@ -590,6 +654,18 @@ class ClusterDetector:
         settled = has & (self._dev_n[idx] >= 2 * cfg.drift_half_life_rounds)
         c = np.where(settled, (rd.units * own).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), _EPS), np.nan)
         rd.feats[:, _F["self_alignment"]] = c
+        # steady: agrees with its own past about as well as the typical node (a non-IID client
+        # pointing its own way); turned: far below (past the direction test's margin and
+        # confidence_z sd: where honest nodes agree with their own past only loosely, none is)
+        ref = rd.trusted & settled
+        rd.steady = np.zeros(rd.n, dtype=bool)
+        rd.turned = np.zeros(rd.n, dtype=bool)
+        if ref.sum() >= cfg.min_nodes:
+            med_c, sd_c = robust_center_scale(c[ref], 1.0 / math.sqrt(rd.K))
+            rd.sd["self_alignment"] = sd_c
+            with np.errstate(invalid="ignore"):
+                rd.steady = settled & (c >= med_c - cfg.steady_sd * sd_c)
+                rd.turned = settled & (c < min(cfg.direction_fraction * med_c, med_c - cfg.confidence_z * sd_c))
         # the average moves on (never while the node is flagged); the first update starts it
         a = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
         upd = np.where(has[:, None], (1 - a) * own + a * rd.units, rd.units)
@@ -649,7 +725,8 @@ class ClusterDetector:
 
     def _round_scores(self, rd: _RoundWork) -> np.ndarray:
         """Per-round scores against the fleet: standard deviations beyond each test's margin."""
-        cfg, f, sd = self.config, rd.feats, rd.sd
+        cfg, f = self.config, rd.feats
+        sd = self._pool_spreads(rd)
         sc = np.full((rd.n, _NW), np.nan)
         col = lambda name: sc[:, _S[name]]  # noqa: E731  (a view: writes go into sc)
         # judge alignment only when the round has a clear consensus direction, and by a quarter sd a round
@@ -672,6 +749,7 @@ class ClusterDetector:
             # barely change between rounds would otherwise make every other client's dip an outlier
             med_c, sd_c = robust_center_scale(c[ref], 1.0 / math.sqrt(rd.K))
             rd.sd["direction"] = sd_c
+            sd_c = self._pool_spreads(rd, ("direction",))["direction"]
             if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
                 col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
@@ -680,6 +758,25 @@ class ClusterDetector:
         np.clip(sc, -clip, clip, out=sc)
         np.minimum(col("similarity"), 0.5 * cfg.confidence_z, out=col("similarity"))
         return sc
+
+    def _pool_spreads(self, rd: _RoundWork, keys: tuple[str, ...] = _SPREADS[:-1]) -> dict[str, float]:
+        """The round's spreads, each at least the median of the recent rounds' own spreads
+        (``spread_pool_rounds``). A spread from a round's few dozen nodes is noisy; a round whose
+        honest nodes happen to bunch up would otherwise turn every steady outsider into an outlier
+        (small fleets, or fewer voters while colluders are left out). The round's own spread is
+        what is remembered, so pooling never ratchets up."""
+        cfg, W, rnd = self.config, self.config.window_rounds, rd.rnd
+        P = min(cfg.spread_pool_rounds, W - 1)
+        past = [(rnd - k) % W for k in range(1, P + 1) if self._col_round[(rnd - k) % W] == rnd - k]
+        out = dict(rd.sd)
+        for key in keys:
+            j = _SPREADS.index(key)
+            self._spread_hist[rnd % W, j] = rd.sd[key]
+            h = self._spread_hist[past, j]
+            h = h[np.isfinite(h)]
+            if h.size >= 3:
+                out[key] = max(rd.sd[key], float(np.median(h)))
+        return out
 
     def _against_own_history(self, rd: _RoundWork, sc: np.ndarray) -> np.ndarray:
         """Honest heterogeneity: a node whose score sits steadily above the fleet's (a non-IID
@@ -701,7 +798,13 @@ class ClusterDetector:
         a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
         step = np.clip(np.where(fin, s, 0.0) - np.where(have, base, 0.0), -cfg.own_rate / a, cfg.own_rate / a) * a
         new = np.where(have, base + step, np.where(fin, s, np.nan))
-        new = np.where(fin, np.clip(new, 0.0, cfg.own_cap), base)
+        # a steady node's usual misalignment is its data: followed up to own_cap_steady (a node
+        # that is not steady this round keeps, but does not raise, a baseline above own_cap)
+        cap = np.full(new.shape, cfg.own_cap)
+        ja = _OWN_STATS.index("alignment")
+        b_a = np.where(have[:, ja], base[:, ja], 0.0)
+        cap[:, ja] = np.where(rd.steady, cfg.own_cap_steady, np.clip(b_a, cfg.own_cap, cfg.own_cap_steady))
+        new = np.where(fin, np.clip(new, 0.0, cap), base)
         frozen = rd.firing[:, None] | ~fin
         upd = np.where(frozen & have, base, np.where(frozen, np.nan, new))
         b = self._base[idx]
@@ -721,6 +824,7 @@ class ClusterDetector:
             sd.get("direction", 1.0)
         ]
         self._prev_units = np.vstack([rd.units, rd.m_unit[None, :]]).astype(np.float32)  # compared in float32 anyway
+        self._prev_slots = np.append(rd.idx, -1).astype(np.int32)
         self._past_consensus = [(r, u) for r, u in self._past_consensus if r >= rd.rnd - _STALE_LAGS + 1]
         self._past_consensus.append((rd.rnd, rd.m_unit))
 
@@ -987,14 +1091,21 @@ class ClusterDetector:
             "reason": _enc(self._reason[li]),
             "dup_rate": _enc(self._dup_rate[li]),
             "scale": _enc(self._scale),
+            "spread_hist": _enc(self._spread_hist),
             "col_round": _enc(self._col_round),
             "prev_units": None if self._prev_units is None else _enc(self._prev_units),
+            "prev_nodes": _enc(self._prev_positions(live)),
             "past_consensus": [[r, _enc(u)] for r, u in self._past_consensus],
             "pending": {
                 str(r): {nd: [v[0], v[1] if math.isfinite(v[1]) else None, _enc(v[2]), v[3]] for nd, v in b.items()}
                 for r, b in self.pending.items()
             },
         }
+
+    def _prev_positions(self, live: list[int]) -> np.ndarray:
+        """Owners of the previous round's sketches as positions in the snapshot's node list (-1: none)."""
+        pos = {s: k for k, s in enumerate(live)}
+        return np.asarray([pos.get(int(s), -1) for s in self._prev_slots], dtype=np.int32)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load what ``snapshot`` produced (into a detector with the same config)."""
@@ -1023,8 +1134,12 @@ class ClusterDetector:
                 arr = _quantize(arr)
             getattr(self, "_" + key)[:k] = arr
         self._scale = _dec(state["scale"])
+        if state.get("spread_hist") is not None:
+            self._spread_hist = _dec(state["spread_hist"])
         self._col_round = _dec(state["col_round"])
         self._prev_units = None if state.get("prev_units") is None else _dec(state["prev_units"])
+        # rows of the previous round by position in "nodes" (restored slots are those positions)
+        self._prev_slots = _dec(state["prev_nodes"]).astype(np.int32) if state.get("prev_nodes") is not None else np.zeros(0, dtype=np.int32)
         self._past_consensus = [(int(r), _dec(u)) for r, u in state.get("past_consensus", [])]
         self.pending = {
             int(r): {nd: (float(v[0]), math.nan if v[1] is None else float(v[1]), _dec(v[2]), float(v[3])) for nd, v in b.items()}
