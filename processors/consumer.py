@@ -25,6 +25,8 @@ DEFAULT_BATCH = 1000
 DEFAULT_EXPIRES_S = 5.0
 DEFAULT_ACK_WAIT_S = 60.0
 DEFAULT_MAX_ACK_PENDING = 1_000_000
+NO_RESPONDER_RETRY_S = 0.25  # a consumer without a leader answers nothing; ask again this soon
+LOST_REQUEST_GRACE_S = 2.0  # silence past a request's expiry before it counts as lost
 
 Handler = Callable[[Msg], Awaitable[None]]
 
@@ -178,6 +180,13 @@ class JetStreamPuller:
             hdrs = msg.headers or {}
             pending = int(hdrs.get("Nats-Pending-Messages", "0") or 0)
             status = hdrs.get("Status", "")
+            if status == "503":  # no responders: the consumer has no leader yet (just created, or re-electing)
+                self._requested = 0
+                log.debug("pull request on %s/%s had no responder; asking again", self.stream, self.durable)
+                await asyncio.sleep(NO_RESPONDER_RETRY_S)
+                if self._sub is not None:
+                    await self._request()
+                return
             if status in ("404", "408", "409"):
                 self._requested = max(0, self._requested - (pending or self.batch))
                 if status == "409":
@@ -201,10 +210,14 @@ class JetStreamPuller:
             log.exception("handler failed on %s", msg.subject)
 
     async def _watch(self) -> None:
-        """Re-issue requests if replies went missing (e.g. across a reconnect)."""
+        """Re-issue requests if replies went missing (e.g. across a reconnect).
+
+        A live request always answers within ``expires_s`` (messages, or a 408 when
+        it expires), so silence for longer than that plus a grace means it was lost.
+        """
         while True:
-            await asyncio.sleep(self.expires_s)
-            if time.monotonic() - self._last_delivery > self.expires_s * 2 and self.nc.is_connected:
+            await asyncio.sleep(min(1.0, self.expires_s))
+            if time.monotonic() - self._last_delivery > self.expires_s + LOST_REQUEST_GRACE_S and self.nc.is_connected:
                 self._requested = 0
                 self._last_delivery = time.monotonic()
                 try:
