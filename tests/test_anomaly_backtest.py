@@ -66,7 +66,7 @@ def test_backtest_scores_equal_the_live_detector_fed_row_by_row(tmp_path: Path) 
 
 
 def test_threshold_changes_what_counts_as_a_detection(tmp_path: Path) -> None:
-    write_csv(tmp_path / "x.csv", spike=21.2)  # just past the usual 19..21
+    write_csv(tmp_path / "x.csv", spike=21.1)  # just past the usual 19..21
     low = run_backtest(tmp_path / "x.csv", tmp_path / "lo.csv", threshold=0.9998)
     high = run_backtest(tmp_path / "x.csv", tmp_path / "hi.csv", threshold=0.99999)
     assert (low.threshold, high.threshold) == (0.9998, 0.99999)

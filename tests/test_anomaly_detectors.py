@@ -173,6 +173,16 @@ def test_seasonal_rarity_detects_a_missing_daily_peak() -> None:
     assert ExtremesDetector().score_many(v, ts)[day6].max() < T
 
 
+def test_seasonal_scores_only_after_coverage_and_a_day_of_calibration_the_same_live_and_in_backtest() -> None:
+    v, ts = daily(7 * DAY, seed=5)
+    v[6 * DAY + 100 : 6 * DAY + 200] = 50 + np.random.default_rng(6).normal(0, 1, 100)  # a missing peak
+    vec = RarityDetector("hour").score_many(v, ts)
+    live = stream(RarityDetector("hour"), v, ts)
+    np.testing.assert_allclose(vec, live, atol=1e-9)
+    assert vec[: 4 * DAY].max() == 0.0  # three days to cover the calendar, then a day of calibration
+    assert vec[4 * DAY :].max() > 0.0 and RestPeriod(RarityDetector("hour")).score_many(v, ts)[6 * DAY + 100 : 6 * DAY + 200].max() >= T
+
+
 def test_sequence_rarity_detects_a_stuck_value_between_two_alternating_levels() -> None:
     i = np.arange(3000)
     v = np.where((i // 10) % 2 == 0, 20.0, 80.0) + np.random.default_rng(13).normal(0, 1, 3000)

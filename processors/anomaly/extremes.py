@@ -39,9 +39,9 @@ from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, beyond_
 DEFAULT_WINDOWS = (1, 20)  # points: the value itself and its rolling mean (the level)
 DEFAULT_WARMUP = 250  # points learned before anything is scored
 DEFAULT_WARMUP_S = 3600.0  # ... and seconds of history: a 1 Hz series has not shown its range after 4 minutes
-DEFAULT_LAG_BLOCKS = 8  # a record is also measured against the range as it was this many blocks ago (0: off)
+DEFAULT_LAG_BLOCKS = 4  # a record is also measured against the range as it was this many blocks ago (0: off; LOCO-chosen)
 LAG_BLOCK = 32  # points per block
-DEFAULT_SCALE = 0.05  # e-folding of the tail beyond the learned range (range widths)
+DEFAULT_SCALE = 0.02  # e-folding of the tail beyond the learned range (range widths; LOCO-chosen, bench/nab_loco.py)
 
 
 class ExtremesDetector(AnomalyDetector):

@@ -20,7 +20,9 @@ anything before it and a new normal stops alerting once it is familiar.
 Calendar contexts count only once the series has covered ``min_cycles`` full
 periods (days), so that every hour slot has a baseline: before that the
 seasonal detector learns but scores nothing, and a first top of the hour or
-first morning is never an anomaly.
+first morning is never an anomaly. Its calibration then learns for another
+``calib_cycles`` periods before it scores, so that the tail of a rarity is
+measured against a history that has seen every slot at least once.
 
 State per series: a (contexts x bins) table of uint16 counts with uint32
 row and column sums. Only the bins the series has visited are held: a
@@ -56,9 +58,10 @@ DEFAULT_BINS = 10  # bins across the warm-up range (plus as many below and twice
 DEFAULT_BIN_WARMUP = 300  # points that fix the bin width
 DEFAULT_SMOOTH = 24  # points averaged into the rarity that is compared
 DEFAULT_WARMUP = 400  # points learned before anything is scored
-DEFAULT_SCALE = 0.05  # tail extrapolation beyond the largest past rarity, in units of it
+DEFAULT_SCALE = {"hour": 0.05, "previous": 0.1}  # tail extrapolation beyond the largest past rarity, in units of it (LOCO-chosen per context)
 DEFAULT_FLOOR = 0.5  # smallest extrapolation base (nats)
-DEFAULT_MIN_CYCLES = 2  # full periods covered before calendar contexts count
+DEFAULT_MIN_CYCLES = 3  # full periods covered before calendar contexts count (fixed before the LOCO choice: the missing-peak spec)
+DEFAULT_CALIB_CYCLES = 1.0  # ... and then periods of calibration history before they score (LOCO-chosen)
 DEFAULT_WARMUP_S = 3600.0  # seconds of history before anything is scored (as well as `warmup` points)
 DAY_S = 86_400.0
 COUNT_MAX = 0xFFFF  # a cell reaching this halves the table (cells are uint16)
@@ -83,12 +86,13 @@ class RarityDetector(AnomalyDetector):
         bin_warmup: int = DEFAULT_BIN_WARMUP,
         smooth: int = DEFAULT_SMOOTH,
         warmup: int = DEFAULT_WARMUP,
-        scale: float = DEFAULT_SCALE,
+        scale: float | None = None,
         period_s: float = DAY_S,
         buckets: int = 24,
         backoff: bool = True,
         floor: float = DEFAULT_FLOOR,
         min_cycles: float = DEFAULT_MIN_CYCLES,
+        calib_cycles: float = DEFAULT_CALIB_CYCLES,
         cap: int = DEFAULT_CAP,
         prior_n: float = DEFAULT_PRIOR_N,
         warmup_s: float = DEFAULT_WARMUP_S,
@@ -99,10 +103,12 @@ class RarityDetector(AnomalyDetector):
             raise ValueError("bins, smooth and buckets must be >= 1 and bin_warmup >= 2")
         if warmup < bin_warmup:
             raise ValueError(f"warmup {warmup!r} must be >= bin_warmup {bin_warmup!r}")
+        if scale is None:
+            scale = DEFAULT_SCALE[context]
         if scale <= 0 or period_s <= 0:
             raise ValueError("scale and period_s must be > 0")
-        if min_cycles < 0:
-            raise ValueError(f"min_cycles {min_cycles!r} must be >= 0")
+        if min_cycles < 0 or calib_cycles < 0:
+            raise ValueError(f"min_cycles {min_cycles!r} and calib_cycles {calib_cycles!r} must be >= 0")
         self.context = context
         self.name = "seasonal" if context == "hour" else "sequence"
         self.bins = int(bins)
@@ -115,6 +121,8 @@ class RarityDetector(AnomalyDetector):
         self.backoff = bool(backoff)
         self.min_cycles = float(min_cycles) if context == "hour" else 0.0
         self.covered_s = max(self.min_cycles * self.period_s, float(warmup_s))
+        # seconds of history before a score counts: coverage, then calibration (calendar contexts only)
+        self.scored_s = self.covered_s + (float(calib_cycles) * self.period_s if context == "hour" and self.min_cycles > 0 else 0.0)
         self.n_bins = 3 * self.bins + 1
         self.n_ctx = self.buckets if context == "hour" else self.n_bins
         self.n = 0
@@ -268,6 +276,12 @@ class RarityDetector(AnomalyDetector):
             return False
         return ts - self.first_ts >= self.covered_s
 
+    def _calibrated(self, ts: float | None) -> bool:
+        """Whether the calibration has learned long enough after coverage for scores to count."""
+        if self.scored_s <= self.covered_s or ts is None or not math.isfinite(ts):
+            return True  # nothing extra asked, or no clock (then coverage alone decides)
+        return self.first_ts is not None and ts - self.first_ts >= self.scored_s
+
     def strangeness(self, x: float, ts: float | None = None) -> float:
         """Smoothed rarity (nats) of x in its context; NaN while warming up or not yet covered."""
         if not math.isfinite(x) or self.n < self.bin_warmup or not self._covered(ts):
@@ -275,7 +289,7 @@ class RarityDetector(AnomalyDetector):
         return self._rarity(x, ts)[1]
 
     def score_one(self, x: float, ts: float | None = None) -> float:
-        if self.n < self.warmup:
+        if self.n < self.warmup or not self._calibrated(ts):
             return 0.0
         return self.calib.score(self.strangeness(x, ts))
 
@@ -381,6 +395,9 @@ class RarityDetector(AnomalyDetector):
                     strange[~(t - first >= self.covered_s)] = np.nan
         sc = self.calib.score_many(strange)
         sc[: self.warmup] = 0.0
+        if self.scored_s > self.covered_s and first is not None:
+            with np.errstate(invalid="ignore"):
+                sc[np.isfinite(t) & (t - first < self.scored_s)] = 0.0  # type: ignore[operator]
         self.first_ts = first
         # leave the state where the row-by-row path would
         self.n = n

@@ -19,7 +19,8 @@ ROBUST_Z_THRESHOLD = 0.5  # robust_z scores z / (z + z_half): 0.5 at z = z_half 
 MEMBERS = ("extremes", "seasonal", "sequence")
 
 
-def _member(name: str, params: Mapping[str, Any] | None) -> AnomalyDetector:
+def member_detector(name: str, params: Mapping[str, Any] | None = None) -> AnomalyDetector:
+    """One ensemble member by name (``extremes``, ``seasonal``, ``sequence``), built with ``params``."""
     p = dict(params or {})
     if name == "extremes":
         return ExtremesDetector(**p)
@@ -48,13 +49,13 @@ def default_detector(
     ``alphabet``, ``min_change``, ``min_rel_change``), one detection per episode.
     """
     per = {"extremes": extremes, "seasonal": seasonal, "sequence": sequence}
-    return RestPeriod(MaxEnsemble([_member(m, per.get(m)) for m in members], **guards), threshold=threshold, rest=rest)
+    return RestPeriod(MaxEnsemble([member_detector(m, per.get(m)) for m in members], **guards), threshold=threshold, rest=rest)
 
 
 def _single(member: str) -> Callable[..., RestPeriod]:
     def build(threshold: float = DEFAULT_THRESHOLD, rest: int = DEFAULT_REST, **params: Any) -> RestPeriod:
         guards = {k: params.pop(k) for k in ("alphabet", "min_change", "min_rel_change") if k in params}
-        return RestPeriod(MaxEnsemble([_member(member, params)], **guards), threshold=threshold, rest=rest)
+        return RestPeriod(MaxEnsemble([member_detector(member, params)], **guards), threshold=threshold, rest=rest)
 
     return build
 
