@@ -127,10 +127,10 @@ def test_flagged_point_does_not_poison_the_robust_baseline() -> None:
     for x in 10 + rng.normal(0, 1, 200):
         det.process_one(float(x))
     before = det.baseline()
-    assert det.process_one(500.0) >= 0.5
+    assert det.process_one(500.0) >= det.threshold
     assert det.baseline() == before  # the spike was not learned
-    assert det.process_one(10.5) < 0.5
-    assert det.process_one(480.0) >= 0.5  # the next spike is still a spike
+    assert det.process_one(10.5) < det.threshold
+    assert det.process_one(480.0) >= det.threshold  # the next spike is still a spike
 
 
 def test_robust_z_relearns_a_persistent_shift_instead_of_alerting_forever() -> None:
@@ -139,17 +139,34 @@ def test_robust_z_relearns_a_persistent_shift_instead_of_alerting_forever() -> N
     for x in 10 + rng.normal(0, 1, 200):
         det.process_one(float(x))
     scores = [det.process_one(float(x)) for x in 60 + rng.normal(0, 1, 100)]
-    assert scores[0] >= 0.5
-    assert max(scores[20:]) < 0.5
+    assert scores[0] >= det.threshold
+    assert max(scores[20:]) < det.threshold
     assert det.baseline()["center"] == pytest.approx(60, abs=2)
 
 
 def test_robust_z_on_an_all_zero_error_count_needs_a_real_spike() -> None:
-    det = RobustZDetector(direction="up", warmup=10, min_scale=0.25)
-    for _ in range(100):
-        det.process_one(0.0)
-    assert det.score_one(1.0) < 0.5  # one stray error is not a spike
-    assert det.score_one(5.0) >= 0.5
+    det = RobustZDetector(direction="up", min_scale=0.25)
+    t0 = 1_767_225_600.0
+    for k in range(3600):  # an hour of zero errors at 1 Hz
+        assert det.process_one(0.0, t0 + k) == 0.0
+    assert det.score_one(1.0, t0 + 3600) < det.threshold  # one stray error is not a spike
+    assert det.score_one(5.0, t0 + 3600) >= det.threshold
+
+
+def test_robust_z_score_is_a_calibrated_tail_at_the_shared_threshold() -> None:
+    # per 5 minutes of series time, like the default detector: 0.9998 is the one threshold everywhere
+    assert make_detector("robust_z").threshold == T
+    rng = np.random.default_rng(12)
+    t0 = 1_767_225_600.0
+    slow, fast = RobustZDetector(direction="up"), RobustZDetector(direction="up")
+    for k, x in enumerate(10 + rng.normal(0, 1, 2000)):
+        slow.process_one(float(x), t0 + 300.0 * k)
+        fast.process_one(float(x), t0 + 1.0 * k)
+    # the same z is 300x less rare per 5 minutes on a 1 Hz series than on a 5-minute one
+    z6 = 10 + 6 * slow.baseline()["scale"]
+    assert fast.score_one(z6, t0 + 2000) < slow.score_one(z6, t0 + 300.0 * 2000)
+    # a value inside what the series has done scores its rank: well below the threshold
+    assert slow.score_one(11.0, t0 + 300.0 * 2000) < 0.9
 
 
 def test_extremes_detect_a_level_shift_inside_the_old_spike_range() -> None:

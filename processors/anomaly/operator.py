@@ -36,6 +36,26 @@ The catch-all family runs the same detector at the same threshold as
 ``swarmwatch backtest anomaly`` (:data:`~processors.anomaly.base.DEFAULT_THRESHOLD`);
 families for units with a natural size add change floors (``min_change`` in
 the metric's unit, ``min_rel_change`` as a fraction of its level).
+
+One threshold, one false-alarm budget per node. A score is a calibrated tail
+of one series: 0.9998 is "rarer than 99.98 % of the 5-minute periods of this
+series", so a node whose m series are all healthy would still cross it about
+m x 0.06 times a day (m ~ 30 on a producer node: ~2 a day). What a person
+watches is the node, so an alert needs the *node's* tail to cross the
+threshold: ``node_score = 1 - m (1 - score)`` (Bonferroni over the ``m``
+series of that node the same rule follows; exact for independent series,
+conservative for correlated ones). Alerts carry both scores. Because tails
+beyond a series' range fall exponentially, this asks a real incident for
+only ``ln m`` more e-foldings of margin (a step or a leak still pages on its
+first samples), while the idle node's many small, independent records stop
+adding up to pages. A node with one series per rule behaves exactly as the
+detector does offline (and so does every series with ``node_budget=False``).
+
+Bursty rates (disk and network bytes and operations per second) and sizes
+must be a detection on ``sustained`` = 2 consecutive samples before an alert
+opens: a one-second burst of a NIC or a disk, or one odd sample of used
+memory, is not something to act on, while a transfer, a saturation or a leak
+that holds pages one sample later.
 """
 from __future__ import annotations
 
@@ -70,6 +90,7 @@ GRACE_POINTS = 20  # points after a gap that are learned but cannot start an ale
 ANOMALY_RULE = "anomaly"
 ERROR_SPIKE_RULE = "error_rate_spike"
 _MAX_NAME_CACHE = 100_000
+_QUIET_MAX = 1 << 30  # points since a node-level detection, capped (longer than any rest period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,9 @@ class MetricFamily:
     ``rule`` names the alert (a subject token); ``threshold`` overrides the
     detector's default alert threshold; ``counter`` turns a cumulative counter
     into a per-second rate; ``enabled=False`` leaves matching metrics alone.
+    ``sustained``: consecutive samples that must each be a detection before an
+    alert opens (2 for bursty rates: a one-sample burst never pages, a change
+    that holds pages one sample later).
     """
 
     pattern: str
@@ -89,8 +113,11 @@ class MetricFamily:
     threshold: float | None = None
     counter: bool = False
     enabled: bool = True
+    sustained: int = 1
 
     def __post_init__(self) -> None:
+        if self.sustained < 1:
+            raise ValueError(f"metric family {self.pattern!r}: sustained {self.sustained!r} must be >= 1 sample")
         if not self.pattern:
             raise ValueError("metric family pattern must not be empty; use '*' for every metric")
         subjects.check_token(self.rule, "anomaly rule")
@@ -117,19 +144,29 @@ DEFAULT_FAMILIES: tuple[MetricFamily, ...] = (
     MetricFamily("*error*", "robust_z", {"direction": "up", "min_scale": 0.25}, rule=ERROR_SPIKE_RULE),
     MetricFamily("*collect_ms*", params={"min_change": 50.0}),  # the collector's own timing: only a stall matters
     MetricFamily("disk.*_ms", params={"min_change": 10.0, "min_rel_change": 0.5}),  # disk latency: bursty, ms are normal
-    MetricFamily("disk.*bytes*_per_s", params={"min_change": 50e6, "min_rel_change": 1.0}),  # disk I/O comes in bursts
-    MetricFamily("disk.*_per_s", params={"min_change": 1000.0, "min_rel_change": 1.0}),
+    MetricFamily("disk.*bytes*_per_s", params={"min_change": 50e6, "min_rel_change": 1.0}, sustained=2),  # disk I/O comes in bursts
+    MetricFamily("disk.*_per_s", params={"min_change": 1000.0, "min_rel_change": 1.0}, sustained=2),
     MetricFamily("*_ms", params={"min_change": 1.0, "min_rel_change": 0.5}),  # latency, jitter (ms)
     MetricFamily("*percent*", params={"min_change": 10.0}),  # CPU, memory, disk, loss (percentage points)
-    MetricFamily("*bytes*_per_s", params={"min_change": 1e6, "min_rel_change": 0.5}),  # B/s
-    MetricFamily("*_per_s", params={"min_change": 100.0, "min_rel_change": 0.5}),  # ops/s, packets/s
-    MetricFamily("*_bytes", params={"min_rel_change": 0.05}),  # sizes: free, available, used (5 % of the level)
+    MetricFamily("*bytes*_per_s", params={"min_change": 1e6, "min_rel_change": 0.5}, sustained=2),  # B/s
+    MetricFamily("*_per_s", params={"min_change": 100.0, "min_rel_change": 0.5}, sustained=2),  # ops/s, packets/s
+    # sizes (free, available, used): no change floor. The floor guard compares with the all-time range, which a
+    # leak extends itself, so any floor above ~10 samples of its growth hides a smooth leak on a quiet node for
+    # good; a size must instead hold a new extreme for 2 samples (a one-sample jump is noise, a leak keeps rising)
+    MetricFamily("*_bytes", sustained=2),
     MetricFamily("load.*", params={"min_change": 1.0, "min_rel_change": 0.5}),  # load averages (runnable tasks)
     MetricFamily("*count*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # processes, peers, cores
     MetricFamily("*connections*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # sockets
     MetricFamily("*_total", counter=True),
     MetricFamily("*"),
 )
+
+
+def node_score(score: float, m: int) -> float:
+    """A series' calibrated score as a tail of its node: ``1 - m (1 - score)`` for ``m`` series watched (Bonferroni)."""
+    if m <= 1 or score <= 0.0:
+        return max(score, 0.0)
+    return max(0.0, 1.0 - (1.0 - score) * m)
 
 
 @dataclass(slots=True)
@@ -140,6 +177,8 @@ class _Series:
     last_raw: float | None = None  # counters: the previous cumulative value
     interval_s: float = math.inf  # usual step between samples: a slow average of the non-gap steps (seconds)
     grace: int = 0  # points left in the grace period after a gap
+    quiet: int = _QUIET_MAX  # points since the last node-level detection (the alert is active while < the detector's rest)
+    run: int = 0  # consecutive node-level detections up to the last point
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
 
@@ -160,6 +199,7 @@ class AnomalyOperator(Operator):
         series_ttl_s: float = DEFAULT_SERIES_TTL_S,
         window_points: int = DEFAULT_WINDOW_POINTS,
         late_after_s: float = DEFAULT_LATE_AFTER_S,
+        node_budget: bool = True,
     ) -> None:
         super().__init__()
         if max_series < 1 or max_series_per_node < 1:
@@ -171,6 +211,7 @@ class AnomalyOperator(Operator):
         if late_after_s <= 0:
             raise ValueError(f"late_after_s {late_after_s!r} must be > 0 seconds")
         self.late_after_s = float(late_after_s)
+        self.node_budget = bool(node_budget)  # False: every series pages on its own tail, as offline
         self.on_score: Callable[[tuple[str, str, str], float, float, float], None] | None = None  # (series key, ts, x, score)
         self.families = tuple(DEFAULT_FAMILIES if families is None else families)
         self.max_series = max_series
@@ -180,6 +221,7 @@ class AnomalyOperator(Operator):
         self.limiter = CardinalityLimiter(self.name, min(max_series_per_node, max_series), max_series)
         self._family_of: dict[str, int | None] = {}
         self._trackers: dict[str, AlertTracker] = {}
+        self._per_node: dict[tuple[str, str, str], int] = {}  # (cluster, node, rule) -> series followed
         for fam in self.families:
             if fam.rule not in self._trackers:
                 self._trackers[fam.rule] = AlertTracker(fam.rule, AlertKind.ANOMALY, fam.severity, max_keys=max_series)
@@ -205,6 +247,19 @@ class AnomalyOperator(Operator):
             self._family_of.clear()
         self._family_of[metric] = idx
         return idx
+
+    def _count(self, cluster: str, node: str, family: int, delta: int) -> None:
+        """Keep the number of series each rule follows on each node (the ``m`` of the node's tail)."""
+        key = (cluster, node, self.families[family].rule)
+        m = self._per_node.get(key, 0) + delta
+        if m > 0:
+            self._per_node[key] = m
+        else:
+            self._per_node.pop(key, None)
+
+    def series_on_node(self, cluster: str, node: str, rule: str = ANOMALY_RULE) -> int:
+        """How many series ``rule`` follows on this node: an alert needs the tail of all of them together."""
+        return self._per_node.get((cluster, node, rule), 0)
 
     def detector(self, cluster: str, node: str, series: str) -> AnomalyDetector | None:
         """The detector following one series (None if it is not followed)."""
@@ -237,6 +292,7 @@ class AnomalyOperator(Operator):
                 if self.limiter.evicted:
                     out.extend(self._drop_evicted(ts))
                 st = self._series[key] = _Series(idx, self.families[idx].build(), window=deque(maxlen=self.window_points))
+                self._count(cluster, node, idx, +1)
             else:
                 self.limiter.seen(cluster, node, series, now)
             if ts <= st.last_ts:
@@ -269,6 +325,7 @@ class AnomalyOperator(Operator):
             st.last_ts = ts
             if st.grace > 0:
                 st.grace -= 1
+                st.quiet, st.run = min(st.quiet + 1, _QUIET_MAX), 0
                 det.learn_quietly(x, ts)
                 st.window.append((ts, x))
                 continue
@@ -278,7 +335,11 @@ class AnomalyOperator(Operator):
             before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
             det.learn_one(x, ts)
             st.window.append((ts, x))
-            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score, before))
+            m = self._per_node.get((cluster, node, fam.rule), 1) if self.node_budget else 1
+            raw = getattr(det, "last_raw", score)  # the episode logic below needs detections during the rest too
+            st.run = st.run + 1 if node_score(raw, m) >= det.threshold else 0
+            st.quiet = 0 if st.run >= fam.sustained else min(st.quiet + 1, _QUIET_MAX)
+            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score, before, m))
         self.stats.outputs += len(out)
         return out
 
@@ -293,22 +354,29 @@ class AnomalyOperator(Operator):
         x: float,
         score: float,
         before: dict[str, float] | None,
+        m: int,
     ) -> list[Emit]:
         tracker = self._trackers[fam.rule]
-        active = det.active
+        st = self._series[(cluster, node, series)]
+        rest = getattr(det, "rest", None)
+        active = st.quiet < rest if isinstance(rest, int) else det.active  # RestPeriod's episode, at the node's tail
         if active == tracker.is_firing(cluster, node, series):
             return []  # no transition: skip building details
-        st = self._series[(cluster, node, series)]
         raw = getattr(det, "last_raw", score)
         window = list(st.window)
         details = {
             "score": round(raw, 6),
+            "node_score": round(node_score(raw, m), 6),
+            "series_on_node": m,
             "detector": det.name,
             "baseline": {k: round(v, 6) for k, v in (before or det.baseline()).items() if math.isfinite(v)},
             "window": {"start": window[0][0], "end": window[-1][0], "values": [round(v, 6) for _, v in window]},
         }
         if active:
-            summary = f"{series} on {cluster}/{node} is anomalous (score {raw:.2f} >= {det.threshold:g}), value {x:g}"
+            summary = (
+                f"{series} on {cluster}/{node} is anomalous (score {raw:.6f}, node score {node_score(raw, m):.4f} over {m} series"
+                f" >= {det.threshold:g}), value {x:g}"
+            )
         else:
             summary = f"{series} on {cluster}/{node} is back to normal, value {x:g}"
         return tracker.update(
@@ -322,6 +390,7 @@ class AnomalyOperator(Operator):
             st = self._series.pop((c, n, s), None)  # type: ignore[arg-type]
             if st is None:
                 continue
+            self._count(c, n, st.family, -1)  # type: ignore[arg-type]
             self.stats.inc("series_evicted")
             tracker = self._trackers[self.families[st.family].rule]
             if tracker.is_firing(c, n, s):  # type: ignore[arg-type]
@@ -339,6 +408,7 @@ class AnomalyOperator(Operator):
         for key in stale:
             self.limiter.forget(*key)
             st = self._series.pop(key)
+            self._count(key[0], key[1], st.family, -1)
             tracker = self._trackers[self.families[st.family].rule]
             if tracker.is_firing(*key):
                 out.extend(tracker.expire(key[0], key[1], now, f"{key[2]} on {key[0]}/{key[1]} went silent", series=key[2]))
@@ -352,7 +422,7 @@ class AnomalyOperator(Operator):
     def snapshot(self) -> Any:
         return {
             "series": [
-                [c, n, s, self.families[st.family].pattern, st.last_ts, st.last_raw, st.detector.snapshot(), [list(p) for p in st.window]]
+                [c, n, s, self.families[st.family].pattern, st.last_ts, st.last_raw, st.detector.snapshot(), [list(p) for p in st.window], st.quiet, st.run]
                 for (c, n, s), st in self._series.items()
             ],
             "trackers": {rule: t.snapshot() for rule, t in self._trackers.items()},
@@ -362,10 +432,11 @@ class AnomalyOperator(Operator):
     def restore(self, state: Any) -> None:
         state = state or {}
         self._series = {}
+        self._per_node = {}
         lim = self.limiter
         self.limiter = CardinalityLimiter(self.name, lim.max_per_node, lim.max_per_cluster, idle_s=lim.idle_s, quiet_s=lim.quiet_s)
         patterns = {fam.pattern: i for i, fam in enumerate(self.families)}
-        for c, n, s, pattern, last_ts, last_raw, det_state, window in state.get("series", []):
+        for c, n, s, pattern, last_ts, last_raw, det_state, window, *more in state.get("series", []):
             idx = patterns.get(pattern)
             if idx is None or not self.limiter.seen(c, n, s, last_ts):
                 continue  # the family is gone from the configuration (or over the limits): start over
@@ -376,7 +447,11 @@ class AnomalyOperator(Operator):
                 # a checkpoint this detector cannot read: learn the series afresh rather than fail the restart
                 log.warning("anomaly: checkpoint state of %s/%s/%s unreadable (%s); starting it fresh", c, n, s, exc)
                 det = self.families[idx].build()
-            self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, window=deque((tuple(p) for p in window), maxlen=self.window_points))
+            st = self._series[(c, n, s)] = _Series(idx, det, last_ts, last_raw, window=deque((tuple(p) for p in window), maxlen=self.window_points))
+            # checkpoints from before the node budget: the detector's own episode state
+            st.quiet = int(more[0]) if more else int(getattr(det, "since_hit", _QUIET_MAX))
+            st.run = int(more[1]) if len(more) > 1 else 0
+            self._count(c, n, idx, +1)
         for rule, t in self._trackers.items():
             t.restore(state.get("trackers", {}).get(rule))
         self.limiter.restore(state.get("cardinality"))

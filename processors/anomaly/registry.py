@@ -13,7 +13,6 @@ from processors.anomaly.suppression import DEFAULT_REST, RestPeriod
 
 DEFAULT_DETECTOR = "default"
 ROBUST_Z_REST = 10  # points
-ROBUST_Z_THRESHOLD = 0.5  # robust_z scores z / (z + z_half): 0.5 at z = z_half (not a tail probability)
 
 
 MEMBERS = ("extremes", "seasonal", "sequence")
@@ -60,7 +59,8 @@ def _single(member: str) -> Callable[..., RestPeriod]:
     return build
 
 
-def _robust_z(threshold: float = ROBUST_Z_THRESHOLD, rest: int = ROBUST_Z_REST, **params: Any) -> RestPeriod:
+def _robust_z(threshold: float = DEFAULT_THRESHOLD, rest: int = ROBUST_Z_REST, **params: Any) -> RestPeriod:
+    """Robust z against a poisoning-proof baseline, calibrated like every detector: the shared threshold applies."""
     return RestPeriod(RobustZDetector(threshold=threshold, **params), threshold=threshold, rest=rest)
 
 
