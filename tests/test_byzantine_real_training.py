@@ -140,3 +140,18 @@ def test_a_small_honest_fleet_is_not_accused() -> None:
     # the same update every round (its usual behaviour, not a replay)
     res = run_federated(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=0))
     assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+
+
+def test_two_honest_clients_with_much_the_same_data_are_not_taken_for_colluders() -> None:
+    # 20 clients at alpha 0.3: two of them hold mostly the same digit, so their persistent
+    # deviations from the consensus point the same way from their first rounds on
+    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=1))
+    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+
+
+def test_a_converged_two_class_fleet_is_not_accused_for_minibatch_loss_swings() -> None:
+    # generated two-class data: once converged, a client's loss on one minibatch is near zero or
+    # dominated by one hard example, swinging by an order of magnitude between rounds
+    res = run_federated(FedConfig(dataset="binary", model="mlp", clients=20, alpha=1.0, rounds=40, seed=2))
+    assert res.accuracy > 0.85
+    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection

@@ -127,6 +127,7 @@ class DetectorConfig:
     own_rate: float = 0.25  # most a node's own baseline may move per round (sd of score)
     own_cap: float = 3.0  # largest own baseline (sd of score): beyond, a node is judged against the fleet
     own_cap_steady: float = 6.0  # ... for alignment, while the node points its own usual way (non-IID)
+    own_half_life_steady: float = 1.0  # ... and followed this fast (rounds), without the own_rate limit
     spread_pool_rounds: int = 8  # a round's spread is at least the median of this many recent rounds'
     steady_sd: float = 2.0  # a node agreeing with its own past within this many sd of the typical node's is steady
     own_ratio_cap: float = 10.0  # a node's usual norm, loss or distance may differ from the fleet's by this factor
@@ -135,6 +136,7 @@ class DetectorConfig:
     warmup_rounds: int = 3  # rounds a node needs before its persistent deviation is judged
     resolve_after_rounds: int = 10  # clean rounds before an alert resolves
     trust_recovery_per_round: float = 0.05  # how fast trust may climb back
+    loss_floor_fraction: float = 0.1  # losses are compared as log(loss + this x the first judged round's median loss)
     min_nodes: int = 5  # rounds with fewer reports are recorded but not judged
     evict_after_rounds: int = 64  # nodes silent this long are forgotten
 
@@ -294,6 +296,7 @@ class ClusterDetector:
         self._spread_hist = np.full((W, len(_SPREADS)), np.nan, dtype=np.float32)  # each round's own spreads
         self._col_round = np.full(W, -1, dtype=np.int64)
         self._prev_units: np.ndarray | None = None
+        self._loss_scale: float | None = None  # median loss of the first judged round
         self._prev_slots = np.zeros(0, dtype=np.int32)  # whose sketch each row of _prev_units is (-1: consensus)
         self._past_consensus: list[tuple[int, np.ndarray]] = []  # (round, unit direction), newest last
         self._alloc(0)
@@ -331,6 +334,7 @@ class ClusterDetector:
         self._drift_run = grow(g("_drift_run"), (cap,), 0, np.int64)
         self._clu_run = grow(g("_clu_run"), (cap,), 0, np.int64)
         self._dup_rate = grow(g("_dup_rate"), (cap,), 0.0, np.float64)
+        self._clu_base = grow(g("_clu_base"), (cap,), np.nan, np.float16)
         self._reason = grow(g("_reason"), (cap,), -1, np.int64)
         self._names.extend([None] * (cap - old))
         self._free.extend(range(cap - 1, old - 1, -1))
@@ -355,6 +359,7 @@ class ClusterDetector:
         self._drift_run[s] = 0
         self._clu_run[s] = 0
         self._dup_rate[s] = 0.0
+        self._clu_base[s] = np.nan
         self._reason[s] = -1
 
     def _slot_for(self, node: str) -> int | None:
@@ -678,10 +683,16 @@ class ClusterDetector:
         """Update norm, loss, norm consistency and distance to the consensus, on log scales,
         against the round's median and each node's own usual level (``_own_levels``); each
         one-sided test takes its spread from the other half, which its outliers cannot reach."""
-        tr = rd.trusted
+        cfg, tr = self.config, rd.trusted
         lognorm = np.log(np.maximum(rd.norms, _EPS))
         med, _ = robust_center_scale(lognorm[tr], 0.01)
-        logloss = np.log(rd.losses)  # NaN where missing
+        # near zero, log losses of a converged model swing by orders of magnitude between rounds;
+        # once far below where training started (a fraction of the first round's loss), the
+        # ratio carries no information
+        if self._loss_scale is None and np.isfinite(rd.losses[tr]).any():
+            self._loss_scale = float(np.nanmedian(rd.losses[tr]))
+        floor = cfg.loss_floor_fraction * (self._loss_scale or 0.0)
+        logloss = np.log(rd.losses + floor)  # NaN where missing
         med_l, _ = robust_center_scale(logloss[tr], 0.01)
         logdist = np.log(np.maximum(rd.dist, _EPS))
         med_d, _ = robust_center_scale(logdist[tr], 0.01)
@@ -717,7 +728,9 @@ class ClusterDetector:
         res = np.where(np.isfinite(lvl), rel - lvl, rel)
         a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
         r = cfg.own_log_rate
-        step = np.clip(a * (np.where(fin, rel, 0.0) - np.nan_to_num(lvl)), -r, r)
+        gap = np.where(fin, rel, 0.0) - np.nan_to_num(lvl)
+        a_w, warm = self._warmup_rate(rd, a)
+        step = np.where(warm[:, None], a_w[:, None] * gap, np.clip(a * gap, -r, r))
         new = np.clip(lvl + step, -lim, lim)
         keep = rd.firing[:, None] | ~fin
         self._level[rd.idx] = np.where(keep & have, self._level[rd.idx], np.where(keep, lvl, new)).astype(np.float16)
@@ -778,6 +791,15 @@ class ClusterDetector:
                 out[key] = max(rd.sd[key], float(np.median(h)))
         return out
 
+    def _warmup_rate(self, rd: _RoundWork, a: float) -> tuple[np.ndarray, np.ndarray]:
+        """While a node is new its usual level is the plain mean of its rounds so far (weight
+        1/k, not rate-limited) until that is slower than the running average's ``a``: a level
+        set by one or two early rounds, when the model and the fleet move fastest, would make a
+        young node's ordinary later rounds look like a change of behaviour."""
+        k = self._dev_n[rd.idx].astype(np.float64) + 1.0  # rounds of this node, this one included
+        a_w = 1.0 / k
+        return a_w, a_w > a
+
     def _against_own_history(self, rd: _RoundWork, sc: np.ndarray) -> np.ndarray:
         """Honest heterogeneity: a node whose score sits steadily above the fleet's (a non-IID
         client pointing its own way, fewer local steps, a converged update that resembles earlier
@@ -796,12 +818,17 @@ class ClusterDetector:
         eff[:, cols] = np.where(have & fin, s - np.where(have, base, 0.0), s)
         # update: first finite score sets the baseline, then rate-limited tracking
         a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
-        step = np.clip(np.where(fin, s, 0.0) - np.where(have, base, 0.0), -cfg.own_rate / a, cfg.own_rate / a) * a
+        gap = np.where(fin, s, 0.0) - np.where(have, base, 0.0)
+        step = np.clip(gap, -cfg.own_rate / a, cfg.own_rate / a) * a
+        a_w, warm = self._warmup_rate(rd, a)
+        step = np.where(warm[:, None], a_w[:, None] * gap, step)
+        ja = _OWN_STATS.index("alignment")
+        a_st = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_steady)
+        step[:, ja] = np.where(rd.steady, a_st * (np.where(fin[:, ja], s[:, ja], 0.0) - np.where(have[:, ja], base[:, ja], 0.0)), step[:, ja])
         new = np.where(have, base + step, np.where(fin, s, np.nan))
         # a steady node's usual misalignment is its data: followed up to own_cap_steady (a node
         # that is not steady this round keeps, but does not raise, a baseline above own_cap)
         cap = np.full(new.shape, cfg.own_cap)
-        ja = _OWN_STATS.index("alignment")
         b_a = np.where(have[:, ja], base[:, ja], 0.0)
         cap[:, ja] = np.where(rd.steady, cfg.own_cap_steady, np.clip(b_a, cfg.own_cap, cfg.own_cap_steady))
         new = np.where(fin, np.clip(new, 0.0, cap), base)
@@ -851,10 +878,12 @@ class ClusterDetector:
             best_h[:, :_NW] = np.where(better, w, best_h[:, :_NW])
         ev[~np.isfinite(ev)] = 0.0
         # intermittent attackers: rounds far past the margin counted over the hit horizon, so
-        # good rounds in between cannot cancel them (similarity excepted: copied victims)
+        # good rounds in between cannot cancel them (similarity excepted: copied victims; loss
+        # excepted: a loss measured on one minibatch swings, only a persistent excess counts)
         H = min(W, cfg.hit_horizon_rounds)
         hits = (np.where(fin[:, :H], U[:, :H], -np.inf) > z).sum(axis=1).astype(np.float64)
         hits[:, _S["similarity"]] = 0.0
+        hits[:, _S["loss"]] = 0.0
         by_count = hits / cfg.min_hit_rounds
         better = by_count > ev[:, :_NW]
         ev[:, :_NW] = np.where(better, by_count, ev[:, :_NW])
@@ -913,6 +942,7 @@ class ClusterDetector:
                 cur = src[elig]
                 cur[better] = 0.0 if label == "level" else 1.0
                 src[elig] = cur
+        e_clu = self._against_own_kinship(rd, e_clu, elig)
         self._drift_run[idx] = np.where(drift_ratio > cfg.drift_ratio, self._drift_run[idx] + 1, 0)
         self._clu_run[idx] = np.where(e_clu >= 1.0, self._clu_run[idx] + 1, 0)
         e_drift = np.log(np.maximum(drift_ratio, 1.0)) / math.log(cfg.drift_ratio)
@@ -920,6 +950,27 @@ class ClusterDetector:
         ev[:, _S_DRIFT] = np.where(self._drift_run[idx] >= persist, e_drift, np.minimum(e_drift, 0.99))
         ev[:, _S_COLLUSION] = np.where(self._clu_run[idx] >= persist, e_clu, np.minimum(e_clu, 0.99))
         return drift_ratio, clu_info
+
+    def _against_own_kinship(self, rd: _RoundWork, e_clu: np.ndarray, elig: np.ndarray) -> np.ndarray:
+        """Honest clients with much the same data (two clients of one dominant class in a small
+        fleet) share a persistent deviation from their first rounds on: a data cluster, not a
+        plot. Each node's usual collusion evidence is the mean over its first judged rounds (a
+        warm-up as long as the own-history half-life), then fixed, at most the threshold; what
+        counts is the excess of this round's evidence over that level beyond the fleet's typical
+        one. Colluders who start at some round depart from their level at once; a large group
+        colluding from its first round still stands out (group evidence far past 1)."""
+        cfg, idx = self.config, rd.idx
+        ref = elig & rd.trusted
+        if ref.sum() < cfg.min_nodes:
+            return e_clu
+        typical = float(np.median(e_clu[ref]))
+        base = self._clu_base[idx].astype(np.float64)
+        k = (self._dev_n[idx] - cfg.warmup_rounds + 1).astype(np.float64)  # judged rounds, this one included
+        warm = elig & ~rd.firing & (k >= 1) & (k <= 1.0 / (1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)))
+        new = np.where(np.isfinite(base), base + (e_clu - np.nan_to_num(base)) / np.maximum(k, 1.0), e_clu)
+        self._clu_base[idx] = np.where(warm, new, base).astype(self._clu_base.dtype)
+        b = np.minimum(np.nan_to_num(self._clu_base[idx].astype(np.float64)), 1.0)
+        return np.where(elig, e_clu - np.maximum(b - typical, 0.0), e_clu)
 
     def _verdicts(
         self, rd: _RoundWork, ev: np.ndarray, best_h: np.ndarray, drift_ratio: np.ndarray, clu_info: dict[str, np.ndarray]
@@ -1069,6 +1120,7 @@ class ClusterDetector:
         li = np.asarray(live, dtype=np.int64)
         return {
             "dim": self.dim,
+            "loss_scale": self._loss_scale,
             "last_closed": self.last_closed,
             "counts": dict(self.counts),
             "nodes": [self._names[s] for s in live],
@@ -1090,6 +1142,7 @@ class ClusterDetector:
             "clu_run": _enc(self._clu_run[li]),
             "reason": _enc(self._reason[li]),
             "dup_rate": _enc(self._dup_rate[li]),
+            "clu_base": _enc(self._clu_base[li]),
             "scale": _enc(self._scale),
             "spread_hist": _enc(self._spread_hist),
             "col_round": _enc(self._col_round),
@@ -1111,6 +1164,7 @@ class ClusterDetector:
         """Load what ``snapshot`` produced (into a detector with the same config)."""
         self.__init__(self.config)  # type: ignore[misc]
         self.dim = state["dim"]
+        self._loss_scale = state.get("loss_scale")
         self.last_closed = state["last_closed"]
         self.counts = dict(state.get("counts", {}))
         names = list(state["nodes"])
@@ -1126,7 +1180,7 @@ class ClusterDetector:
         k = len(names)
         if state.get("vals") is not None:  # older checkpoints carried the raw statistics too
             self._vals[:k] = _dec(state["vals"])
-        for key in ("scores", "base", "level", "own_dir", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate"):
+        for key in ("scores", "base", "level", "own_dir", "dev_sum", "dev_w", "slow_sum", "slow_w", "dev_n", "last_round", "firing", "since", "clean", "trust", "drift_run", "clu_run", "reason", "dup_rate", "clu_base"):
             if key not in state:  # a checkpoint from before own-history baselines: they start afresh
                 continue
             arr = _dec(state[key])
