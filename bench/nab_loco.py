@@ -1,12 +1,12 @@
 """Leave-one-category-out (LOCO) choice of every anomaly-detector constant on visible NAB.
 
-    nice -n 10 python bench/nab_loco.py [--nab DIR] [--cache DIR] [--grid small|shipped]
+    nice -n 10 python bench/nab_loco.py [--nab DIR] [--cache DIR] [--grid small|shipped] [--select pooled|worst|balanced]
 
 Protocol (prints one JSON object):
 
 1. The grid is a product of per-member parameter sets (``GRIDS``: the
-   extremes member, the two rarity members, the shift member, the ensemble's
-   constant/quantised alphabet), times a handful of alert thresholds and rest
+   extremes member; the seasonal and sequence members, each possibly left
+   out; the ensemble's constant/quantised alphabet), times a handful of alert thresholds and rest
    periods. Each member's scores per file are computed once with the
    product's own detector classes and cached on disk; a configuration's
    ensemble scores are the product's ``MaxEnsemble`` over those cached member
@@ -69,8 +69,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "seasonal": [
             {"scale": rs, "smooth": sm, "min_cycles": mc, "calib_cycles": cc}
             for rs, sm, mc, cc in itertools.product((0.05, 0.1, 0.25), (12, 24), (3,), (1,))
-        ],
-        "sequence": [{"scale": rs, "smooth": sm, "bins": bn} for rs, sm, bn in itertools.product((0.05, 0.1, 0.25), (12, 24), (6, 10))],
+        ] + [None],
+        "sequence": [None] + [{"scale": rs, "smooth": sm, "bins": bn} for rs, sm, bn in itertools.product((0.05, 0.1, 0.25), (12, 24), (6, 10))],
         "alphabet": [1, 2],
     },
 }
