@@ -201,6 +201,7 @@ class _RoundWork:
     voters: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # vote for the consensus
     victim: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # copied, not copying
     steady: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # points its own usual way
+    settled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # own direction known long enough to judge
     turned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # turned away from its own past
     m: np.ndarray = field(default_factory=lambda: np.zeros(0))  # consensus
     m_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -657,19 +658,23 @@ class ClusterDetector:
         has = np.abs(own).sum(axis=1) > 0
         # judged once the average has settled (two half-lives of the node's own rounds)
         settled = has & (self._dev_n[idx] >= 2 * cfg.drift_half_life_rounds)
-        c = np.where(settled, (rd.units * own).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), _EPS), np.nan)
+        # steadiness is told from three rounds of history on (judging direction waits longer)
+        known = has & (self._dev_n[idx] >= cfg.warmup_rounds)
+        c_all = np.where(known, (rd.units * own).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), _EPS), np.nan)
+        c = np.where(settled, c_all, np.nan)
         rd.feats[:, _F["self_alignment"]] = c
+        rd.settled = settled
         # steady: agrees with its own past about as well as the typical node (a non-IID client
         # pointing its own way); turned: far below (past the direction test's margin and
         # confidence_z sd: where honest nodes agree with their own past only loosely, none is)
-        ref = rd.trusted & settled
+        ref = rd.trusted & known
         rd.steady = np.zeros(rd.n, dtype=bool)
         rd.turned = np.zeros(rd.n, dtype=bool)
         if ref.sum() >= cfg.min_nodes:
-            med_c, sd_c = robust_center_scale(c[ref], 1.0 / math.sqrt(rd.K))
+            med_c, sd_c = robust_center_scale(c_all[ref], 1.0 / math.sqrt(rd.K))
             rd.sd["self_alignment"] = sd_c
             with np.errstate(invalid="ignore"):
-                rd.steady = settled & (c >= med_c - cfg.steady_sd * sd_c)
+                rd.steady = known & (c_all >= med_c - cfg.steady_sd * sd_c)
                 rd.turned = settled & (c < min(cfg.direction_fraction * med_c, med_c - cfg.confidence_z * sd_c))
         # the average moves on (never while the node is flagged); the first update starts it
         a = 1.0 - 0.5 ** (1.0 / cfg.drift_half_life_rounds)
@@ -815,7 +820,10 @@ class ClusterDetector:
         fin = np.isfinite(s)
         have = np.isfinite(base)
         eff = sc.copy()
-        eff[:, cols] = np.where(have & fin, s - np.where(have, base, 0.0), s)
+        # a node's first score sets its level (within own_cap) and counts only beyond it, as
+        # its first norm, loss and distance do (``_own_levels``)
+        first = np.clip(np.where(fin, s, 0.0), 0.0, cfg.own_cap)
+        eff[:, cols] = np.where(fin, s - np.where(have, base, first), s)
         # update: first finite score sets the baseline, then rate-limited tracking
         a = 1.0 - 0.5 ** (1.0 / cfg.own_half_life_rounds)
         gap = np.where(fin, s, 0.0) - np.where(have, base, 0.0)
@@ -830,7 +838,7 @@ class ClusterDetector:
         # that is not steady this round keeps, but does not raise, a baseline above own_cap)
         cap = np.full(new.shape, cfg.own_cap)
         b_a = np.where(have[:, ja], base[:, ja], 0.0)
-        cap[:, ja] = np.where(rd.steady, cfg.own_cap_steady, np.clip(b_a, cfg.own_cap, cfg.own_cap_steady))
+        cap[:, ja] = np.where(rd.steady & rd.settled, cfg.own_cap_steady, np.clip(b_a, cfg.own_cap, cfg.own_cap_steady))
         new = np.where(fin, np.clip(new, 0.0, cap), base)
         frozen = rd.firing[:, None] | ~fin
         upd = np.where(frozen & have, base, np.where(frozen, np.nan, new))
