@@ -170,8 +170,10 @@ class ServerProcess:
         self.http_port = http_port
         self.log = conf.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._ready_before = 0
 
     def start(self) -> ServerProcess:
+        self._ready_before = self._ready_lines()
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(self.conf)], stdout=fh, stderr=subprocess.STDOUT, env=server_env()
@@ -183,12 +185,17 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"nats-server {self.conf.name} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+            if self._ready_lines() > self._ready_before:  # this process is ready, not another one on a reused port
+                try:
+                    socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
         raise AssertionError(f"nats-server {self.conf.name} not listening after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
+
+    def _ready_lines(self) -> int:
+        return self.log.read_bytes().count(b"Server is ready") if self.log.exists() else 0
 
     def kill(self) -> None:
         """SIGKILL: a crash, not a clean shutdown."""
