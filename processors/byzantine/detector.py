@@ -580,15 +580,17 @@ class ClusterDetector:
         which is its usual behaviour, not copying; a stale free-rider resends it unchanged."""
         prev = self._prev_units.astype(np.float32)  # type: ignore[union-attr]
         G = u32 @ prev.T
-        owner = self._prev_slots if self._prev_slots.shape[0] == prev.shape[0] else np.full(prev.shape[0], -1)
-        own = owner[None, :] == rd.idx[:, None]  # n x rows: the node's own last sketch
-        G_other = np.where(own, -np.inf, G)
-        jp = G_other.argmax(axis=1)
+        row_of = np.full(self._cap, -1, dtype=np.int64)  # slot -> its row of last round
+        if self._prev_slots.shape[0] == prev.shape[0]:
+            mine = self._prev_slots >= 0
+            row_of[self._prev_slots[mine]] = np.nonzero(mine)[0]
+        jo = row_of[rd.idx]
+        has_own = jo >= 0
+        G[np.nonzero(has_own)[0], jo[has_own]] = -np.inf  # the closest *other* sketch
+        jp = G.argmax(axis=1)
         close = -np.log(np.maximum(np.linalg.norm(u32 - prev[jp], axis=1), _MIN_DIST))
-        has_own = own.any(axis=1)
         if has_own.any():
-            jo = own.argmax(axis=1)
-            d_own = np.linalg.norm(u32 - prev[jo], axis=1)
+            d_own = np.linalg.norm(u32 - prev[np.maximum(jo, 0)], axis=1)
             exact = has_own & (d_own < self.config.copy_distance)
             close = np.where(exact, -np.log(np.maximum(d_own, _MIN_DIST)), close)
         return close
@@ -611,7 +613,8 @@ class ClusterDetector:
         ci = np.nonzero(cand)[0]
         if ci.size < 2:
             return victim
-        G = u32[ci] @ u32[ci].T
+        Uc = u32[ci]
+        G = np.einsum("ik,jk->ij", Uc, Uc)  # small: a BLAS call would cost more in thread wake-ups
         dist = np.sqrt(np.maximum(2.0 - 2.0 * G, 0.0))
         same = -np.log(np.maximum(dist, _MIN_DIST)) >= line  # same group: as close as a duplicate
         np.fill_diagonal(same, False)
