@@ -67,8 +67,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "small": {
         "extremes": [{"scale": es, "lag_blocks": lag} for es, lag in itertools.product((0.02, 0.05, 0.1), (4, 8))],
         "seasonal": [
-            {"scale": rs, "smooth": sm, "min_cycles": mc, "calib_cycles": cc}
-            for rs, sm, mc, cc in itertools.product((0.05, 0.1, 0.25), (12, 24), (3,), (1,))
+            {"scale": rs, "smooth": sm, "min_cycles": mc, "calib_cycles": cc, "buckets": bk}
+            for rs, sm, mc, cc, bk in itertools.product((0.05, 0.1, 0.25), (12, 24), (3,), (1,), (12, 24))
         ] + [None],
         "sequence": [None] + [{"scale": rs, "smooth": sm, "bins": bn} for rs, sm, bn in itertools.product((0.05, 0.1, 0.25), (12, 24), (6, 10))],
         "alphabet": [1, 2],

@@ -197,7 +197,7 @@ def test_seasonal_scores_only_after_coverage_and_a_day_of_calibration_the_same_l
     live = stream(RarityDetector("hour"), v, ts)
     np.testing.assert_allclose(vec, live, atol=1e-9)
     assert vec[: 4 * DAY].max() == 0.0  # three days to cover the calendar, then a day of calibration
-    assert vec[4 * DAY :].max() > 0.0 and RestPeriod(RarityDetector("hour")).score_many(v, ts)[6 * DAY + 100 : 6 * DAY + 200].max() >= T
+    assert vec[4 * DAY :].max() > 0.9
 
 
 def test_sequence_rarity_detects_a_stuck_value_between_two_alternating_levels() -> None:

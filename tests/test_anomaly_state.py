@@ -52,7 +52,7 @@ def test_count_tables_are_uint16_over_visited_bins_only_and_all_arrays_of_a_seri
     seasonal, sequence = (m for m in det.inner.members if isinstance(m, RarityDetector))
     visited = int((seasonal.slot_of >= 0).sum())
     assert visited < seasonal.n_bins
-    assert seasonal.counts.shape == (24, visited) and sequence.counts.shape == (visited, visited)
+    assert seasonal.counts.shape == (seasonal.buckets, visited) and sequence.counts.shape == (visited, visited)
     assert seasonal.counts.dtype == sequence.counts.dtype == np.uint16
     assert sum(a.nbytes for a in arrays(det)) <= 1536  # full int32 tables and int64 sums held 8.5 KB
 
@@ -65,7 +65,7 @@ def test_checkpoint_keeps_the_full_table_layout_and_a_series_moving_to_new_bins_
     stream(live, v[: 2 * DAY], ts[: 2 * DAY])
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(offline.snapshot()))
     table = state["inner"]["det"]["members"]["dets"][1]["counts"]
-    assert table["shape"] == [24, offline.inner.members[1].n_bins]
+    assert table["shape"] == [offline.inner.members[1].buckets, offline.inner.members[1].n_bins]
     restored = default_detector()
     restored.restore(state)
     a, b, c = (stream(d, v[2 * DAY:], ts[2 * DAY:]) for d in (offline, live, restored))
@@ -92,6 +92,7 @@ def test_halving_keeps_every_pair_ever_seen() -> None:
 
 
 def test_checkpoint_written_with_int32_tables_restores_and_continues_exactly() -> None:
+    # the fixture also holds hourly (24-slot) seasonal counts: they fold into 2-hour slots
     v, ts = daily(3 * DAY, seed=14)
     fresh = default_detector()
     fresh.score_many(v[:700], ts[:700])

@@ -4,9 +4,10 @@ The value is quantised into coarse bins (their width fixed from the first
 ``bin_warmup`` points; values beyond that range get bins of their own). A
 count table remembers how often each bin followed each context:
 
-* ``context="hour"`` (the *seasonal* detector): the hour of the day of the
-  sample, so a value normal at noon but never seen at 3 am stands out, and so
-  does a day whose usual peak does not come;
+* ``context="hour"`` (the *seasonal* detector): the time of day of the
+  sample, in ``buckets`` slots (2-hour slots by default), so a value normal
+  at noon but never seen at 3 am stands out, and so does a day whose usual
+  peak does not come;
 * ``context="previous"`` (the *sequence* detector): the bin of the previous
   value, so a transition the series never makes (a sudden flat line, a new
   oscillation) stands out, in the spirit of CAD OSE's contexts.
@@ -28,8 +29,8 @@ State per series: a (contexts x bins) table of uint16 counts with uint32
 row and column sums. Only the bins the series has visited are held: a
 31-entry int8 map gives each visited bin a slot (in order of first visit),
 and the table has a column per slot (and, for the sequence context, a row
-per slot), so a series that lives in 12 of the 31 bins holds 24 x 12 and
-12 x 12 cells, not 24 x 31 and 31 x 31. Checkpoints hold the full table
+per slot), so a series that lives in 12 of the 31 bins holds 12 x 12
+(seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31. Checkpoints hold the full table
 (sparse), as before. Also held: the last ``smooth`` rarities, a calibration histogram
 and a few floats. When a cell would reach 65535 every cell is halved,
 rounding up (a pair seen once stays seen), and the sums are recounted: the
@@ -56,9 +57,10 @@ from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, TailCal
 CONTEXTS = ("hour", "previous")
 DEFAULT_BINS = 10  # bins across the warm-up range (plus as many below and twice above)
 DEFAULT_BIN_WARMUP = 300  # points that fix the bin width
-DEFAULT_SMOOTH = 24  # points averaged into the rarity that is compared
+DEFAULT_SMOOTH = {"hour": 12, "previous": 24}  # points averaged into the rarity that is compared (LOCO-chosen per context)
+DEFAULT_BUCKETS = 12  # calendar slots per period: 2-hour slots of the day (LOCO chose 12 of {12, 24})
 DEFAULT_WARMUP = 400  # points learned before anything is scored
-DEFAULT_SCALE = {"hour": 0.05, "previous": 0.1}  # tail extrapolation beyond the largest past rarity, in units of it (LOCO-chosen per context)
+DEFAULT_SCALE = {"hour": 0.1, "previous": 0.05}  # tail extrapolation beyond the largest past rarity, in units of it (LOCO-chosen per context)
 DEFAULT_FLOOR = 0.5  # smallest extrapolation base (nats)
 DEFAULT_MIN_CYCLES = 3  # full periods covered before calendar contexts count (fixed before the LOCO choice: the missing-peak spec)
 DEFAULT_CALIB_CYCLES = 1.0  # ... and then periods of calibration history before they score (LOCO-chosen)
@@ -84,11 +86,11 @@ class RarityDetector(AnomalyDetector):
         context: str = "hour",
         bins: int = DEFAULT_BINS,
         bin_warmup: int = DEFAULT_BIN_WARMUP,
-        smooth: int = DEFAULT_SMOOTH,
+        smooth: int | None = None,
         warmup: int = DEFAULT_WARMUP,
         scale: float | None = None,
         period_s: float = DAY_S,
-        buckets: int = 24,
+        buckets: int = DEFAULT_BUCKETS,
         backoff: bool = True,
         floor: float = DEFAULT_FLOOR,
         min_cycles: float = DEFAULT_MIN_CYCLES,
@@ -99,6 +101,8 @@ class RarityDetector(AnomalyDetector):
     ) -> None:
         if context not in CONTEXTS:
             raise ValueError(f"context {context!r} is unknown; expected one of {CONTEXTS}")
+        if smooth is None:
+            smooth = DEFAULT_SMOOTH[context]
         if bins < 1 or bin_warmup < 2 or smooth < 1 or buckets < 1:
             raise ValueError("bins, smooth and buckets must be >= 1 and bin_warmup >= 2")
         if warmup < bin_warmup:
@@ -326,12 +330,22 @@ class RarityDetector(AnomalyDetector):
             self.n = int(self.bin_counts.sum(dtype=np.int64))
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Load a snapshot; tables of older checkpoints (int32/int64 counts) are narrowed to uint16."""
+        """Load a snapshot; tables of older checkpoints (int32/int64 counts) are narrowed to uint16.
+
+        A calendar table written with a finer slot count that is a multiple of
+        this detector's (24 hourly slots, before slots became 2-hourly) is
+        folded: each slot of this detector gets the sum of the finer slots it
+        spans, which is what it would have counted itself.
+        """
         super().restore(state)
         self._cache = None
         if self.counts is None:
             return
-        counts = np.asarray(self.counts, dtype=np.int64).reshape(self.n_ctx, self.n_bins)
+        counts = np.asarray(self.counts, dtype=np.int64).ravel()
+        rows = counts.size // self.n_bins
+        if self.context == "hour" and rows > self.n_ctx and rows % self.n_ctx == 0 and counts.size == rows * self.n_bins:
+            counts = counts.reshape(self.n_ctx, rows // self.n_ctx, self.n_bins).sum(axis=1)
+        counts = counts.reshape(self.n_ctx, self.n_bins)
         if counts.min(initial=0) < 0:
             raise ValueError("anomaly checkpoint holds negative rarity counts")
         halved = False
