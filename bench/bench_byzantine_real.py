@@ -73,7 +73,7 @@ def _key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _run(cfg: FedConfig, log: Any) -> dict[str, Any]:
     cached = _CACHE.get(_key({k: getattr(cfg, k) for k in _KEY}))
-    if cached is not None:
+    if cached is not None and (cached["detection"] is not None or not (cfg.detect or cfg.defence == "swarmwatch")):
         return cached
     t = time.perf_counter()
     res = run_federated(cfg)
@@ -183,7 +183,9 @@ def main() -> None:
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                _CACHE[_key(row)] = row
+                old = _CACHE.get(_key(row))
+                if old is None or old["detection"] is None:  # a run with detection serves both
+                    _CACHE[_key(row)] = row
     attacks = tuple(x for x in a.attacks.split(",") if x)
     log = open(a.jsonl, "a") if a.jsonl else None
     result: dict[str, Any] = {"bench": "byzantine_real", "python": platform.python_version(), "numpy": np.__version__}

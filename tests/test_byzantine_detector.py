@@ -248,3 +248,26 @@ def test_a_node_resending_nearly_its_last_update_is_not_a_copier_but_an_exact_re
         assert res is not None
         flagged |= {v.node for v in res.verdicts if v.flagged}
     assert flagged == {"n1"}
+
+
+def test_a_node_somewhat_closer_to_another_than_the_rest_is_not_a_copier() -> None:
+    # every node's nearest sketch is about equally far (independent updates around a shared
+    # direction); "kin" always resembles "n2"'s last update: twice as close as the typical node
+    rng = np.random.default_rng(9)
+    n, K = 40, 64
+    det = ClusterDetector()
+    flagged: set[str] = set()
+    last = np.zeros(K)
+    g = rng.normal(0.0, 1.0, K)  # the shared direction stays, so last round's work is not stale
+    for r in range(40):
+        for i in range(n):
+            u = g + rng.normal(0.0, 1.2, K)
+            if i == 0 and r > 0:
+                u = last + rng.normal(0.0, 0.45, K) * np.linalg.norm(last) / np.sqrt(K)
+            if i == 2:
+                last = u
+            det.add("kin" if i == 0 else f"n{i}", r, float(np.linalg.norm(u)), 1.0, u, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        flagged |= {v.node for v in res.verdicts if v.flagged}
+    assert flagged == set()

@@ -115,6 +115,7 @@ class DetectorConfig:
     norm_consistency_ratio: float = 2.0  # reported norm vs sketch norm off by this factor against the fleet
     similarity_sd: float = 6.0  # robust sd above the fleet's nearest-neighbour similarity
     copy_distance: float = 1e-4  # unit directions closer than this are copies (replay, copying another node)
+    near_copy_ratio: float = 10.0  # a near-copy is at least this many times closer to another sketch than the typical node
     drift_half_life_rounds: float = 4.0  # memory of the persistent-deviation average
     drift_ratio: float = 2.5  # persistent deviation this many times the fleet median
     drift_sd: float = 6.0  # ... and this many robust sd above the fleet's (log) persistent deviations
@@ -553,8 +554,11 @@ class ClusterDetector:
             close_prev = self._closeness_to_last_round(rd, u32)
             close = np.maximum(close_now, close_prev)
         # spread from the lower half: copies and their victims crowd the upper one
-        med_s, _ = robust_center_scale(close[rd.trusted], 0.05)
-        sd_s = half_spread(close[rd.trusted], "lower", 0.05)
+        # spread at least such that a hit is near_copy_ratio times closer than the typical node:
+        # where every node's nearest sketch is about as far, 1.5 times closer is no copy
+        floor = math.log(cfg.near_copy_ratio) / cfg.similarity_sd
+        med_s, _ = robust_center_scale(close[rd.trusted], floor)
+        sd_s = half_spread(close[rd.trusted], "lower", floor)
         z = (close - med_s) / sd_s
         # honest fleets can be bimodal (clients whose update barely changes between rounds next to
         # clients whose does), which widens the spread: a near-exact copy counts as a hit anyway
