@@ -123,3 +123,4 @@ def test_a_one_second_network_burst_never_pages_but_a_transfer_that_holds_does_o
     assert firing(op, "n1", {"net.bytes_recv_per_s": burst.tolist()}, step=1.0) == []
     fired = firing(op, "n2", {"net.bytes_recv_per_s": transfer.tolist()}, step=1.0)
     assert [(a.metric, a.started_at) for a in fired] == [("net.bytes_recv_per_s", T0 + 3701)]
+    assert fired[0].details["baseline"]["high"] < 10e6  # the normal from before the transfer's first second

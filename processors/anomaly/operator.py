@@ -179,6 +179,7 @@ class _Series:
     grace: int = 0  # points left in the grace period after a gap
     quiet: int = _QUIET_MAX  # points since the last node-level detection (the alert is active while < the detector's rest)
     run: int = 0  # consecutive node-level detections up to the last point
+    before: dict[str, float] | None = None  # the baseline before the first detection of the current run
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
 
@@ -332,14 +333,19 @@ class AnomalyOperator(Operator):
             score = det.score_one(x, ts)
             if self.on_score is not None:  # backtests record every score
                 self.on_score(key, ts, x, score)
-            before = det.baseline() if score >= det.threshold else None  # normal as it was before this point
+            # normal as it was before this point, whenever its raw score may reach the threshold (a resting score is 0)
+            before = det.baseline() if score >= det.threshold or det.active else None
             det.learn_one(x, ts)
             st.window.append((ts, x))
             m = self._per_node.get((cluster, node, fam.rule), 1) if self.node_budget else 1
             raw = getattr(det, "last_raw", score)  # the episode logic below needs detections during the rest too
             st.run = st.run + 1 if node_score(raw, m) >= det.threshold else 0
+            if st.run == 1:
+                st.before = before  # a sustained alert shows the normal from before its first sample
+            elif st.run == 0:
+                st.before = None
             st.quiet = 0 if st.run >= fam.sustained else min(st.quiet + 1, _QUIET_MAX)
-            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score, before, m))
+            out.extend(self._alert(fam, det, cluster, node, series, ts, x, score, st.before or before, m))
         self.stats.outputs += len(out)
         return out
 
