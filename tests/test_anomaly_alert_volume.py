@@ -124,3 +124,23 @@ def test_a_one_second_network_burst_never_pages_but_a_transfer_that_holds_does_o
     fired = firing(op, "n2", {"net.bytes_recv_per_s": transfer.tolist()}, step=1.0)
     assert [(a.metric, a.started_at) for a in fired] == [("net.bytes_recv_per_s", T0 + 3701)]
     assert fired[0].details["baseline"]["high"] < 10e6  # the normal from before the transfer's first second
+
+
+def test_series_of_one_node_that_go_anomalous_together_are_one_incident_alert() -> None:
+    up = jitter(3)
+    up[AT:] = [70.0] * (N - AT)
+    later = jitter(4)
+    later[AT + 2 :] = [70.0] * (N - AT - 2)  # the same incident, two samples later
+    series = {METRIC: up, "app.backlog": later, "app.idle": jitter(5)}
+    op = AnomalyOperator()
+    out = []
+    for node in ("n1", "n2"):
+        for i in range(N):
+            ts = T0 + i * STEP
+            b = MetricBatch("c1", node, ts, [Sample(k, float(v[i])) for k, v in series.items()])
+            out += [e.message for e in op.on_metrics(b, ts + 0.2)]
+    fired = [(a.node, a.metric) for a in out if a.status is AlertStatus.FIRING]
+    assert fired == [("n1", METRIC), ("n2", METRIC)]  # one per node, named by the series that opened it
+    resolved = [a for a in out if a.status is AlertStatus.RESOLVED]
+    assert [(a.node, a.details["joined"]) for a in resolved] == [("n1", ["app.backlog"]), ("n2", ["app.backlog"])]
+    assert op.stats.extra["incident_joined"] == 2

@@ -51,6 +51,13 @@ first samples), while the idle node's many small, independent records stop
 adding up to pages. A node with one series per rule behaves exactly as the
 detector does offline (and so does every series with ``node_budget=False``).
 
+One alert per node incident: a series whose episode opens while another
+series of the same node already has an open alert of the same rule joins
+that incident instead of raising its own (counted in
+``stats.extra["incident_joined"]``); the incident's resolved alert names them
+(``details["joined"]``). A used-memory step moves ``mem.used_bytes`` and
+``mem.available_bytes`` together; one node, one thing to look at.
+
 Bursty rates (disk and network bytes and operations per second) and sizes
 must be a detection on ``sustained`` = 2 consecutive samples before an alert
 opens: a one-second burst of a NIC or a disk, or one odd sample of used
@@ -90,6 +97,7 @@ GRACE_POINTS = 20  # points after a gap that are learned but cannot start an ale
 ANOMALY_RULE = "anomaly"
 ERROR_SPIKE_RULE = "error_rate_spike"
 _MAX_NAME_CACHE = 100_000
+MAX_JOINED = 50  # series named in an incident's resolved alert
 _QUIET_MAX = 1 << 30  # points since a node-level detection, capped (longer than any rest period)
 
 
@@ -179,6 +187,7 @@ class _Series:
     grace: int = 0  # points left in the grace period after a gap
     quiet: int = _QUIET_MAX  # points since the last node-level detection (the alert is active while < the detector's rest)
     run: int = 0  # consecutive node-level detections up to the last point
+    joined: bool = False  # its episode joined the node's open incident: no alert of its own
     before: dict[str, float] | None = None  # the baseline before the first detection of the current run
     window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW_POINTS))
 
@@ -223,6 +232,8 @@ class AnomalyOperator(Operator):
         self._family_of: dict[str, int | None] = {}
         self._trackers: dict[str, AlertTracker] = {}
         self._per_node: dict[tuple[str, str, str], int] = {}  # (cluster, node, rule) -> series followed
+        self._leaders: dict[tuple[str, str, str], str] = {}  # (cluster, node, rule) -> the series whose alert is the node's incident
+        self._joined: dict[tuple[str, str, str], list[str]] = {}  # ... and the series that joined it
         for fam in self.families:
             if fam.rule not in self._trackers:
                 self._trackers[fam.rule] = AlertTracker(fam.rule, AlertKind.ANOMALY, fam.severity, max_keys=max_series)
@@ -366,8 +377,21 @@ class AnomalyOperator(Operator):
         st = self._series[(cluster, node, series)]
         rest = getattr(det, "rest", None)
         active = st.quiet < rest if isinstance(rest, int) else det.active  # RestPeriod's episode, at the node's tail
+        if st.joined:  # part of an incident another series of this node already alerted on
+            st.joined = active
+            return []
         if active == tracker.is_firing(cluster, node, series):
             return []  # no transition: skip building details
+        inc = (cluster, node, fam.rule)
+        if active:
+            lead = self._leaders.get(inc)
+            if lead is not None and lead != series and tracker.is_firing(cluster, node, lead):
+                st.joined = True  # the node's open incident: one alert for the series that go anomalous together
+                joined = self._joined.setdefault(inc, [])
+                if len(joined) < MAX_JOINED:
+                    joined.append(series)
+                self.stats.inc("incident_joined")
+                return []
         raw = getattr(det, "last_raw", score)
         window = list(st.window)
         details = {
@@ -385,9 +409,21 @@ class AnomalyOperator(Operator):
             )
         else:
             summary = f"{series} on {cluster}/{node} is back to normal, value {x:g}"
-        return tracker.update(
+            if self._leaders.get(inc) == series:
+                del self._leaders[inc]
+                details["joined"] = self._joined.pop(inc, [])
+        out = tracker.update(
             cluster, node, active, ts, x, series=series, metric=series, threshold=det.threshold, summary=summary, details=details
         )
+        if active and out:
+            self._leaders[inc] = series
+        return out
+
+    def _forget_leader(self, inc: tuple[str, str, str], series: str) -> None:
+        """A dropped series no longer speaks for its node's incident."""
+        if self._leaders.get(inc) == series:
+            del self._leaders[inc]
+            self._joined.pop(inc, None)
 
     def _drop_evicted(self, ts: float) -> list[Emit]:
         """Drop the series the limiter evicted to make room, resolving their open alerts."""
@@ -401,6 +437,7 @@ class AnomalyOperator(Operator):
             tracker = self._trackers[self.families[st.family].rule]
             if tracker.is_firing(c, n, s):  # type: ignore[arg-type]
                 out.extend(tracker.expire(c, n, ts, f"{s} on {c}/{n} was evicted by the cardinality limit", series=s))  # type: ignore[arg-type]
+            self._forget_leader((c, n, tracker.rule), s)  # type: ignore[arg-type]
         return out
 
     def on_tick(self, now: float) -> Iterable[Emit]:
@@ -418,6 +455,7 @@ class AnomalyOperator(Operator):
             tracker = self._trackers[self.families[st.family].rule]
             if tracker.is_firing(*key):
                 out.extend(tracker.expire(key[0], key[1], now, f"{key[2]} on {key[0]}/{key[1]} went silent", series=key[2]))
+            self._forget_leader((key[0], key[1], tracker.rule), key[2])
         if stale:
             self.stats.inc("series_expired", len(stale))
         self.stats.outputs += len(out)
@@ -428,7 +466,7 @@ class AnomalyOperator(Operator):
     def snapshot(self) -> Any:
         return {
             "series": [
-                [c, n, s, self.families[st.family].pattern, st.last_ts, st.last_raw, st.detector.snapshot(), [list(p) for p in st.window], st.quiet, st.run]
+                [c, n, s, self.families[st.family].pattern, st.last_ts, st.last_raw, st.detector.snapshot(), [list(p) for p in st.window], st.quiet, st.run, st.joined]
                 for (c, n, s), st in self._series.items()
             ],
             "trackers": {rule: t.snapshot() for rule, t in self._trackers.items()},
@@ -457,7 +495,11 @@ class AnomalyOperator(Operator):
             # checkpoints from before the node budget: the detector's own episode state
             st.quiet = int(more[0]) if more else int(getattr(det, "since_hit", _QUIET_MAX))
             st.run = int(more[1]) if len(more) > 1 else 0
+            st.joined = bool(more[2]) if len(more) > 2 else False
             self._count(c, n, idx, +1)
+        self._leaders, self._joined = {}, {}
         for rule, t in self._trackers.items():
             t.restore(state.get("trackers", {}).get(rule))
+            for c, n, s in t.firing():
+                self._leaders.setdefault((c, n, rule), s)
         self.limiter.restore(state.get("cardinality"))
