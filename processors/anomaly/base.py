@@ -85,10 +85,8 @@ class AnomalyDetector(ABC):
         out: dict[str, Any] = {}
         for key in self._STATE:
             val = getattr(self, key)
-            if isinstance(val, np.ndarray):  # count tables are mostly zeros: store them sparse
-                flat = val.ravel()
-                nz = np.flatnonzero(flat)
-                val = {"nd": [int(i) for i in nz], "v": flat[nz].tolist(), "shape": list(val.shape), "dtype": str(val.dtype)}
+            if isinstance(val, np.ndarray):
+                val = sparse_array(val)
             elif isinstance(val, deque):
                 val = {"dq": list(val)}
             elif isinstance(val, AnomalyDetector):
@@ -124,6 +122,13 @@ class AnomalyDetector(ABC):
                     d.restore(s)
                 continue
             setattr(self, key, val)
+
+
+def sparse_array(arr: np.ndarray) -> dict[str, Any]:
+    """An array as a checkpoint holds it: count tables are mostly zeros, so only the non-zero cells."""
+    flat = arr.ravel()
+    nz = np.flatnonzero(flat)
+    return {"nd": [int(i) for i in nz], "v": flat[nz].tolist(), "shape": list(arr.shape), "dtype": str(arr.dtype)}
 
 
 def span(hi: float, lo: float) -> float:

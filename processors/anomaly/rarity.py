@@ -25,13 +25,14 @@ first morning is never an anomaly. Its calibration then learns for another
 ``calib_cycles`` periods before it scores, so that the tail of a rarity is
 measured against a history that has seen every slot at least once.
 
-State per series: a (contexts x bins) table of uint16 counts with uint32
-row and column sums. Only the bins the series has visited are held: a
-31-entry int8 map gives each visited bin a slot (in order of first visit),
-and the table has a column per slot (and, for the sequence context, a row
-per slot), so a series that lives in 12 of the 31 bins holds 12 x 12
-(seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31. Checkpoints hold the full table
-(sparse), as before. Also held: the last ``smooth`` rarities, a calibration histogram
+State per series: a (contexts x bins) table of uint16 counts. Only the bins
+the series has visited are held: a 31-bit mask marks them, and the table has
+a column per visited bin in bin order (and, for the sequence context, a row
+per visited bin), so a series that lives in 12 of the 31 bins holds 12 x 12
+(seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31.
+The row and column sums (how often a context, how often a bin) are not held:
+they are summed from the table when a point is scored. Checkpoints hold the
+full table (sparse) and its sums, as before. Also held: the last ``smooth`` rarities, a calibration histogram
 and a few floats. When a cell would reach 65535 every cell is halved,
 rounding up (a pair seen once stays seen), and the sums are recounted: the
 rarity ratios are kept and the table forgets slowly. That happens only
@@ -50,6 +51,7 @@ from processors.anomaly.base import (
     AnomalyDetector,
     expanding_mean,
     occurrences_before,
+    sparse_array,
     split_valid,
 )
 from processors.anomaly.calibration import DEFAULT_CAP, DEFAULT_PRIOR_N, TailCalibrator
@@ -79,7 +81,7 @@ def halve_counts(counts: np.ndarray) -> np.ndarray:
 class RarityDetector(AnomalyDetector):
     """Scores runs of values that are rare after their context (hour of day or previous value)."""
 
-    _STATE = ("n", "lo", "step", "warm", "counts", "ctx_counts", "bin_counts", "prev", "rbuf", "first_ts", "calib")
+    _STATE = ("n", "lo", "step", "warm", "counts", "prev", "rbuf", "first_ts", "calib")
 
     def __init__(
         self,
@@ -134,9 +136,7 @@ class RarityDetector(AnomalyDetector):
         self.step = 1.0
         self.warm: list[list[float | None]] = []  # (x, ts) until the bins are fixed
         self.counts: np.ndarray | None = None
-        self.ctx_counts: np.ndarray | None = None
-        self.bin_counts: np.ndarray | None = None
-        self.slot_of: np.ndarray | None = None  # int8 per bin: its column in the held tables, -1 if never visited
+        self.visited = 0  # bit b set: bin b has been visited and has a column in the held table (columns in bin order)
         self.prev = -1
         self.rbuf: deque[float] = deque(maxlen=self.smooth)
         self.first_ts: float | None = None
@@ -161,95 +161,126 @@ class RarityDetector(AnomalyDetector):
         lo, hi = min(xs), max(xs)
         self.lo = lo
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
-        hour = self.context == "hour"
-        self.slot_of = np.full(self.n_bins, -1, dtype=np.int8)
-        self.counts = np.zeros((self.n_ctx if hour else 0, 0), dtype=COUNT_DTYPE)
-        self.ctx_counts = np.zeros(self.n_ctx if hour else 0, dtype=SUM_DTYPE)
-        self.bin_counts = np.zeros(0, dtype=SUM_DTYPE)
+        self.visited = 0
+        self.counts = np.zeros((self.n_ctx if self.context == "hour" else 0, 0), dtype=COUNT_DTYPE)
         for x, t in self.warm:
             b = self._bin(float(x))
             self._add(self._ctx(b, t), b)
             self.prev = b
         self.warm = []
 
+    def _slot(self, b: int) -> int:
+        """Column of bin b in the held table (-1 if never visited): visited bins below it."""
+        if not (self.visited >> b) & 1:
+            return -1
+        return (self.visited & ((1 << b) - 1)).bit_count()
+
+    @property
+    def slot_of(self) -> np.ndarray | None:
+        """Column of every bin in the held table, -1 if never visited (int8; computed from ``visited``)."""
+        if self.counts is None:
+            return None
+        out = np.full(self.n_bins, -1, dtype=np.int8)
+        seen = self._seen()
+        out[seen] = np.arange(len(seen))
+        return out
+
+    def _seen(self) -> np.ndarray:
+        """Visited bins, ascending (the held table's columns in order)."""
+        return np.flatnonzero([(self.visited >> b) & 1 for b in range(self.n_bins)])
+
+    @property
+    def ctx_counts(self) -> np.ndarray | None:
+        """Points counted per held context (the held table's row sums)."""
+        return None if self.counts is None else self.counts.sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
+
+    @property
+    def bin_counts(self) -> np.ndarray | None:
+        """Points counted per visited bin (the held table's column sums)."""
+        return None if self.counts is None else self.counts.sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
+
     def _lookup(self, c: int, b: int) -> tuple[int, int, int]:
-        """(count of bin b after context c, count of context c, count of bin b) so far (tables held)."""
-        slot_of: np.ndarray = self.slot_of  # type: ignore[assignment]
-        sb = int(slot_of[b])
-        sc = c if self.context == "hour" else int(slot_of[c])
+        """(count of bin b after context c, count of context c, count of bin b) so far (row and column sums of the held table)."""
+        counts: np.ndarray = self.counts  # type: ignore[assignment]
+        sb = self._slot(b)
+        sc = c if self.context == "hour" else self._slot(c)
+        binc = sum(counts[:, sb].tolist()) if sb >= 0 else 0  # Python sums: tiny rows, cheaper than numpy's
         if sc < 0:
-            return 0, 0, int(self.bin_counts[sb]) if sb >= 0 else 0  # type: ignore[index]
+            return 0, 0, binc
+        ctx = sum(counts[sc].tolist())
         if sb < 0:
-            return 0, int(self.ctx_counts[sc]), 0  # type: ignore[index]
-        return int(self.counts[sc, sb]), int(self.ctx_counts[sc]), int(self.bin_counts[sb])  # type: ignore[index]
+            return 0, ctx, 0
+        return counts.item(sc, sb), ctx, binc
 
     def _new_slot(self, b: int) -> int:
-        """Give bin b (first visited now) a slot: a zero column (and, for the sequence context, a zero row)."""
-        assert self.slot_of is not None and self.counts is not None and self.ctx_counts is not None and self.bin_counts is not None
-        k = len(self.bin_counts)
-        self.slot_of[b] = k
-        seq = self.context != "hour"
-        self.counts = np.pad(self.counts, ((0, 1 if seq else 0), (0, 1)))
-        self.bin_counts = np.concatenate((self.bin_counts, np.zeros(1, dtype=SUM_DTYPE)))
-        if seq:
-            self.ctx_counts = np.concatenate((self.ctx_counts, np.zeros(1, dtype=SUM_DTYPE)))
+        """Give bin b (first visited now) its slot: a zero column (and, for the sequence context, a zero row) in bin order."""
+        assert self.counts is not None
+        self.visited |= 1 << b
+        k = self._slot(b)
+        self.counts = np.insert(self.counts, k, 0, axis=1)
+        if self.context != "hour":
+            self.counts = np.insert(self.counts, k, 0, axis=0)
         return k
 
     def _add(self, c: int, b: int) -> None:
         """Count bin b after context c (halving the table when a cell fills; tables held)."""
-        slot_of: np.ndarray = self.slot_of  # type: ignore[assignment]
-        sb = int(slot_of[b])
-        if sb < 0:
-            sb = self._new_slot(b)
-        sc = c if self.context == "hour" else int(slot_of[c])
-        if sc < 0:
-            sc = self._new_slot(c)
+        if not (self.visited >> b) & 1:
+            self._new_slot(b)
+        if self.context == "hour":
+            sc = c
+        else:
+            if not (self.visited >> c) & 1:
+                self._new_slot(c)
+            sc = self._slot(c)
+        sb = self._slot(b)
         counts: np.ndarray = self.counts  # type: ignore[assignment]
         counts[sc, sb] += 1
-        self.ctx_counts[sc] += 1  # type: ignore[index]
-        self.bin_counts[sb] += 1  # type: ignore[index]
-        if counts[sc, sb] >= COUNT_MAX:
+        if counts.item(sc, sb) >= COUNT_MAX:
             self._halve()
 
-    def _load_dense(self, dense: np.ndarray, order: np.ndarray | None = None) -> None:
-        """Hold a full (contexts x bins) table compactly: visited bins get slots in ``order`` (default ascending)."""
+    def _load_dense(self, dense: np.ndarray) -> None:
+        """Hold a full (contexts x bins) table compactly: the visited bins' columns (and rows, for the sequence context)."""
         hour = self.context == "hour"
-        if order is None:
-            seen = dense.sum(axis=0) > 0
-            if not hour:
-                seen |= dense.sum(axis=1) > 0
-            order = np.flatnonzero(seen)
-        self.slot_of = np.full(self.n_bins, -1, dtype=np.int8)
-        self.slot_of[order] = np.arange(len(order))
+        seen = dense.sum(axis=0) > 0
+        if not hour:
+            seen |= dense.sum(axis=1) > 0
+        order = np.flatnonzero(seen)
+        self.visited = sum(1 << int(b) for b in order)
         rows = np.arange(self.n_ctx) if hour else order
         self.counts = dense[np.ix_(rows, order)].astype(COUNT_DTYPE)
 
     def _dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The held tables as full (contexts x bins) counts, context counts and bin counts."""
-        assert self.slot_of is not None and self.counts is not None and self.ctx_counts is not None and self.bin_counts is not None
-        seen = np.flatnonzero(self.slot_of >= 0)
-        slots = self.slot_of[seen].astype(np.int64)
+        """The held table as full (contexts x bins) counts, context counts and bin counts."""
+        assert self.counts is not None
+        seen = self._seen()
         counts = np.zeros((self.n_ctx, self.n_bins), dtype=COUNT_DTYPE)
         bins = np.zeros(self.n_bins, dtype=SUM_DTYPE)
-        bins[seen] = self.bin_counts[slots]
+        bins[seen] = self.bin_counts
         if self.context == "hour":
-            counts[:, seen] = self.counts[:, slots]
-            return counts, self.ctx_counts.copy(), bins
-        counts[np.ix_(seen, seen)] = self.counts[np.ix_(slots, slots)]
+            counts[:, seen] = self.counts
+            return counts, self.ctx_counts, bins  # type: ignore[return-value]
+        counts[np.ix_(seen, seen)] = self.counts
         ctx = np.zeros(self.n_ctx, dtype=SUM_DTYPE)
-        ctx[seen] = self.ctx_counts[slots]
+        ctx[seen] = self.ctx_counts
         return counts, ctx, bins
 
     def snapshot(self) -> dict[str, Any]:
-        """State as plain lists; count tables in the full (contexts x bins) layout, sparse."""
+        """State as plain lists; the count table in the full (contexts x bins) layout, sparse, with its row and column sums."""
         if self.counts is None:
             return super().snapshot()
-        held = self.counts, self.ctx_counts, self.bin_counts
-        self.counts, self.ctx_counts, self.bin_counts = self._dense()
+        held = self.counts
+        counts, ctx, bins = self._dense()
+        self.counts = counts
         try:
-            return super().snapshot()
+            out = super().snapshot()
         finally:
-            self.counts, self.ctx_counts, self.bin_counts = held
+            self.counts = held
+        snap: dict[str, Any] = {}
+        for key, val in out.items():  # the layout checkpoints have always had: the sums follow the table
+            snap[key] = val
+            if key == "counts":  # not held, and not read back: restore recounts them from the table
+                snap["ctx_counts"], snap["bin_counts"] = sparse_array(ctx), sparse_array(bins)
+        return snap
 
     def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
         """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
@@ -316,18 +347,10 @@ class RarityDetector(AnomalyDetector):
         self.prev = b
 
     def _halve(self) -> None:
-        """Halve the count table (rounding up) and recount its sums and ``n``."""
+        """Halve the count table (rounding up); ``n`` becomes its new total."""
         assert self.counts is not None
         self.counts = halve_counts(self.counts)
-        self._recount()
-
-    def _recount(self, set_n: bool = True) -> None:
-        """Context and bin counts from the table (and ``n``, their total, unless ``set_n`` is False)."""
-        assert self.counts is not None
-        self.ctx_counts = self.counts.sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
-        self.bin_counts = self.counts.sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
-        if set_n:
-            self.n = int(self.bin_counts.sum(dtype=np.int64))
+        self.n = int(self.counts.sum(dtype=np.int64))
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a snapshot; tables of older checkpoints (int32/int64 counts) are narrowed to uint16.
@@ -351,8 +374,9 @@ class RarityDetector(AnomalyDetector):
         halved = False
         while counts.max(initial=0) >= COUNT_MAX:
             counts, halved = halve_counts(counts), True
-        self._load_dense(counts)
-        self._recount(set_n=halved)  # unless halved, the sums agree with the cells and n stays as written
+        self._load_dense(counts)  # the checkpoint's row and column sums are recounted from the table, not read
+        if halved:  # unless halved, n (the table's total) stays as written
+            self.n = int(self.counts.sum(dtype=np.int64))
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
         if self.n:
@@ -416,9 +440,7 @@ class RarityDetector(AnomalyDetector):
         # leave the state where the row-by-row path would
         self.n = n
         counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins)
-        uniq, first = np.unique(b, return_index=True)
-        self._load_dense(counts, order=uniq[np.argsort(first)])  # slots in order of first visit, as learn_one gives them
-        self._recount(set_n=False)
+        self._load_dense(counts)
         self.prev = int(b[-1])
         self.rbuf.extend(r[-self.smooth:].tolist())
         if counts.max() >= COUNT_MAX:  # the last row filled a cell: halve as learn_one would
