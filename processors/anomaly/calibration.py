@@ -26,8 +26,9 @@ whenever ``n`` reaches ``cap``, so the rank is over the recent history and
 scores mean the same thing after a day as after a year.
 
 Strangeness 0 (inside the learned range, a perfectly common value) always has
-tail 1 and scores 0. State: ``BINS`` small counts (uint16: they never exceed
-``cap``) and three numbers.
+tail 1 and scores 0. State: the counts of the bins from the lowest to the
+highest one in use (at most ``BINS``; uint16: they never exceed ``cap``), the
+first of those bins, and four numbers.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def beyond_range_many(e: np.ndarray, n: np.ndarray, scale: float, cap: int = DEF
 class TailCalibrator:
     """Histogram of past strangeness; maps new strangeness to ``1 - tail probability``."""
 
-    __slots__ = ("scale", "floor", "cap", "prior_n", "min_history", "counts", "n", "s_max", "exc_sum", "exc_n")
+    __slots__ = ("scale", "floor", "cap", "prior_n", "min_history", "counts", "first", "n", "s_max", "exc_sum", "exc_n")
 
     def __init__(
         self, scale: float = 0.5, floor: float = 0.1, cap: int = DEFAULT_CAP, prior_n: float = DEFAULT_PRIOR_N, min_history: int = 0
@@ -108,9 +109,25 @@ class TailCalibrator:
         self.min_history = int(min_history)  # points learned before any score (no history, no tail)
         self.exc_sum = 0.0
         self.exc_n = 0
-        self.counts = np.zeros(BINS, dtype=count_dtype(self.cap))
+        self.counts = np.zeros(0, dtype=count_dtype(self.cap))  # bins first .. first + len - 1: the span in use
+        self.first = 0
         self.n = 0
         self.s_max = 0.0
+
+    def _full(self) -> np.ndarray:
+        """Counts of all ``BINS`` bins."""
+        full = np.zeros(BINS, dtype=self.counts.dtype)
+        full[self.first : self.first + len(self.counts)] = self.counts
+        return full
+
+    def _hold(self, full: np.ndarray) -> None:
+        """Hold only the span of ``full`` from its lowest to its highest non-zero bin."""
+        nz = np.flatnonzero(full)
+        if len(nz) == 0:
+            self.first, self.counts = 0, full[:0].copy()
+        else:
+            self.first = int(nz[0])
+            self.counts = full[nz[0] : nz[-1] + 1].copy()
 
     def score(self, s: float) -> float:
         """``1 - tail`` of strangeness ``s`` against the history (0 for s <= 0 or NaN)."""
@@ -119,16 +136,32 @@ class TailCalibrator:
         if s > self.s_max:
             sigma = fitted_scale(self.scale * max(self.s_max, self.floor), self.prior_n, self.exc_sum, self.exc_n)
             return 1.0 - math.exp(-(s - self.s_max) / sigma) / (self.n + 1.0)
-        b = bin_of(s)
-        above = int(self.counts[b + 1:].sum())
-        tail = (above + 0.5 * int(self.counts[b]) + 1.0) / (self.n + 1.0)
+        i = bin_of(s) - self.first  # position of its bin in the held span
+        held = self.counts
+        if i < 0:
+            above, eq = sum(held.tolist()), 0
+        elif i >= len(held):
+            above, eq = 0, 0
+        else:
+            above, eq = sum(held[i + 1 :].tolist()), held.item(i)
+        tail = (above + 0.5 * eq + 1.0) / (self.n + 1.0)
         return max(0.0, 1.0 - tail)
 
     def learn(self, s: float) -> None:
         """Fold strangeness ``s`` into the history (NaN is ignored)."""
         if math.isnan(s):
             return
-        self.counts[bin_of(s)] += 1
+        b = bin_of(s)
+        i = b - self.first
+        if len(self.counts) == 0:
+            self.first, i = b, 0
+            self.counts = np.zeros(1, dtype=self.counts.dtype)
+        elif i < 0:
+            self.counts = np.concatenate((np.zeros(-i, dtype=self.counts.dtype), self.counts))
+            self.first, i = b, 0
+        elif i >= len(self.counts):
+            self.counts = np.concatenate((self.counts, np.zeros(i + 1 - len(self.counts), dtype=self.counts.dtype)))
+        self.counts[i] += 1
         self.n += 1
         if s > self.s_max:
             if self.s_max > 0.0:
@@ -136,7 +169,7 @@ class TailCalibrator:
                 self.exc_n += 1
             self.s_max = s
         if self.n >= self.cap:
-            self.counts //= 2
+            self._hold(self._full() // 2)
             self.n = int(self.counts.sum())
 
     def score_many(self, s: np.ndarray) -> np.ndarray:
@@ -147,6 +180,7 @@ class TailCalibrator:
         idx = np.flatnonzero(valid)
         sv = s[idx]
         b = bins_of(sv)
+        self.counts, self.first = self._full(), 0  # all bins while scoring; the span in use again at the end
         res = np.zeros(len(sv))
         start = 0
         while start < len(sv):
@@ -182,17 +216,18 @@ class TailCalibrator:
                 self.counts //= 2
                 self.n = int(self.counts.sum())
             start = stop
+        self._hold(self.counts)
         out[idx] = res
         return out
 
     def snapshot(self) -> dict[str, Any]:
         nz = np.flatnonzero(self.counts)
-        return {"nz": nz.tolist(), "c": self.counts[nz].tolist(), "n": self.n, "max": self.s_max, "xs": self.exc_sum, "xn": self.exc_n}
+        return {"nz": (nz + self.first).tolist(), "c": self.counts[nz].tolist(), "n": self.n, "max": self.s_max, "xs": self.exc_sum, "xn": self.exc_n}
 
     def restore(self, state: dict[str, Any]) -> None:
         counts = np.zeros(BINS, dtype=np.int64)
         counts[np.asarray(state.get("nz", []), dtype=np.int64)] = state.get("c", [])
-        self.counts = np.minimum(counts, self.cap).astype(count_dtype(self.cap))
+        self._hold(np.minimum(counts, self.cap).astype(count_dtype(self.cap)))
         self.n = int(state.get("n", 0))
         self.s_max = float(state.get("max", 0.0))
         self.exc_sum = float(state.get("xs", 0.0))
