@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from processors.anomaly import AnomalyOperator, RarityDetector, default_detector
-from processors.anomaly import rarity
+from processors.anomaly import calibration, rarity
 from schemas import MetricBatch, Sample
 
 T0 = 1_700_006_400.0  # a UTC midnight
@@ -55,6 +55,59 @@ def test_count_tables_are_uint16_over_visited_bins_only_and_all_arrays_of_a_seri
     assert seasonal.counts.shape == (seasonal.buckets, visited) and sequence.counts.shape == (visited, visited)
     assert seasonal.counts.dtype == sequence.counts.dtype == np.uint16
     assert sum(a.nbytes for a in arrays(det)) <= 1536  # full int32 tables and int64 sums held 8.5 KB
+
+
+def test_a_series_holds_only_uint16_counts_no_sums_and_the_rarities_its_next_smoothed_rarity_needs() -> None:
+    v, ts = daily(20 * DAY, seed=3)
+    det = default_detector()
+    det.score_many(v, ts)
+    held = arrays(det)
+    assert {a.dtype for a in held} == {np.dtype(np.uint16)}  # the row / column sums are summed from the table, not held
+    assert sum(a.nbytes for a in held) <= 512
+    for m in det.inner.members:
+        if isinstance(m, RarityDetector):
+            assert len(m.rbuf) == m.smooth - 1
+            assert m.ctx_counts.tolist() == m.counts.sum(axis=1).tolist() and int(m.bin_counts.sum()) == m.n
+            assert 0 < len(m.calib.counts) < calibration.BINS and m.calib.counts[0] > 0 and m.calib.counts[-1] > 0
+
+
+class FullHistogram:
+    """The calibration as it was specified: all BINS counts held (the reference the held span must match)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.counts, self.n = cap, np.zeros(calibration.BINS, dtype=np.int64), 0
+
+    def tail(self, s: float) -> float:
+        b = calibration.bin_of(s)
+        return (int(self.counts[b + 1:].sum()) + 0.5 * int(self.counts[b]) + 1.0) / (self.n + 1.0)
+
+    def learn(self, s: float) -> None:
+        self.counts[calibration.bin_of(s)] += 1
+        self.n += 1
+        if self.n >= self.cap:
+            self.counts //= 2
+            self.n = int(self.counts.sum())
+
+
+def test_calibration_holds_only_the_span_of_bins_in_use_and_scores_as_the_full_histogram_does() -> None:
+    rng = np.random.default_rng(4)
+    s = np.concatenate((rng.exponential(0.3, 300), rng.exponential(3.0, 200), rng.exponential(0.05, 300)))  # the span grows both ways
+    live, offline, full = calibration.TailCalibrator(cap=64), calibration.TailCalibrator(cap=64), FullHistogram(cap=64)  # halves every ~32 points
+    scores = []
+    for x in s:
+        sc = live.score(float(x))
+        if 0.0 < x <= live.s_max:  # inside the history: the rank against the histogram
+            assert sc == pytest.approx(max(0.0, 1.0 - full.tail(float(x))), abs=1e-15)
+        scores.append(sc)
+        live.learn(float(x))
+        full.learn(float(x))
+        nz = np.flatnonzero(full.counts)
+        assert live.first == nz[0] and live.counts.tolist() == full.counts[nz[0] : nz[-1] + 1].tolist()
+    np.testing.assert_allclose(offline.score_many(s), scores, atol=1e-12)
+    assert offline.first == live.first and offline.counts.tolist() == live.counts.tolist()
+    again = calibration.TailCalibrator(cap=64)
+    again.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(live.snapshot())))
+    assert again.snapshot() == live.snapshot() and again.first == live.first
 
 
 def test_checkpoint_keeps_the_full_table_layout_and_a_series_moving_to_new_bins_continues_exactly() -> None:

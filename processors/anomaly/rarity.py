@@ -32,7 +32,7 @@ per visited bin), so a series that lives in 12 of the 31 bins holds 12 x 12
 (seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31.
 The row and column sums (how often a context, how often a bin) are not held:
 they are summed from the table when a point is scored. Checkpoints hold the
-full table (sparse) and its sums, as before. Also held: the last ``smooth`` rarities, a calibration histogram
+full table (sparse) and its sums, as before. Also held: the last ``smooth - 1`` rarities, a calibration histogram
 and a few floats. When a cell would reach 65535 every cell is halved,
 rounding up (a pair seen once stays seen), and the sums are recounted: the
 rarity ratios are kept and the table forgets slowly. That happens only
@@ -138,7 +138,7 @@ class RarityDetector(AnomalyDetector):
         self.counts: np.ndarray | None = None
         self.visited = 0  # bit b set: bin b has been visited and has a column in the held table (columns in bin order)
         self.prev = -1
-        self.rbuf: deque[float] = deque(maxlen=self.smooth)
+        self.rbuf: deque[float] = deque(maxlen=self.smooth - 1)  # the rarities the next smoothed one averages with its own
         self.first_ts: float | None = None
         self.calib = TailCalibrator(scale=self.scale, floor=floor, cap=cap, prior_n=prior_n, min_history=self.warmup - self.bin_warmup)
         self._cache: tuple[float, float | None, float, int, int] | None = None
@@ -294,7 +294,7 @@ class RarityDetector(AnomalyDetector):
             cell, ctx, binc = self._lookup(c, b)
             prior = (binc + 0.5) / (self.n + 1.0) if self.backoff else 0.5  # bin b's share over all contexts
             r = -math.log((cell + prior) / (ctx + 1.0))
-        tail = list(self.rbuf)[1:] if len(self.rbuf) == self.smooth else list(self.rbuf)
+        tail = list(self.rbuf)
         rs = (math.fsum(tail) + r) / (len(tail) + 1)
         self._cache = (x, ts, r, rs, b, c)  # type: ignore[assignment]
         return r, rs, b, c
@@ -442,7 +442,7 @@ class RarityDetector(AnomalyDetector):
         counts = np.bincount(key, minlength=self.n_ctx * self.n_bins).reshape(self.n_ctx, self.n_bins)
         self._load_dense(counts)
         self.prev = int(b[-1])
-        self.rbuf.extend(r[-self.smooth:].tolist())
+        self.rbuf.extend(r[-self.smooth:].tolist())  # the deque keeps the last smooth - 1
         if counts.max() >= COUNT_MAX:  # the last row filled a cell: halve as learn_one would
             self._halve()
         return sc
@@ -450,7 +450,7 @@ class RarityDetector(AnomalyDetector):
     def baseline(self) -> dict[str, float]:
         if self.counts is None:
             return {}
-        return {"rarity_high": self.calib.s_max, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}
+        return {"rarity_high": self.calib.s_max, "rarity_now": sum(self.rbuf) / max(len(self.rbuf), 1)}  # over the last smooth - 1 points
 
     def break_sequence(self) -> None:
         """After a gap: the next value has no previous one (the jump across the gap is no transition)."""
