@@ -7,10 +7,16 @@ over every CSV under DATA (default: the NAB set in shared/evals) on one core;
 ``score_only`` is the detector alone on the already-parsed arrays; ``live``
 feeds one series row by row through ``process_one`` as the operator does;
 ``operator`` pushes MetricBatches of 40 samples through AnomalyOperator;
-``state`` is the size of one series' detector state after a long NAB file
-and after a day of 1 Hz data: ``payload_bytes`` counts what the detector
-holds (numbers and arrays, 8 bytes a float), ``snapshot_bytes`` its msgpack
-checkpoint, ``python_bytes`` the Python objects around them as well.
+``state`` is the size of one series' detector state after a long NAB file,
+after a day of 1 Hz data and, per file, after each visible NAB file
+(``nab_files``: min / median / p90 / max and how many are <= 2 KB):
+``payload_bytes`` counts what the detector holds (numbers and arrays, 8 bytes
+a number, an array its ``nbytes``), its configuration included;
+``state_bytes`` counts the same way only what is this series' own, what a
+checkpoint must hold to resume it exactly (the ``_STATE`` fields, the
+calibration histograms and counters, the rarity tables' visited-bin masks),
+not the parameters every series of a family shares; ``snapshot_bytes`` is its
+msgpack checkpoint, ``python_bytes`` the Python objects around them as well.
 """
 from __future__ import annotations
 
@@ -92,7 +98,7 @@ def main() -> None:
     one_hz = default_detector()
     t1 = 1_767_225_600.0 + np.arange(86_400.0)
     one_hz.score_many(50 + rng.normal(0, 5, len(t1)), t1)
-    out["state"] = {"nab_longest_file": state_size(det), "one_day_at_1hz": state_size(one_hz)}
+    out["state"] = {"nab_longest_file": state_size(det), "one_day_at_1hz": state_size(one_hz), "nab_files": nab_distribution(series)}
     print(json.dumps(out))
 
 
@@ -111,6 +117,28 @@ def _payload(x: object) -> int:
     if hasattr(x, "__iter__") and not isinstance(x, (str, bytes)):
         return sum(_payload(v) for v in x)  # deques
     return 0
+
+
+_OWN = {"TailCalibrator": ("counts", "first", "n", "s_max", "exc_sum", "exc_n"), "RarityDetector": ("visited", "slot_of")}
+"""Per-series fields held besides a detector's ``_STATE`` (the calibrator has no ``_STATE``; the rarity tables' visited-bin
+mask, an int8 map before, is rebuilt from the table on restore but held)."""
+
+
+def _own(x: object) -> int:
+    """Bytes of what is this series' own (``payload`` counting, parameters left out)."""
+    names = tuple(getattr(x, "_STATE", ())) + _OWN.get(type(x).__name__, ())
+    if not names:
+        if isinstance(x, (list, tuple)) or type(x).__name__ == "deque":
+            return sum(_own(v) if hasattr(v, "_STATE") or type(v).__name__ in _OWN else _payload(v) for v in x)  # type: ignore[union-attr]
+        return _payload(x)
+    total = 0
+    held = set(getattr(x, "__dict__", ())) | set(getattr(type(x), "__slots__", ()))
+    for n in names:
+        if n not in held:  # computed (a property), or an older detector without that field
+            continue
+        v = getattr(x, n)
+        total += _own(v) if hasattr(v, "_STATE") or type(v).__name__ in _OWN or isinstance(v, list) else _payload(v)
+    return total
 
 
 def _python(x: object, seen: set[int] | None = None) -> int:
@@ -135,7 +163,21 @@ def _python(x: object, seen: set[int] | None = None) -> int:
 def state_size(det: object) -> dict[str, int]:
     """Bytes of one series' detector state, three ways (see the module docstring)."""
     snap = msgpack.encode(det.snapshot())  # type: ignore[attr-defined]
-    return {"payload_bytes": _payload(det), "snapshot_bytes": len(snap), "python_bytes": _python(det)}
+    return {"payload_bytes": _payload(det), "state_bytes": _own(det), "snapshot_bytes": len(snap), "python_bytes": _python(det)}
+
+
+def nab_distribution(series: list[tuple[object, np.ndarray, np.ndarray]]) -> dict[str, dict[str, int]]:
+    """Per-file state after scoring each series on a fresh detector: min / median / p90 / max, files <= 2 KB."""
+    sizes: dict[str, list[int]] = {"payload_bytes": [], "state_bytes": []}
+    for _, ts, v in series:
+        d = default_detector()
+        d.score_many(v, ts)
+        sizes["payload_bytes"].append(_payload(d))
+        sizes["state_bytes"].append(_own(d))
+    return {
+        k: {"files": len(a), "min": int(np.min(a)), "median": int(np.median(a)), "p90": int(np.percentile(a, 90)), "max": int(np.max(a)), "files_le_2048": int(np.sum(np.asarray(a) <= 2048))}
+        for k, a in sizes.items()
+    }
 
 
 if __name__ == "__main__":
