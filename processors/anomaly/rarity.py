@@ -32,7 +32,10 @@ per visited bin), so a series that lives in 12 of the 31 bins holds 12 x 12
 (seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31.
 The row and column sums (how often a context, how often a bin) are not held:
 they are summed from the table when a point is scored. Checkpoints hold the
-full table (sparse) and its sums, as before. Also held: the last ``smooth - 1`` rarities, a calibration histogram
+full table (sparse) and its sums, as before. Until the bins are fixed (the
+first ``bin_warmup`` points) the detector holds those values instead (float64)
+and, for the calendar context, each one's slot (one byte), not their
+timestamps. Also held: the last ``smooth - 1`` rarities, a calibration histogram
 and a few floats. When a cell would reach 65535 every cell is halved,
 rounding up (a pair seen once stays seen), and the sums are recounted: the
 rarity ratios are kept and the table forgets slowly. That happens only
@@ -134,7 +137,9 @@ class RarityDetector(AnomalyDetector):
         self.n = 0
         self.lo: float | None = None
         self.step = 1.0
-        self.warm: list[list[float | None]] = []  # (x, ts) until the bins are fixed
+        # until the bins are fixed: the values so far, and (calendar context) the slot of each
+        self.warm = np.zeros(0)
+        self.warm_ctx = np.zeros(0, dtype=np.uint8)
         self.counts: np.ndarray | None = None
         self.visited = 0  # bit b set: bin b has been visited and has a column in the held table (columns in bin order)
         self.prev = -1
@@ -157,17 +162,19 @@ class RarityDetector(AnomalyDetector):
         return b if self.prev < 0 else self.prev
 
     def _fix_bins(self) -> None:
-        xs = [float(w[0]) for w in self.warm]
+        xs = self.warm.tolist()
         lo, hi = min(xs), max(xs)
         self.lo = lo
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
         self.visited = 0
         self.counts = np.zeros((self.n_ctx if self.context == "hour" else 0, 0), dtype=COUNT_DTYPE)
-        for x, t in self.warm:
-            b = self._bin(float(x))
-            self._add(self._ctx(b, t), b)
+        hour = self.context == "hour"
+        for i, x in enumerate(xs):
+            b = self._bin(x)
+            self._add(int(self.warm_ctx[i]) if hour else self._ctx(b, None), b)
             self.prev = b
-        self.warm = []
+        self.warm = np.zeros(0)
+        self.warm_ctx = np.zeros(0, dtype=np.uint8)
 
     def _slot(self, b: int) -> int:
         """Column of bin b in the held table (-1 if never visited): visited bins below it."""
@@ -266,21 +273,32 @@ class RarityDetector(AnomalyDetector):
 
     def snapshot(self) -> dict[str, Any]:
         """State as plain lists; the count table in the full (contexts x bins) layout, sparse, with its row and column sums."""
-        if self.counts is None:
-            return super().snapshot()
-        held = self.counts
-        counts, ctx, bins = self._dense()
-        self.counts = counts
+        held_counts, held_warm = self.counts, self.warm
+        dense = None if self.counts is None else self._dense()
+        self.warm = self._warm_pairs()  # type: ignore[assignment]
+        if dense is not None:
+            self.counts = dense[0]
         try:
             out = super().snapshot()
         finally:
-            self.counts = held
+            self.counts, self.warm = held_counts, held_warm
+        if dense is None:
+            return out
+        _, ctx, bins = dense
         snap: dict[str, Any] = {}
         for key, val in out.items():  # the layout checkpoints have always had: the sums follow the table
             snap[key] = val
             if key == "counts":  # not held, and not read back: restore recounts them from the table
                 snap["ctx_counts"], snap["bin_counts"] = sparse_array(ctx), sparse_array(bins)
         return snap
+
+    def _warm_pairs(self) -> list[list[float | None]]:
+        """The warm-up points as checkpoints hold them, ``[x, ts]``: a calendar context keeps each point's slot (``ts`` is
+        the middle of that slot on day 0, which is all the slot needs), the previous-value context no time."""
+        if self.context != "hour":
+            return [[x, None] for x in self.warm.tolist()]
+        width = self.period_s / self.buckets
+        return [[x, (c + 0.5) * width] for x, c in zip(self.warm.tolist(), self.warm_ctx.tolist())]
 
     def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
         """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
@@ -339,7 +357,9 @@ class RarityDetector(AnomalyDetector):
         self.rbuf.append(r)
         self.n += 1
         if self.counts is None:
-            self.warm.append([x, ts])
+            self.warm = np.append(self.warm, x)
+            if self.context == "hour":
+                self.warm_ctx = np.append(self.warm_ctx, np.uint8(self._ctx(-1, ts)))
             if self.n >= self.bin_warmup:
                 self._fix_bins()
             return
@@ -362,6 +382,11 @@ class RarityDetector(AnomalyDetector):
         """
         super().restore(state)
         self._cache = None
+        if isinstance(self.warm, list):  # checkpoints hold the warm-up points as [x, ts] pairs
+            pairs = self.warm
+            self.warm = np.array([float(p[0]) for p in pairs], dtype=float)
+            hour = self.context == "hour"
+            self.warm_ctx = np.array([self._ctx(-1, None if p[1] is None else float(p[1])) for p in pairs] if hour else [], dtype=np.uint8)
         if self.counts is None:
             return
         counts = np.asarray(self.counts, dtype=np.int64).ravel()
