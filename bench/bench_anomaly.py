@@ -8,7 +8,8 @@ over every CSV under DATA (default: the NAB set in shared/evals) on one core;
 feeds one series row by row through ``process_one`` as the operator does;
 ``operator`` pushes MetricBatches of 40 samples through AnomalyOperator;
 ``state`` is the size of one series' detector state after a long NAB file,
-after a day of 1 Hz data and, per file, after each visible NAB file
+after a day of 1 Hz data, at its peak (299 points in, just before the rarity
+bins are fixed) and, per file, after each visible NAB file
 (``nab_files``: min / median / p90 / max and how many are <= 2 KB):
 ``payload_bytes`` counts what the detector holds (numbers and arrays, 8 bytes
 a number, an array its ``nbytes``), its configuration included;
@@ -98,7 +99,15 @@ def main() -> None:
     one_hz = default_detector()
     t1 = 1_767_225_600.0 + np.arange(86_400.0)
     one_hz.score_many(50 + rng.normal(0, 5, len(t1)), t1)
-    out["state"] = {"nab_longest_file": state_size(det), "one_day_at_1hz": state_size(one_hz), "nab_files": nab_distribution(series)}
+    warming = default_detector()  # the peak: the last point before the rarity bins are fixed (they hold the points so far)
+    for x, tt in zip(v[:299].tolist(), ts[:299].tolist()):
+        warming.process_one(x, tt)
+    out["state"] = {
+        "nab_longest_file": state_size(det),
+        "one_day_at_1hz": state_size(one_hz),
+        "during_bin_warmup_299_points": state_size(warming),
+        "nab_files": nab_distribution(series),
+    }
     print(json.dumps(out))
 
 

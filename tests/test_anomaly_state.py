@@ -195,8 +195,8 @@ def test_a_checkpoint_taken_before_the_bins_are_fixed_restores_and_continues_exa
     offline, live = RarityDetector(context=context, min_cycles=1), RarityDetector(context=context, min_cycles=1)
     expected = offline.score_many(v, ts)
     head = stream(live, v[:cut], ts[:cut])
-    assert live.counts is None and live.warm.dtype == np.float64 and len(live.warm) == cut
-    assert len(live.warm_ctx) == (cut if context == "hour" else 0)  # a calendar context keeps each point's slot, one byte
+    assert live.counts is None and live.warm.dtype == np.float64 and live.warm[:cut].tolist() == v[:cut].tolist()
+    assert len(live.warm_ctx) == (len(live.warm) if context == "hour" else 0)  # a calendar context keeps each point's slot, one byte
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(live.snapshot()))
     assert [p[0] for p in state["warm"]] == v[:cut].tolist()  # [x, ts] pairs, as checkpoints always held them
     written_before = dict(state, warm=[[float(x), float(t)] for x, t in zip(v[:cut], ts[:cut])])  # real timestamps

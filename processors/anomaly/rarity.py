@@ -137,7 +137,8 @@ class RarityDetector(AnomalyDetector):
         self.n = 0
         self.lo: float | None = None
         self.step = 1.0
-        # until the bins are fixed: the values so far, and (calendar context) the slot of each
+        # until the bins are fixed: the first n values, and (calendar context) the slot of each, in arrays
+        # that grow by doubling up to bin_warmup
         self.warm = np.zeros(0)
         self.warm_ctx = np.zeros(0, dtype=np.uint8)
         self.counts: np.ndarray | None = None
@@ -162,7 +163,7 @@ class RarityDetector(AnomalyDetector):
         return b if self.prev < 0 else self.prev
 
     def _fix_bins(self) -> None:
-        xs = self.warm.tolist()
+        xs = self.warm[: self._warm_len()].tolist()
         lo, hi = min(xs), max(xs)
         self.lo = lo
         self.step = (hi - lo) / self.bins if hi > lo else max(abs(lo), 1e-9) / self.bins
@@ -295,10 +296,15 @@ class RarityDetector(AnomalyDetector):
     def _warm_pairs(self) -> list[list[float | None]]:
         """The warm-up points as checkpoints hold them, ``[x, ts]``: a calendar context keeps each point's slot (``ts`` is
         the middle of that slot on day 0, which is all the slot needs), the previous-value context no time."""
+        k = self._warm_len()
         if self.context != "hour":
-            return [[x, None] for x in self.warm.tolist()]
+            return [[x, None] for x in self.warm[:k].tolist()]
         width = self.period_s / self.buckets
-        return [[x, (c + 0.5) * width] for x, c in zip(self.warm.tolist(), self.warm_ctx.tolist())]
+        return [[x, (c + 0.5) * width] for x, c in zip(self.warm[:k].tolist(), self.warm_ctx[:k].tolist())]
+
+    def _warm_len(self) -> int:
+        """How many warm-up points are held (the first ``n``; the arrays may be longer)."""
+        return min(self.n, len(self.warm)) if self.counts is None else 0
 
     def _rarity(self, x: float, ts: float | None) -> tuple[float, float, int, int]:
         """(rarity, smoothed rarity, bin, context) of x against the counts so far."""
@@ -357,9 +363,16 @@ class RarityDetector(AnomalyDetector):
         self.rbuf.append(r)
         self.n += 1
         if self.counts is None:
-            self.warm = np.append(self.warm, x)
-            if self.context == "hour":
-                self.warm_ctx = np.append(self.warm_ctx, np.uint8(self._ctx(-1, ts)))
+            i = self.n - 1
+            hour = self.context == "hour"
+            if i >= len(self.warm):
+                grow = min(max(16, 2 * len(self.warm), i + 1), self.bin_warmup) - len(self.warm)
+                self.warm = np.concatenate((self.warm, np.zeros(grow)))
+                if hour:
+                    self.warm_ctx = np.concatenate((self.warm_ctx, np.zeros(grow, dtype=np.uint8)))
+            self.warm[i] = x
+            if hour:
+                self.warm_ctx[i] = self._ctx(-1, ts)
             if self.n >= self.bin_warmup:
                 self._fix_bins()
             return
