@@ -144,3 +144,16 @@ def test_series_of_one_node_that_go_anomalous_together_are_one_incident_alert() 
     resolved = [a for a in out if a.status is AlertStatus.RESOLVED]
     assert [(a.node, a.details["joined"]) for a in resolved] == [("n1", ["app.backlog"]), ("n2", ["app.backlog"])]
     assert op.stats.extra["incident_joined"] == 2
+
+
+def test_available_memory_moving_10_mb_inside_its_range_on_the_recorded_idle_node_does_not_page() -> None:
+    import json
+    from pathlib import Path
+
+    from bench.bench_anomaly_alerts import bootstrap
+
+    rec = json.loads((Path(__file__).resolve().parents[1] / "bench" / "data" / "producer_series.json").read_text())
+    names, vals = bootstrap(rec["idle"], 10_500, seed=102)  # bench node idle-6: at 10,441 s a 10 MB step down, inside its range
+    avail = vals[:, names.index("mem.available_bytes")]
+    assert avail[:10_441].min() < avail[10_441] < avail[:10_441].max()
+    assert firing(AnomalyOperator(), "n1", {"mem.available_bytes": avail.tolist()}, step=1.0) == []

@@ -160,8 +160,9 @@ DEFAULT_FAMILIES: tuple[MetricFamily, ...] = (
     MetricFamily("*_per_s", params={"min_change": 100.0, "min_rel_change": 0.5}, sustained=2),  # ops/s, packets/s
     # sizes (free, available, used): no change floor. The floor guard compares with the all-time range, which a
     # leak extends itself, so any floor above ~10 samples of its growth hides a smooth leak on a quiet node for
-    # good; a size must instead hold a new extreme for 2 samples (a one-sample jump is noise, a leak keeps rising)
-    MetricFamily("*_bytes", sustained=2),
+    # good; a size must instead hold a new extreme for 2 samples (a one-sample jump is noise, a leak keeps rising).
+    # A size moving inside its own range is normal, however unusual the move: no sequence (transition) member
+    MetricFamily("*_bytes", params={"members": ("extremes", "seasonal")}, sustained=2),
     MetricFamily("load.*", params={"min_change": 1.0, "min_rel_change": 0.5}),  # load averages (runnable tasks)
     MetricFamily("*count*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # processes, peers, cores
     MetricFamily("*connections*", params={"min_change": 10.0, "min_rel_change": 0.25}),  # sockets
