@@ -67,7 +67,7 @@ def test_a_series_holds_only_uint16_counts_no_sums_and_the_rarities_its_next_smo
     for m in det.inner.members:
         if isinstance(m, RarityDetector):
             assert len(m.rbuf) == m.smooth - 1
-            assert m.ctx_counts.tolist() == m.counts.sum(axis=1).tolist() and int(m.bin_counts.sum()) == m.n
+            assert m.ctx_counts.tolist() == m.table().sum(axis=1).tolist() and int(m.bin_counts.sum()) == m.n
             assert 0 < len(m.calib.counts) < calibration.BINS and m.calib.counts[0] > 0 and m.calib.counts[-1] > 0
 
 
@@ -135,8 +135,8 @@ def test_a_full_cell_halves_the_table_rounding_up_the_same_way_live_and_in_backt
         np.testing.assert_allclose(offline.score_many(v, ts), stream(live, v, ts), atol=1e-12)
         assert offline.counts is not None and live.counts is not None
         np.testing.assert_array_equal(offline.counts, live.counts)
-        assert int(live.counts.max()) < 1000  # halved at least once (a cell would have reached 1000)
-        assert int(live.ctx_counts.sum()) == int(live.counts.sum()) == live.n  # sums recounted
+        assert int(live.table().max()) < 1000  # halved at least once (a cell would have reached 1000)
+        assert int(live.ctx_counts.sum()) == int(live.table().sum()) == live.n  # sums recounted
 
 
 def test_halving_keeps_every_pair_ever_seen() -> None:
@@ -162,7 +162,7 @@ def test_old_checkpoint_counts_beyond_uint16_are_halved_not_wrapped() -> None:
     seq["counts"]["v"] = [c * 1000 for c in seq["counts"]["v"]]  # a long-lived series
     det = default_detector()
     det.restore(state)
-    table = det.inner.members[2].counts
+    table = det.inner.members[2].table()
     assert table.dtype == np.uint16 and 0 < int(table.max()) < rarity.COUNT_MAX
     assert np.count_nonzero(table) == len(seq["counts"]["v"])
 
@@ -204,3 +204,65 @@ def test_a_checkpoint_taken_before_the_bins_are_fixed_restores_and_continues_exa
         restored = RarityDetector(context=context, min_cycles=1)
         restored.restore(st)
         np.testing.assert_allclose(np.concatenate((head, stream(restored, v[cut:], ts[cut:]))), expected, atol=1e-12)
+
+
+def wander(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random walk: it visits many bins but moves only between neighbours (a sparse transition table)."""
+    rng = np.random.default_rng(seed)
+    return 50 + np.cumsum(rng.normal(0, 0.3, n)), T0 + np.arange(n) * STEP_S
+
+
+def dense_only(det: RarityDetector) -> RarityDetector:
+    """The same detector, always holding its table dense (the reference the sparse form must match)."""
+    det._settle = lambda: None  # type: ignore[method-assign]
+    return det
+
+
+def test_a_sparse_transition_table_is_held_sparse_smaller_than_dense_and_scores_exactly_as_dense() -> None:
+    v, ts = wander(6 * DAY, seed=0)
+    offline, live = RarityDetector(context="previous"), RarityDetector(context="previous")
+    reference = dense_only(RarityDetector(context="previous"))
+    a, b, ref = offline.score_many(v, ts), stream(live, v, ts), stream(reference, v, ts)
+    k = live.visited.bit_count()
+    assert k > 15 and reference.counts.shape == (k, k)
+    for det in (offline, live):
+        assert det.counts.ndim == 1 and det.counts.dtype == np.uint16 and det.counts.nbytes < reference.counts.nbytes
+        np.testing.assert_array_equal(det.table(), reference.counts)
+    np.testing.assert_array_equal(b, ref)  # exactly the dense detector's scores
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    assert live.snapshot() == reference.snapshot()  # checkpoints keep the full-table layout
+    assert offline.snapshot()["counts"] == live.snapshot()["counts"]
+
+
+def test_a_table_turns_dense_once_dense_is_smaller_and_a_sparse_checkpoint_continues_exactly() -> None:
+    v, ts = wander(8 * DAY, seed=1)
+    rng = np.random.default_rng(2)
+    v[4 * DAY:] = rng.uniform(v.min(), v.max(), 4 * DAY)  # noise across the range: every transition, cells fill
+    live, reference = RarityDetector(context="previous"), dense_only(RarityDetector(context="previous"))
+    head = stream(live, v[: 4 * DAY], ts[: 4 * DAY])
+    np.testing.assert_array_equal(head, stream(reference, v[: 4 * DAY], ts[: 4 * DAY]))
+    assert live.counts.ndim == 1
+    restored = RarityDetector(context="previous")
+    restored.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(live.snapshot())))
+    assert restored.counts.ndim == 1 and np.array_equal(restored.counts, live.counts)
+    tails = [stream(d, v[4 * DAY:], ts[4 * DAY:]) for d in (live, restored, reference)]
+    np.testing.assert_array_equal(tails[0], tails[2])
+    np.testing.assert_array_equal(tails[1], tails[2])
+    offline = RarityDetector(context="previous")
+    np.testing.assert_allclose(offline.score_many(v, ts), np.concatenate((head, tails[0])), atol=1e-12)
+    for det in (live, restored, offline):
+        assert det.counts.ndim == 2 and np.array_equal(det.counts, reference.counts)
+
+
+def test_a_sparse_table_halves_like_a_dense_one_live_and_in_backtest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rarity, "COUNT_MAX", 300)
+    v, ts = wander(6 * DAY, seed=3)
+    offline, live = RarityDetector(context="previous"), RarityDetector(context="previous")
+    reference = dense_only(RarityDetector(context="previous"))
+    ref = stream(reference, v, ts)
+    np.testing.assert_array_equal(stream(live, v, ts), ref)
+    np.testing.assert_allclose(offline.score_many(v, ts), ref, atol=1e-12)
+    assert int(reference.counts.max()) < 300 and live.n == reference.n == offline.n < len(v)  # halved
+    for det in (offline, live):
+        assert det.counts.ndim == 1
+        np.testing.assert_array_equal(det.table(), reference.counts)

@@ -31,7 +31,12 @@ a column per visited bin in bin order (and, for the sequence context, a row
 per visited bin), so a series that lives in 12 of the 31 bins holds 12 x 12
 (seasonal, 12 slots of the day) and 12 x 12 cells, not 12 x 31 and 31 x 31.
 The row and column sums (how often a context, how often a bin) are not held:
-they are summed from the table when a point is scored. Checkpoints hold the
+they are summed from the table when a point is scored. The sequence table is
+held sparse whenever that is smaller (mostly empty: a series that wanders
+over many bins moves only between neighbours): one uint16 array of the
+non-zero cells' keys ``context * n_bins + bin`` in order, then their counts,
+4 B a cell instead of 2 B for every cell; the form follows from the table
+alone, so live and backtest hold the same one, and the scores are the same. Checkpoints hold the
 full table (sparse) and its sums, as before. Until the bins are fixed (the
 first ``bin_warmup`` points) the detector holds those values instead (float64)
 and, for the calendar context, each one's slot (one byte), not their
@@ -45,6 +50,7 @@ after about 18 hours of a 1 Hz series stuck in one transition).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -148,6 +154,7 @@ class RarityDetector(AnomalyDetector):
         self.first_ts: float | None = None
         self.calib = TailCalibrator(scale=self.scale, floor=floor, cap=cap, prior_n=prior_n, min_history=self.warmup - self.bin_warmup)
         self._cache: tuple[float, float | None, float, int, int] | None = None
+        self._at: tuple[int, int, int, bool] | None = None  # the sparse table's (context, bin, index, found) last looked up
 
     # ------------------------------------------------------------ helpers
 
@@ -183,6 +190,51 @@ class RarityDetector(AnomalyDetector):
             return -1
         return (self.visited & ((1 << b) - 1)).bit_count()
 
+    def _sparse(self) -> bool:
+        """Whether the held table is in the sparse form (1-D: sorted keys ``context * n_bins + bin``, then their counts)."""
+        return self.counts is not None and self.counts.ndim == 1
+
+    def table(self) -> np.ndarray:
+        """The held table in the dense form (held contexts x visited bins, in bin order), whichever form is held."""
+        counts: np.ndarray = self.counts  # type: ignore[assignment]
+        if counts.ndim == 2:
+            return counts
+        seen = self._seen()
+        m = len(counts) // 2
+        keys = counts[:m].astype(np.int64)
+        rows = len(seen) if self.context != "hour" else self.n_ctx
+        table = np.zeros((rows, len(seen)), dtype=COUNT_DTYPE)
+        ctx, col = np.divmod(keys, self.n_bins)
+        r = ctx if self.context == "hour" else np.searchsorted(seen, ctx)
+        table[r, np.searchsorted(seen, col)] = counts[m:]
+        return table
+
+    def _settle(self) -> None:
+        """Hold the sequence table in whichever form is smaller: dense (2 B a cell) or sparse (4 B a non-zero cell);
+        dense on a tie.
+
+        The form is a function of the table alone (checked whenever the dense form grows or the sparse form gains a
+        cell), so the live and the vectorised path hold the same form. The seasonal table (12 rows, growing with the
+        visited bins, not with their square) stays dense: sparse would save ~20 B on the median NAB file and cost
+        its live lookups a column scan."""
+        if self.counts is None or self.context == "hour" or self.n_ctx * self.n_bins > 0x10000:  # keys must fit uint16
+            return
+        k = self.visited.bit_count()
+        dense_bytes = 2 * k * k
+        sparse = self._sparse()
+        nnz = len(self.counts) // 2 if sparse else int(np.count_nonzero(self.counts))
+        if (4 * nnz < dense_bytes) == sparse:
+            return
+        self._at = None
+        if sparse:
+            self.counts = self.table()
+            return
+        seen = self._seen()
+        r, col = np.nonzero(self.counts)  # row-major: keys come out sorted
+        ctx = r if self.context == "hour" else seen[r]
+        keys = ctx * self.n_bins + seen[col]
+        self.counts = np.concatenate((keys, self.counts[r, col])).astype(COUNT_DTYPE)
+
     @property
     def slot_of(self) -> np.ndarray | None:
         """Column of every bin in the held table, -1 if never visited (int8; computed from ``visited``)."""
@@ -200,16 +252,27 @@ class RarityDetector(AnomalyDetector):
     @property
     def ctx_counts(self) -> np.ndarray | None:
         """Points counted per held context (the held table's row sums)."""
-        return None if self.counts is None else self.counts.sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
+        return None if self.counts is None else self.table().sum(axis=1, dtype=np.int64).astype(SUM_DTYPE)
 
     @property
     def bin_counts(self) -> np.ndarray | None:
         """Points counted per visited bin (the held table's column sums)."""
-        return None if self.counts is None else self.counts.sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
+        return None if self.counts is None else self.table().sum(axis=0, dtype=np.int64).astype(SUM_DTYPE)
 
     def _lookup(self, c: int, b: int) -> tuple[int, int, int]:
         """(count of bin b after context c, count of context c, count of bin b) so far (row and column sums of the held table)."""
         counts: np.ndarray = self.counts  # type: ignore[assignment]
+        if counts.ndim == 1:  # sparse: the context's cells are contiguous (keys sorted), the bin's are picked out
+            m = len(counts) // 2
+            keys, vals = counts[:m], counts[m:]
+            key = c * self.n_bins
+            held = keys.tolist()  # bisecting a short list beats numpy's per-call cost
+            lo = bisect_left(held, key)
+            hi = bisect_left(held, key + self.n_bins, lo)
+            i = bisect_left(held, key + b, lo, hi)
+            found = i < hi and held[i] == key + b
+            self._at = (c, b, i, found)  # where learn_one's _add will count this point (saves it a search)
+            return (vals.item(i) if found else 0), sum(vals[lo:hi].tolist()), sum(vals[keys % self.n_bins == b].tolist())
         sb = self._slot(b)
         sc = c if self.context == "hour" else self._slot(c)
         binc = sum(counts[:, sb].tolist()) if sb >= 0 else 0  # Python sums: tiny rows, cheaper than numpy's
@@ -225,23 +288,40 @@ class RarityDetector(AnomalyDetector):
         assert self.counts is not None
         self.visited |= 1 << b
         k = self._slot(b)
+        if self.counts.ndim == 1:  # sparse: keys name bins, not slots, so nothing moves
+            return k
         self.counts = np.insert(self.counts, k, 0, axis=1)
         if self.context != "hour":
             self.counts = np.insert(self.counts, k, 0, axis=0)
+        self._settle()  # the dense form grew: the sparse one may now be smaller
         return k
 
     def _add(self, c: int, b: int) -> None:
         """Count bin b after context c (halving the table when a cell fills; tables held)."""
         if not (self.visited >> b) & 1:
             self._new_slot(b)
-        if self.context == "hour":
-            sc = c
-        else:
-            if not (self.visited >> c) & 1:
-                self._new_slot(c)
-            sc = self._slot(c)
-        sb = self._slot(b)
+        if self.context != "hour" and not (self.visited >> c) & 1:
+            self._new_slot(c)
         counts: np.ndarray = self.counts  # type: ignore[assignment]
+        if counts.ndim == 1:
+            m = len(counts) // 2
+            key = c * self.n_bins + b
+            at, self._at = self._at, None
+            if at is not None and at[0] == c and at[1] == b:
+                i, found = at[2], at[3]
+            else:
+                i = int(np.searchsorted(counts[:m], key))
+                found = i < m and counts.item(i) == key
+            if found:
+                counts[m + i] += 1
+                if counts.item(m + i) >= COUNT_MAX:
+                    self._halve()
+                return
+            self.counts = np.concatenate((counts[:i], [key], counts[i:m], counts[m : m + i], [1], counts[m + i :])).astype(COUNT_DTYPE)
+            self._settle()  # one more cell: the dense form may now be smaller
+            return
+        sc = c if self.context == "hour" else self._slot(c)
+        sb = self._slot(b)
         counts[sc, sb] += 1
         if counts.item(sc, sb) >= COUNT_MAX:
             self._halve()
@@ -256,6 +336,7 @@ class RarityDetector(AnomalyDetector):
         self.visited = sum(1 << int(b) for b in order)
         rows = np.arange(self.n_ctx) if hour else order
         self.counts = dense[np.ix_(rows, order)].astype(COUNT_DTYPE)
+        self._settle()
 
     def _dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The held table as full (contexts x bins) counts, context counts and bin counts."""
@@ -265,9 +346,9 @@ class RarityDetector(AnomalyDetector):
         bins = np.zeros(self.n_bins, dtype=SUM_DTYPE)
         bins[seen] = self.bin_counts
         if self.context == "hour":
-            counts[:, seen] = self.counts
+            counts[:, seen] = self.table()
             return counts, self.ctx_counts, bins  # type: ignore[return-value]
-        counts[np.ix_(seen, seen)] = self.counts
+        counts[np.ix_(seen, seen)] = self.table()
         ctx = np.zeros(self.n_ctx, dtype=SUM_DTYPE)
         ctx[seen] = self.ctx_counts
         return counts, ctx, bins
@@ -382,6 +463,11 @@ class RarityDetector(AnomalyDetector):
     def _halve(self) -> None:
         """Halve the count table (rounding up); ``n`` becomes its new total."""
         assert self.counts is not None
+        if self.counts.ndim == 1:  # sparse: halve the counts, not the keys (no cell empties: rounding up)
+            m = len(self.counts) // 2
+            self.counts[m:] = halve_counts(self.counts[m:])
+            self.n = int(self.counts[m:].sum(dtype=np.int64))
+            return
         self.counts = halve_counts(self.counts)
         self.n = int(self.counts.sum(dtype=np.int64))
 
@@ -394,7 +480,7 @@ class RarityDetector(AnomalyDetector):
         spans, which is what it would have counted itself.
         """
         super().restore(state)
-        self._cache = None
+        self._cache = self._at = None
         if isinstance(self.warm, list):  # checkpoints hold the warm-up points as [x, ts] pairs
             pairs = self.warm
             self.warm = np.array([float(p[0]) for p in pairs], dtype=float)
@@ -414,7 +500,7 @@ class RarityDetector(AnomalyDetector):
             counts, halved = halve_counts(counts), True
         self._load_dense(counts)  # the checkpoint's row and column sums are recounted from the table, not read
         if halved:  # unless halved, n (the table's total) stays as written
-            self.n = int(self.counts.sum(dtype=np.int64))
+            self.n = int(self.table().sum(dtype=np.int64))
 
     def score_many(self, values: Any, ts: Any = None) -> np.ndarray:
         if self.n:
