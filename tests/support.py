@@ -24,6 +24,19 @@ async def wait_for(cond: Callable[[], Any], timeout_s: float = 20.0, what: str =
     raise AssertionError(f"{what} not met within {timeout_s:g} s")
 
 
+async def collect_alerts(nc: Any, subject: str = "sw.alerts.>") -> list[Alert]:
+    """A list that fills with every alert published under ``subject`` from now on."""
+    from schemas import Alert, decode
+
+    seen: list[Alert] = []
+
+    async def on_alert(m: Any) -> None:
+        seen.append(decode(m.data, Alert))
+
+    await nc.subscribe(subject, cb=on_alert)
+    return seen
+
+
 async def stored(js: Any, subject: str, stream: str = "DERIVED") -> list[bytes]:
     """Every message stored under ``subject`` (read by an ephemeral consumer)."""
     from nats.js.api import AckPolicy, ConsumerConfig

@@ -16,9 +16,9 @@ import nats
 from processors.runtime import STATE_STORE
 from producers.sdk import Registry
 from producers.sidecar import run_producer
-from schemas import Alert, AlertStatus, decode
+from schemas import AlertStatus
 from sinks import read_records, start_file_sinks
-from tests.support import wait_for
+from tests.support import collect_alerts, wait_for
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
 
@@ -59,12 +59,7 @@ async def test_forced_crossing_gives_one_firing_and_one_resolved_alert_across_a_
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await ensure_streams(js)
-    seen: list[Alert] = []
-
-    async def on_alert(m: object) -> None:
-        seen.append(decode(m.data, Alert))  # type: ignore[attr-defined]
-
-    await nc.subscribe("sw.alerts.>", cb=on_alert)
+    seen = await collect_alerts(nc)
     sinks = await start_file_sinks(nc, tmp_path / "store", ("json", "parquet"))
     registry = Registry()
     depth = registry.gauge("app.queue_depth", unit="jobs")

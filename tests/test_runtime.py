@@ -17,7 +17,7 @@ from processors import Emit, Operator, Rule, Runtime, ThresholdRules, TumblingWi
 from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, decode, encode, subjects
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
-from tests.support import stored, wait_for
+from tests.support import collect_alerts, stored, wait_for
 
 
 def mem_rule() -> Rule:
@@ -37,12 +37,7 @@ async def publish_series(js: object, values: list[float], t0: float, node: str =
 async def test_threshold_crossing_reaches_a_subscriber_once(nc: nats.NATS) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
-    seen: list[Alert] = []
-
-    async def on_alert(m: object) -> None:
-        seen.append(decode(m.data, Alert))  # type: ignore[attr-defined]
-
-    await nc.subscribe("sw.alerts.>", cb=on_alert)
+    seen = await collect_alerts(nc)
     rt = Runtime(nc, [TumblingWindows(), ThresholdRules([mem_rule()])], name="p1", checkpoint_interval_s=0.2)
     await rt.start()
     await publish_series(js, [10, 10, 95, 97, 99, 20, 20], time.time() - 30)
@@ -117,12 +112,7 @@ async def test_processor_killed_mid_stream_resumes_without_duplicates(nats_serve
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await ensure_streams(js)
-    seen: list[Alert] = []
-
-    async def on_alert(m: object) -> None:
-        seen.append(decode(m.data, Alert))  # type: ignore[attr-defined]
-
-    await nc.subscribe("sw.alerts.>", cb=on_alert)
+    seen = await collect_alerts(nc)
     t0 = time.time() - 300
     values = [10.0] * 40 + [95.0] * 40 + [10.0] * 40
     proc = _spawn_processor(nats_server.url, rules, env)
@@ -254,12 +244,7 @@ async def test_a_rewind_whose_checkpoint_read_hangs_is_retried_and_alerting_goes
     """Reading the checkpoint can hang when its store just lost its leader: that attempt is abandoned and retried."""
     js = nc.jetstream()
     await ensure_streams(js)
-    seen: list[Alert] = []
-
-    async def on_alert(m: object) -> None:
-        seen.append(decode(m.data, Alert))  # type: ignore[attr-defined]
-
-    await nc.subscribe("sw.alerts.>", cb=on_alert)
+    seen = await collect_alerts(nc)
     rt = Runtime(nc, [ThresholdRules([mem_rule()])], name="hang", checkpoint_interval_s=0.2, rewind_timeout_s=0.5)
     await rt.start()
     t0 = time.time() - 100
