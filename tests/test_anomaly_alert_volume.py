@@ -8,7 +8,7 @@ from schemas import AlertStatus, MetricBatch, Sample
 
 from processors.anomaly import ERROR_SPIKE_RULE, AnomalyOperator
 from processors.anomaly.base import DEFAULT_THRESHOLD
-from processors.anomaly.operator import ANOMALY_RULE, DEFAULT_FAMILIES, node_score
+from processors.anomaly.operator import ANOMALY_RULE, DEFAULT_FAMILIES, MetricFamily, node_score
 
 T0 = 1_767_228_600.0  # 2026-01-01 00:50:00 UTC
 STEP = 15.0  # seconds between samples: 300 points pass the one-hour warm-up
@@ -56,21 +56,22 @@ def test_a_record_rare_for_one_series_but_not_for_a_node_of_twenty_does_not_page
     values = jitter(1)
     values[AT] = in_between_spike(values, 20)
     quiet = {f"svc.const_{i}": [7.0] * N for i in range(19)}  # followed, never anomalous
-    (alone,) = firing(AnomalyOperator(), "n1", {METRIC: values})
+    one = [MetricFamily("*")]  # a family that pages on one anomalous sample (the defaults want 2 in a row)
+    (alone,) = firing(AnomalyOperator(families=one), "n1", {METRIC: values})
     assert alone.details["series_on_node"] == 1 and alone.started_at == T0 + AT * STEP
-    op = AnomalyOperator()
+    op = AnomalyOperator(families=one)
     assert firing(op, "n2", {METRIC: values, **quiet}) == []
     assert op.series_on_node("c1", "n2") == 20
     # the same node, every series on its own tail (as offline): the record pages
-    assert [a.metric for a in firing(AnomalyOperator(node_budget=False), "n3", {METRIC: values, **quiet})] == [METRIC]
+    assert [a.metric for a in firing(AnomalyOperator(families=one, node_budget=False), "n3", {METRIC: values, **quiet})] == [METRIC]
 
 
-def test_a_real_step_still_pages_at_once_on_a_node_of_many_series() -> None:
+def test_a_real_step_still_pages_on_its_second_sample_on_a_node_of_many_series() -> None:
     values = jitter(2)
     values[AT:] = [70.0] * (N - AT)  # 40 +- 3 -> 70
     noise = {f"svc.m{i}": jitter(10 + i) for i in range(29)}
     (a,) = firing(AnomalyOperator(), "n1", {METRIC: values, **noise})
-    assert (a.metric, a.started_at) == (METRIC, T0 + AT * STEP)
+    assert (a.metric, a.started_at) == (METRIC, T0 + (AT + 1) * STEP)  # 2 anomalous samples in a row
     assert a.threshold == DEFAULT_THRESHOLD and a.details["series_on_node"] == 30
     assert a.details["node_score"] >= DEFAULT_THRESHOLD
     assert a.details["node_score"] == round(node_score(a.details["score"], 30), 6)
