@@ -211,13 +211,24 @@ def _firing(node: str) -> Alert:
     )
 
 
+async def _publish_node(nc: Any, node: str) -> None:
+    """One 10 s aggregate of ``node``, flushed: the dashboard's fleet then counts it."""
+    await nc.publish(subjects.agg(10, "lab", node), encode(_agg(node, time.time(), 30)))
+    await nc.flush()
+
+
+async def _reconnects_and_shows_the_alert(browser: Browser) -> None:
+    """The page's WebSocket is live again and the alert list shows n0's critical CPU alert."""
+    await browser.wait_for("document.getElementById('conn').classList.contains('live')", 30)
+    assert await browser.wait_for("document.getElementById('alert-list').innerText.includes('cpu_critical · n0')", 10)
+
+
 async def test_an_alert_that_fires_before_the_websocket_connects_is_shown_once_it_does(nats_server: EmbeddedServer, nc: Any, browser: Browser) -> None:
     conn = await nats.connect(nats_server.url)
     api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)
     await api.start()
     try:
-        await nc.publish(subjects.agg(10, "lab", "n0"), encode(_agg("n0", time.time(), 30)))
-        await nc.flush()
+        await _publish_node(nc, "n0")
         # the page loads its alert list, but its WebSocket cannot connect yet (it is pointed at a closed port until released)
         await browser.call("Page.enable")
         await browser.call("Page.addScriptToEvaluateOnNewDocument", source=HOLD_WEBSOCKET)
@@ -233,8 +244,7 @@ async def test_an_alert_that_fires_before_the_websocket_connects_is_shown_once_i
             await asyncio.sleep(0.05)
         assert not api.hub.clients
         await browser.eval("window.__holdWs = false")
-        await browser.wait_for("document.getElementById('conn').classList.contains('live')", 30)
-        assert await browser.wait_for("document.getElementById('alert-list').innerText.includes('cpu_critical · n0')", 10)
+        await _reconnects_and_shows_the_alert(browser)
     finally:
         await api.stop()
         await conn.close()
@@ -245,8 +255,7 @@ async def test_an_alert_that_fires_while_the_websocket_is_down_is_shown_after_it
     api = ApiServer(conn, port=0, backfill_s=0, alert_backfill_s=0)
     await api.start()
     try:
-        await nc.publish(subjects.agg(10, "lab", "n0"), encode(_agg("n0", time.time(), 30)))
-        await nc.flush()
+        await _publish_node(nc, "n0")
         await browser.open(api.url + "/")
         await browser.wait_for("document.getElementById('c-total').textContent === '1'")
         await browser.wait_for("document.getElementById('conn').classList.contains('live')")
@@ -258,8 +267,7 @@ async def test_an_alert_that_fires_while_the_websocket_is_down_is_shown_after_it
         state.apply_alert(_firing("n0"))
         api = ApiServer(conn, port=port, state=state, backfill_s=0, alert_backfill_s=0)
         await api.start()
-        await browser.wait_for("document.getElementById('conn').classList.contains('live')", 30)
-        assert await browser.wait_for("document.getElementById('alert-list').innerText.includes('cpu_critical · n0')", 10)
+        await _reconnects_and_shows_the_alert(browser)
     finally:
         await api.stop()
         await conn.close()

@@ -62,6 +62,15 @@ def _commands(tmp_path: Path, url: str) -> dict[str, list[str]]:
     }
 
 
+def _assert_clean_exits(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """Every process exits 0 within ``timeout_s`` with no traceback on stderr."""
+    for name, proc in procs.items():
+        code = proc.wait(timeout=timeout_s)
+        rest = proc.stderr.read().decode() if proc.stderr else ""
+        assert code == 0, (name, rest)
+        assert "Traceback" not in rest, (name, rest)
+
+
 # what each command logs while it waits for the broker (the producer spools instead of waiting)
 _WAITING = {"produce": "broker error"}
 
@@ -78,11 +87,7 @@ def test_every_service_waiting_for_an_unreachable_nats_stops_on_a_signal(tmp_pat
             _read_until(proc, _WAITING.get(name, WAITING))
         for name, proc in procs.items():
             proc.send_signal(SIGNALS.get(name, signal.SIGTERM))
-        for name, proc in procs.items():
-            code = proc.wait(timeout=30)
-            rest = proc.stderr.read().decode() if proc.stderr else ""
-            assert code == 0, (name, rest)
-            assert "Traceback" not in rest, (name, rest)
+        _assert_clean_exits(procs, timeout_s=30)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -191,11 +196,7 @@ def test_services_whose_broker_went_away_still_stop_on_a_signal_without_a_traceb
         srv.stop()
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
-        for name, proc in procs.items():
-            code = proc.wait(timeout=40)
-            rest = proc.stderr.read().decode() if proc.stderr else ""
-            assert code == 0, (name, rest)
-            assert "Traceback" not in rest, (name, rest)
+        _assert_clean_exits(procs, timeout_s=40)
     finally:
         srv.stop()
         for proc in procs.values():
