@@ -44,6 +44,7 @@ CHECKPOINT_VERSION = 1
 REWIND_RETRY_MIN_S = 0.2
 REWIND_RETRY_MAX_S = 5.0
 DEFAULT_REWIND_TIMEOUT_S = 15.0  # one attempt to restore and reposition; a read from a store whose leader died can hang
+START_RESTORE_ATTEMPTS = 3  # bounded attempts to restore at start before giving up with an error
 
 
 @dataclass(slots=True)
@@ -151,7 +152,7 @@ class Runtime:
         """Restore the checkpoint, position the consumer, start pulling and the timers."""
         self._store = await self._object_store()
         self._initial = {op.name: op.snapshot() for op in self.operators}
-        await self._restore_and_position()
+        await self._restore_at_start()
         await self._puller.start()
         self._started = True
         self._tasks = [
@@ -160,6 +161,25 @@ class Runtime:
             asyncio.create_task(self._self_metrics_loop(), name=f"{self.name}-self-metrics"),
         ]
         log.info("processor %s started at seq %d with operators %s", self.name, self._ckpt_seq + 1, [o.name for o in self.operators])
+
+    async def _restore_at_start(self) -> None:
+        """Restore and position, each attempt bounded by ``rewind_timeout_s``.
+
+        nats-py's ``ObjectStore.get`` waits for ever when the checkpoint is replaced
+        between reading its info and its chunks, or its stream has just lost its
+        leader; a start must not hang on that, so a timed-out attempt is retried
+        and the last one fails with an error that says so.
+        """
+        for attempt in range(1, START_RESTORE_ATTEMPTS + 1):
+            try:
+                await asyncio.wait_for(self._restore_and_position(), self.rewind_timeout_s)
+                return
+            except TimeoutError:
+                if attempt == START_RESTORE_ATTEMPTS:
+                    raise TimeoutError(
+                        f"{self.name}: restoring the checkpoint timed out {attempt} times ({self.rewind_timeout_s:g} s each)"
+                    ) from None
+                log.warning("%s: restoring the checkpoint timed out after %g s; trying again", self.name, self.rewind_timeout_s)
 
     async def stop(self, *, final: bool = False) -> None:
         """Stop pulling and the timers, flush, checkpoint what was processed (so nothing is redone or lost).

@@ -42,10 +42,12 @@ async def checkpointed_after(js: Any, t: float, timeout_s: float = 30.0) -> None
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            res = await (await js.object_store(STATE_STORE)).get(PROCESSOR)
+            # Each read is bounded: nats-py's ObjectStore.get waits for ever on the chunks of an
+            # object that the processor replaced (and purged) between reading its info and its data.
+            res = await asyncio.wait_for((await js.object_store(STATE_STORE)).get(PROCESSOR), 2.0)
             if msgspec.msgpack.decode(res.data)["ts"] > t:
                 return
-        except Exception:  # no bucket or no checkpoint yet
+        except Exception:  # no bucket or no checkpoint yet, or a read that raced a newer checkpoint
             pass
         assert time.monotonic() < deadline, f"no checkpoint after {t} within {timeout_s} s"
         await asyncio.sleep(0.1)

@@ -26,18 +26,23 @@ def _snapshot(collector: SystemCollector) -> SampleBuffer:
 
 
 def _two_snapshots(collector: SystemCollector) -> SampleBuffer:
+    """A first snapshot, then the next one that carries CPU % (some kernels and sandboxes
+    advance per-CPU counters lazily, and the collector reports CPU % only once they moved)."""
     collector.collect(SampleBuffer())
-    time.sleep(0.2)
-    out = SampleBuffer()
-    collector.collect(out)
+    for _ in range(25):
+        time.sleep(0.2)
+        out = SampleBuffer()
+        collector.collect(out)
+        if any(x.name == "cpu.percent" for x in out.items):
+            break
     return out
 
 
 def test_snapshot_has_the_names_threshold_rules_rely_on_with_sane_values() -> None:
     collector = SystemCollector()
     s = _by_series(_two_snapshots(collector))
-    for _ in range(20):  # some kernels (and sandboxes) advance per-CPU counters lazily: CPU % comes a bit later
-        if "cpu.percent" in s and len([k for k in s if k.startswith("cpu.percent{")]) == (psutil.cpu_count() or 1):
+    for _ in range(20):  # each core's counters may advance at a different snapshot
+        if len([k for k in s if k.startswith("cpu.percent{")]) == (psutil.cpu_count() or 1):
             break
         time.sleep(0.2)
         s = _by_series(_snapshot(collector))

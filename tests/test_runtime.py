@@ -275,6 +275,43 @@ async def test_a_rewind_whose_checkpoint_read_hangs_is_retried_and_alerting_goes
         await rt.stop()
 
 
+@pytest.mark.timeout(60)
+async def test_a_start_whose_checkpoint_read_hangs_is_retried_and_resumes_from_the_checkpoint(
+    nc: nats.NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of the checkpoint that never answers (it raced a newer checkpoint) does not hang the start."""
+    from nats.js.object_store import ObjectStore
+
+    js = nc.jetstream()
+    await ensure_streams(js)
+    seen = await collect_alerts(nc)
+    first = Runtime(nc, [ThresholdRules([mem_rule()])], name="restart", checkpoint_interval_s=0.2)
+    await first.start()
+    t0 = time.time() - 100
+    await publish_series(js, [10.0, 95.0], t0)
+    await wait_for(lambda: len(seen) == 1)
+    await first.stop()
+    real_get, hung = ObjectStore.get, []
+
+    async def hangs_once(self: ObjectStore, name: str, *args: object, **kwargs: object) -> object:
+        if not hung:
+            hung.append(name)
+            await asyncio.Event().wait()  # never set: the chunks that never come
+        return await real_get(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectStore, "get", hangs_once)
+    second = Runtime(nc, [ThresholdRules([mem_rule()])], name="restart", checkpoint_interval_s=0.2, rewind_timeout_s=0.5)
+    await second.start()
+    try:
+        assert hung == ["restart"]
+        await publish_series(js, [10.0], t0 + 2)
+        await wait_for(lambda: len(seen) == 2, 20, "the resolve, from the restored firing state")
+        await asyncio.sleep(0.5)
+        assert [a.status for a in seen] == [AlertStatus.FIRING, AlertStatus.RESOLVED]
+    finally:
+        await second.stop()
+
+
 def test_a_bad_partition_is_refused() -> None:
     with pytest.raises(ValueError, match="partition 2/2 is invalid"):
         Runtime(None, [], partition=(2, 2))  # type: ignore[arg-type]
