@@ -31,7 +31,7 @@ from typing import Any
 
 from sinks.reader import available_format
 from sinks.rows import COLUMNS, utc_date
-from sinks.segments import Segment, list_segments
+from sinks.segments import Segment, by_partition, list_segments
 
 VIEWS: dict[str, str] = {  # view name -> stored record kind
     "samples": "metrics",
@@ -97,12 +97,8 @@ def dedupe_plan(segments: list[Segment]) -> list[tuple[Segment, int | None]]:
     range already covered is skipped; one that overlaps it is read for seqs
     above the covered range only.
     """
-    by_part: dict[tuple[str, str], list[Segment]] = {}
-    for s in segments:
-        by_part.setdefault((s.date, s.cluster), []).append(s)
     out: list[tuple[Segment, int | None]] = []
-    for segs in by_part.values():
-        segs.sort(key=lambda s: (s.first_seq, -s.last_seq))
+    for segs in by_partition(segments):
         hi = -1
         for s in segs:
             if s.last_seq <= hi:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.rows import TIME_COLUMN, check_kind, utc_date
-from sinks.segments import FORMAT_EXT, Segment, get_format, list_segments
+from sinks.segments import FORMAT_EXT, Segment, by_partition, get_format, list_segments
 
 READ_ATTEMPTS = 3
 
@@ -27,13 +27,9 @@ def available_format(root: str | Path, kind: str) -> str | None:
 
 def _dedupe_groups(segments: list[Segment]) -> tuple[list[Segment], list[list[Segment]]]:
     """Split segments into those whose partition has no overlapping seq ranges and groups that do."""
-    by_part: dict[tuple[str, str], list[Segment]] = {}
-    for s in segments:
-        by_part.setdefault((s.date, s.cluster), []).append(s)
     clean: list[Segment] = []
     overlapping: list[list[Segment]] = []
-    for segs in by_part.values():
-        segs.sort(key=lambda s: (s.first_seq, -s.last_seq))
+    for segs in by_partition(segments):
         hi = -1
         overlap = False
         for s in segs:

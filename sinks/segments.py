@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -64,6 +64,16 @@ class Segment:
     cluster: str
     first_seq: int
     last_seq: int
+
+
+def by_partition(segments: Iterable[Segment]) -> list[list[Segment]]:
+    """Segments grouped per (date, cluster) partition, each group in order of first seq, widest first."""
+    parts: dict[tuple[str, str], list[Segment]] = {}
+    for s in segments:
+        parts.setdefault((s.date, s.cluster), []).append(s)
+    for segs in parts.values():
+        segs.sort(key=lambda s: (s.first_seq, -s.last_seq))
+    return list(parts.values())
 
 
 def segment_name(kind: str, first_seq: int, last_seq: int, ext: str) -> str:
