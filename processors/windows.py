@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import MetricBatch, Sample, SeriesStats, WindowAggregate, subjects
+from schemas import MetricBatch, Sample, SeriesStats, WindowAggregate, series_key, subjects
 
 from processors.cardinality import CardinalityLimiter
 from processors.operator import Emit, Operator
@@ -31,12 +31,6 @@ DEFERRED_TICK_S = 0.05  # tick period when closing is deferred
 QUIET_SCAN_S = 1.0  # how often silent nodes are looked for
 DEFAULT_MAX_ROWS_PER_WINDOW = 10_000  # batches per node and base window; beyond this they are dropped and counted
 
-
-def series_key(name: str, labels: dict[str, str] | None) -> str:
-    """``cpu.percent`` or ``cpu.percent{core=0}`` (labels sorted)."""
-    if not labels:
-        return name
-    return name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
 _last_layout: list[object] = [None, None, None]

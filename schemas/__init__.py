@@ -21,6 +21,7 @@ from schemas.models import (
     check_metric_name,
     check_timestamp,
     check_value,
+    series_key,
 )
 from schemas.subjects import SubjectError, check_token
 
@@ -51,6 +52,7 @@ __all__ = [
     "decode_event",
     "encode",
     "json_schema",
+    "series_key",
     "subjects",
     "to_builtins",
 ]

@@ -33,6 +33,13 @@ _KNOWN_NAMES_MAX = 100_000
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-/")
 
 
+
+def series_key(name: str, labels: dict[str, str] | None) -> str:
+    """The series key: name plus sorted labels, e.g. ``cpu.percent`` or ``cpu.percent{core=0}``."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
 class Severity(str, Enum):
     """Alert severity; the value is the subject token."""
 
@@ -130,10 +137,7 @@ class Sample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc
 
     def series(self) -> str:
         """The series key: name plus sorted labels, e.g. ``cpu.percent{core=0}``."""
-        if not self.labels:
-            return self.name
-        inner = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        return f"{self.name}{{{inner}}}"
+        return series_key(self.name, self.labels)
 
 
 class MetricBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False, gc=False):

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from schemas import Alert, HealthScore, WindowAggregate, decode
+from schemas import Alert, HealthScore, WindowAggregate, decode, series_key
 from schemas.codec import DecodeError
 
 REPORT_FORMATS = ("html", "json", "csv")
@@ -55,11 +55,6 @@ CSV_COLUMNS = (
 class ReportError(ValueError):
     """A report cannot be made from what the user asked for."""
 
-
-def _series_key(metric: str, labels: dict[str, str] | None) -> str:
-    if not labels:
-        return metric
-    return metric + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
 @dataclass(slots=True)
@@ -243,7 +238,7 @@ class ReportBuilder:
             self._finest[node_key] = w
         elif w > finest:
             return
-        key = (row["cluster"], row["node"], _series_key(row["metric"], row.get("labels")))
+        key = (row["cluster"], row["node"], series_key(row["metric"], row.get("labels")))
         s = self.report.series.get(key)
         if s is None:
             if len(self.report.series) >= self.max_series:

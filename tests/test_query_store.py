@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from sinks.api.state import series_key
+from schemas import series_key
 from sinks.parquet import LEGACY_SCHEMAS
 from sinks.query import StoreQuery
 from sinks.rows import utc_date

@@ -28,7 +28,8 @@ from schemas import Alert, DecodeError, HealthScore, MetricBatch, TrustScore, Wi
 from schemas.codec import to_builtins
 from schemas.subjects import SubjectError, parse
 from sinks.api.backfill import DERIVED_STREAM, replay
-from sinks.api.state import FleetState, series_key
+from schemas import series_key
+from sinks.api.state import FleetState
 
 log = logging.getLogger(__name__)
 

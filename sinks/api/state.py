@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processors.cardinality import CardinalityLimiter
-from schemas import Alert, AlertKind, AlertStatus, HealthScore, MetricBatch, Severity, TrustScore, WindowAggregate
+from schemas import Alert, AlertKind, AlertStatus, HealthScore, MetricBatch, Severity, TrustScore, WindowAggregate, series_key
 from schemas.codec import to_builtins
 
 DEFAULT_MAX_NODES = 10_000
@@ -66,17 +66,10 @@ def metric_of(series: str) -> str:
     return series if i < 0 else series[:i]
 
 
-def series_key(metric: str, labels: dict[str, str] | None) -> str:
-    """The display form ``disk.percent{mount=/}``, for JSON; never parsed back into labels."""
-    return series_text(series_id(metric, labels))
-
-
 def series_text(sid: SeriesId) -> str:
-    """Display form of a SeriesId (as :func:`series_key`)."""
+    """Display form of a SeriesId, ``disk.percent{mount=/}`` (as :func:`schemas.series_key`), for JSON."""
     metric, pairs = sid
-    if not pairs:
-        return metric
-    return metric + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
+    return series_key(metric, dict(pairs))
 
 
 def _number(v: Any) -> float | None:
