@@ -14,6 +14,11 @@ Three parts, each on the same seeds:
 * ``held_out_data``: honest-only runs at every alpha and attacks at 20 % on a dataset the
   detector was not tuned on (``--held-out-dataset``, default breast cancer: 2 classes,
   20 clients, 40 rounds), reported separately.
+* ``small_binary``: the same fleet (20 clients, 40 rounds, honest-only at every alpha and
+  attacks at 20 %) on two-class tasks of breast cancer's nature made from other data
+  (``--datasets``, default ``bench.federated.SMALL_BINARY``): the tuning fleets for small,
+  fast-converging binary fleets, so that breast cancer stays held out. ``--defences``
+  limits the attack runs' defences (``fedavg`` alone gives the detection figures).
 
 ``--part`` runs one part; ``--jsonl`` appends every run as it finishes, and ``--resume
 LOG...`` reuses the runs those logs already hold (same configuration and seed), so a
@@ -35,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.federated import ATTACKS, DATASETS, DEFENCES, FedConfig, run_federated
+from bench.federated import ATTACKS, DATASETS, DEFENCES, SMALL_BINARY, FedConfig, run_federated
 
 ALPHAS = (0.1, 0.3, 0.5, 1.0)
 FRACTIONS = (0.2, 0.3)
@@ -124,16 +129,20 @@ def _merge(ds: list[dict[str, int]]) -> dict[str, int]:
     return out
 
 
-def attack_part(base: FedConfig, seeds: int, fractions: tuple[float, ...], attacks: tuple[str, ...], log: Any) -> dict[str, Any]:
+def attack_part(
+    base: FedConfig, seeds: int, fractions: tuple[float, ...], attacks: tuple[str, ...], log: Any,
+    defences: tuple[str, ...] = DEFENCES,
+) -> dict[str, Any]:
     clean = {s: _run(replace(base, seed=s, attack="none", attackers=0.0, defence="fedavg", detect=False), log)["accuracy"] for s in range(seeds)}
     clean_mean = statistics.mean(clean.values())
     out: dict[str, Any] = {"clean_accuracy": round(clean_mean, 4), "clean_per_seed": clean, "cases": {}}
+    defences = ("fedavg",) + tuple(d for d in defences if d != "fedavg")  # detection is read off plain FedAvg
     for frac in fractions:
         for attack in attacks:
-            acc: dict[str, list[float]] = {d: [] for d in DEFENCES}
+            acc: dict[str, list[float]] = {d: [] for d in defences}
             det_rows = []
             for s in range(seeds):
-                for d in DEFENCES:
+                for d in defences:
                     cfg = replace(base, seed=s, attack=attack, attackers=frac, defence=d, detect=d in ("fedavg", "swarmwatch"))
                     row = _run(cfg, log)
                     acc[d].append(row["accuracy"])
@@ -152,7 +161,7 @@ def attack_part(base: FedConfig, seeds: int, fractions: tuple[float, ...], attac
                 "median_latency_rounds": statistics.median(lat) if lat else None,
                 "honest_accused_fraction_max": max(r["honest_accused_fraction"] for r in det_rows),
                 "accused_reasons": _merge([r["accused_reasons"] for r in det_rows]),
-                "gated_vs_clean_points": round(100 * (statistics.mean(acc["swarmwatch"]) - clean_mean), 2),
+                "gated_vs_clean_points": round(100 * (statistics.mean(acc["swarmwatch"]) - clean_mean), 2) if "swarmwatch" in acc else None,
                 "honest_accused_per_seed": [r["honest_accused"] for r in det_rows],
                 "code": CODE,
             }
@@ -167,8 +176,11 @@ def main() -> None:
     ap.add_argument("--honest-clients", type=int, default=100)
     ap.add_argument("--honest-rounds", type=int, default=80)
     ap.add_argument("--alpha", type=float, default=0.3, help="Dirichlet alpha of the attack runs")
-    ap.add_argument("--part", choices=("honest", "attacks", "held_out", "held_out_data", "all"), default="all")
+    ap.add_argument("--part", choices=("honest", "attacks", "held_out", "held_out_data", "small_binary", "all"), default="all",
+                    help="all: every part but small_binary (the tuning fleets)")
     ap.add_argument("--held-out-dataset", choices=tuple(d for d in DATASETS if d != "digits"), default="cancer")
+    ap.add_argument("--datasets", default=",".join(SMALL_BINARY), help="the small_binary part's datasets (comma-separated)")
+    ap.add_argument("--defences", default=",".join(DEFENCES), help="defences of the small_binary attack runs (comma-separated)")
     ap.add_argument("--held-out-data-clients", type=int, default=20)
     ap.add_argument("--held-out-data-rounds", type=int, default=40)
     ap.add_argument("--attacks", default=",".join(a for a in ATTACKS if a != "none"))
@@ -214,6 +226,25 @@ def main() -> None:
             "rounds": hd.rounds,
             "honest": honest_part(hd, a.seeds, log),
             "attacks": attack_part(hd, a.seeds, (0.2,), attacks, log),
+        }
+    if a.part == "small_binary":
+        datasets = tuple(x for x in a.datasets.split(",") if x)
+        defences = tuple(x for x in a.defences.split(",") if x)
+        for name in datasets + defences:
+            if name not in DATASETS + DEFENCES or name == "cancer":
+                ap.error(f"{name!r} is not a tuning dataset or defence (breast cancer is held out: --part held_out_data)")
+        sb = replace(tuned, clients=a.held_out_data_clients, rounds=a.held_out_data_rounds)
+        result["small_binary"] = {
+            "clients": sb.clients,
+            "rounds": sb.rounds,
+            "model": sb.model,
+            "datasets": {
+                ds: {
+                    "honest": honest_part(replace(sb, dataset=ds), a.seeds, log),
+                    "attacks": attack_part(replace(sb, dataset=ds), a.seeds, (0.2,), attacks, log, defences) if attacks else {},
+                }
+                for ds in datasets
+            },
         }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if a.update and a.out and a.out.is_file():

@@ -155,3 +155,13 @@ def test_a_converged_two_class_fleet_is_not_accused_for_minibatch_loss_swings() 
     res = run_federated(FedConfig(dataset="binary", model="mlp", clients=20, alpha=1.0, rounds=40, seed=2))
     assert res.accuracy > 0.85
     assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+
+
+def test_small_binary_tuning_fleets_are_two_class_tasks_that_exclude_breast_cancer() -> None:
+    from bench.federated import SMALL_BINARY, load_dataset
+
+    assert "cancer" not in SMALL_BINARY
+    for name in SMALL_BINARY:
+        Xtr, ytr, Xte, yte = load_dataset(name)
+        assert set(np.unique(ytr)) == {0, 1} and set(np.unique(yte)) == {0, 1}, name
+        assert Xtr.shape[1] == Xte.shape[1] and len(Xtr) > 4 * len(Xte) * 0.9, name
