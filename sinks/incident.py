@@ -325,8 +325,13 @@ def redact_config(value: Any) -> Any:
 
 
 async def read_notifications(nc: Any, bucket: str = "sw_notify") -> dict[str, Any]:
-    """Per alert id, the notify sink's record (channels, confirmed delivery per channel, times); {} without a bucket."""
+    """Per alert id, the notify sink's record (channels, confirmed delivery per channel, times); {} without a bucket.
+
+    Raises ``sinks.buckets.BucketReadError`` when the bucket cannot be read whole (never part of it).
+    """
     from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    from sinks.buckets import read_bucket
 
     js = nc.jetstream()
     try:
@@ -334,19 +339,13 @@ async def read_notifications(nc: Any, bucket: str = "sw_notify") -> dict[str, An
     except (BucketNotFoundError, NotFoundError):
         return {}
     out: dict[str, Any] = {}
-    watcher = await kv.watchall(ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.key.startswith("a.") and entry.value:
-                try:
-                    rec = json.loads(entry.value)
-                except (ValueError, RecursionError):  # unreadable or nested too deeply: left out
-                    continue
-                out[entry.key[2:]] = rec
-    finally:
-        await watcher.stop()
+    for key, value in (await read_bucket(kv)).items():
+        if key.startswith("a.") and value:
+            try:
+                rec = json.loads(value)
+            except (ValueError, RecursionError):  # unreadable or nested too deeply: left out
+                continue
+            out[key[2:]] = rec
     return out
 
 

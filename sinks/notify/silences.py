@@ -27,6 +27,7 @@ from schemas import Alert
 from schemas.durations import DurationError
 from schemas.durations import parse_duration as _parse_duration
 
+from sinks.buckets import BucketReadError, read_bucket, watch_from_snapshot
 from sinks.notify.config import DEFAULT_SILENCE_BUCKET, LABELS
 from sinks.notify.routing import alert_labels, matches
 
@@ -163,16 +164,14 @@ class SilenceStore:
 
 async def _load_all(kv: KeyValue) -> list[Silence]:
     out: list[Silence] = []
-    watcher = await kv.watchall(ignore_deletes=True)
     try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                with contextlib.suppress(msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
-                    out.append(msgspec.json.decode(entry.value, type=Silence))
-    finally:
-        await watcher.stop()
+        values = await read_bucket(kv)
+    except BucketReadError as exc:
+        raise SilenceError(str(exc)) from None
+    for value in values.values():
+        if value:
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
+                out.append(msgspec.json.decode(value, type=Silence))
     return out
 
 
@@ -185,13 +184,13 @@ class SilenceCache:
         self.version = 0  # bumped on every change, so the sink re-evaluates mutes at once
         self._task: asyncio.Task[None] | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
-        self._loaded = asyncio.Event()
 
     async def start(self) -> None:
-        """Load every silence, then follow changes."""
-        self._watcher = await self.kv.watchall()
+        """Load every silence (all of them, or ``BucketReadError``), then follow changes."""
+        self._watcher, entries = await watch_from_snapshot(self.kv)
+        for entry in entries.values():
+            self._apply(entry)
         self._task = asyncio.create_task(self._follow(), name="notify-silences")
-        await self._loaded.wait()
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -206,18 +205,18 @@ class SilenceCache:
     async def _follow(self) -> None:
         assert self._watcher is not None
         async for entry in self._watcher:
-            if entry is None:
-                self._loaded.set()
-                continue
-            self.version += 1
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.silences.pop(entry.key, None)
-                continue
-            try:
-                self.silences[entry.key] = msgspec.json.decode(entry.value, type=Silence)
-            except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
-                log.warning("silence %r in the bucket is not valid JSON; ignored", entry.key)
-        self._loaded.set()
+            if entry is not None:
+                self._apply(entry)
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        self.version += 1
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self.silences.pop(entry.key, None)
+            return
+        try:
+            self.silences[entry.key] = msgspec.json.decode(entry.value, type=Silence)
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
+            log.warning("silence %r in the bucket is not valid JSON; ignored", entry.key)
 
     def muted_by(self, alert: Alert, now: float) -> str | None:
         """Id of an active silence that mutes ``alert``, or None."""

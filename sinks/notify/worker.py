@@ -39,6 +39,7 @@ from nats.js.kv import KeyValue
 from processors.consumer import JetStreamPuller
 from schemas import Alert, AlertStatus, DeadLetter, MetricBatch, Sample, codec, subjects
 
+from sinks.buckets import read_bucket
 from sinks.notify.config import NotifyConfig
 from sinks.notify.delivery import STOP_GRACE_S, ChannelQueue, ChannelSender, Outbound
 from swarmwatch.cancellation import stop_task
@@ -188,32 +189,31 @@ class NotifySink:
             return await self.js.create_key_value(bucket=name, history=1, storage=StorageType.FILE)
 
     async def _reload(self) -> None:
+        """Restore the open alerts and groups from the state bucket, read whole or not at all.
+
+        A load cut short would re-page every alert it missed, so a stalled read
+        raises ``BucketReadError`` (the sink does not start) instead.
+        """
         assert self.state is not None
-        watcher = await self.state.watchall(ignore_deletes=True)
         groups: list[_GroupState] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if not entry.value:
-                    continue
-                try:
-                    if entry.key.startswith("a."):
-                        rec = msgspec.json.decode(entry.value, type=_Record)
-                        if rec.done:
-                            self.grouper.tombstones[rec.alert.id] = rec.done
-                            continue
-                        chans = tuple(c for c in rec.channels if c in self.channels)
-                        key, labels = self.grouper.group_key(rec.alert, chans)
-                        t = Tracked(rec.alert, chans, key, rec.received_at, rec.changed_at, recorded=dict(rec.recorded))
-                        self.grouper.restore(t, labels)
-                        self.inhibitor.observe(rec.alert)
-                    elif entry.key.startswith("g."):
-                        groups.append(msgspec.json.decode(entry.value, type=_GroupState))
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
-                    log.warning("notify state %r is unreadable; ignored", entry.key)
-        finally:
-            await watcher.stop()
+        for key, value in (await read_bucket(self.state)).items():
+            if not value:
+                continue
+            try:
+                if key.startswith("a."):
+                    rec = msgspec.json.decode(value, type=_Record)
+                    if rec.done:
+                        self.grouper.tombstones[rec.alert.id] = rec.done
+                        continue
+                    chans = tuple(c for c in rec.channels if c in self.channels)
+                    gkey, labels = self.grouper.group_key(rec.alert, chans)
+                    t = Tracked(rec.alert, chans, gkey, rec.received_at, rec.changed_at, recorded=dict(rec.recorded))
+                    self.grouper.restore(t, labels)
+                    self.inhibitor.observe(rec.alert)
+                elif key.startswith("g."):
+                    groups.append(msgspec.json.decode(value, type=_GroupState))
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+                log.warning("notify state %r is unreadable; ignored", key)
         for gs in groups:
             self.grouper.restore_group(tuple(gs.key), gs.last_sent, gs.active, gs.leading)
 

@@ -21,6 +21,9 @@ app.add_typer(incident_app, name="incident")
 async def _notifications(url: str, cfg: Any, bucket: str) -> dict[str, Any]:
     import nats as nats_client
 
+    from nats.errors import ConnectionClosedError
+
+    from sinks.buckets import BucketReadError
     from sinks.incident import read_notifications
     from swarmwatch.connect import connect_options, redact_url
 
@@ -37,6 +40,8 @@ async def _notifications(url: str, cfg: Any, bucket: str) -> dict[str, Any]:
         fail(f"cannot connect to NATS at {redact_url(url)!r} to read the notification state: {exc}")
     try:
         return await read_notifications(nc, bucket)
+    except (BucketReadError, ConnectionClosedError) as exc:
+        fail(f"cannot read the notification state from NATS at {redact_url(url)!r}: {str(exc) or type(exc).__name__}")
     finally:
         await nc.close()
 
