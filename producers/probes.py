@@ -622,6 +622,8 @@ def _parser() -> argparse.ArgumentParser:
 async def _amain(args: argparse.Namespace) -> None:
     import nats
 
+    from swarmwatch.cancellation import close_connection
+
     # Build first: bad names, targets or delays fail before any connection.
     prober = PeerProber(
         None,
@@ -653,7 +655,7 @@ async def _amain(args: argparse.Namespace) -> None:
         await prober.run(stop)
     finally:
         await asyncio.shield(prober.stop(clean=True))
-        await nc.drain()
+        await close_connection(nc)  # bounded: a plain drain/close waits for ever on a server that reads nothing
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,12 +52,35 @@ async def bounded(fn: Callable[[], Awaitable[Any]], timeout_s: float, what: str)
 
 
 async def close_connection(nc: Any, timeout_s: float = 10.0) -> None:
-    """Drain ``nc`` when connected (pending publishes and acks go out), else just close it; never raises."""
+    """Drain ``nc`` when connected (pending publishes and acks go out), else just close it; never raises.
+
+    Both steps are bounded by ``timeout_s``: nats-py's ``close()`` writes out what
+    is pending and waits for the socket to close, which lasts for ever when the
+    server stopped reading (frozen, or a half-open connection across a network
+    cut). A close that overruns drops the socket and what it still held.
+    """
     if nc.is_closed:
         return
     if nc.is_connected and await bounded(nc.drain, timeout_s, "the NATS connection (drain)"):
         return
-    try:
-        await nc.close()
-    except Exception as exc:  # noqa: BLE001 - closing is best effort
-        log.debug("closing the NATS connection: %s", exc)
+    await close_now(nc, timeout_s)
+
+
+async def close_now(nc: Any, timeout_s: float = 5.0) -> None:
+    """Close ``nc`` within ``timeout_s`` (no drain), dropping the socket if the server does not take what is pending."""
+    task = asyncio.ensure_future(nc.close())
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task not in done:
+        log.warning("closing the NATS connection took over %g s (the server reads nothing); dropping it", timeout_s)
+        await stop_task(task, 2.0, "closing the NATS connection")
+        _abort_socket(nc)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("closing the NATS connection: %s", task.exception())
+
+
+def _abort_socket(nc: Any) -> None:
+    """Close ``nc``'s TCP socket at once, discarding unsent data (nats-py has no public way)."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        transport.abort()

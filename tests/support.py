@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import ssl
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from schemas import Alert
+    from swarmwatch.server import EmbeddedServer
 
 
 async def wait_for(cond: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> None:
@@ -109,3 +112,16 @@ def http_server(handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext |
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@contextlib.contextmanager
+def frozen(server: EmbeddedServer) -> Iterator[None]:
+    """``server`` paused (SIGSTOP) for a ``with`` block, as a hung host or a cut network looks to its
+    clients: their connections stay open, and nothing is read or answered."""
+    assert server.running, "the server is not running"
+    pid = server._proc.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -61,6 +61,7 @@ def alerts(
     async def main() -> int:
         from processors.configfile import parse_duration
         from schemas import Alert, DecodeError, decode
+        from swarmwatch.cancellation import close_now
         from swarmwatch.connect import connect, redact_url
 
         stop = asyncio.Event()
@@ -119,7 +120,7 @@ def alerts(
         if not as_json:
             console.print(f"[dim]listening on {subject} at {redact_url(nats)} (Ctrl-C to stop)[/]")
         await stop.wait()
-        await nc.close()
+        await close_now(nc)
         return 0
 
     run_async(main)

@@ -25,6 +25,7 @@ async def _notifications(url: str, cfg: Any, bucket: str) -> dict[str, Any]:
 
     from sinks.buckets import BucketReadError
     from sinks.incident import read_notifications
+    from swarmwatch.cancellation import close_now
     from swarmwatch.connect import connect_options, redact_url
 
     opts = connect_options(cfg.nats, name="swarmwatch-incident")
@@ -43,7 +44,7 @@ async def _notifications(url: str, cfg: Any, bucket: str) -> dict[str, Any]:
     except (BucketReadError, ConnectionClosedError) as exc:
         fail(f"cannot read the notification state from NATS at {redact_url(url)!r}: {str(exc) or type(exc).__name__}")
     finally:
-        await nc.close()
+        await close_now(nc)
 
 
 @incident_app.command("export")

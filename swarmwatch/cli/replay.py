@@ -159,6 +159,7 @@ def replay_cmd(
         out = Console(highlight=False)
         nc = None
         if not offline:
+            from swarmwatch.cancellation import close_now
             from swarmwatch.connect import connect
 
             try:
@@ -227,7 +228,7 @@ def replay_cmd(
             )
         finally:
             if nc is not None:
-                await nc.close()
+                await close_now(nc)
         doc = report.to_dict()
         doc["replay_id"] = replay_id
         if prefix is not None:

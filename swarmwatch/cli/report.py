@@ -27,6 +27,7 @@ async def _from_stream(
     import nats as nats_client
 
     from sinks.report import report_from_stream
+    from swarmwatch.cancellation import close_now
     from swarmwatch.connect import connect_options, redact_url
 
     opts = connect_options(cfg.nats, name="swarmwatch-report")
@@ -38,7 +39,7 @@ async def _from_stream(
     try:
         return await report_from_stream(nc, since, until, cluster=cluster, metrics=metrics, window_s=window_s)
     finally:
-        await nc.close()
+        await close_now(nc)
 
 
 @app.command("report")

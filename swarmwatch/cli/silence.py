@@ -25,6 +25,7 @@ def _clock(ts: float) -> str:
 def _with_store(nats: str, nats_cfg: NatsConfig, bucket: str, work: Callable[[Any], Awaitable[int | None]]) -> None:
     async def main() -> int | None:
         from sinks.notify import SilenceError, SilenceStore
+        from swarmwatch.cancellation import close_now
         from swarmwatch.connect import connect
 
         try:
@@ -37,7 +38,7 @@ def _with_store(nats: str, nats_cfg: NatsConfig, bucket: str, work: Callable[[An
         except SilenceError as exc:
             fail(str(exc))
         finally:
-            await nc.close()
+            await close_now(nc)
 
     run_async(main)
 
