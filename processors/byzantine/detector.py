@@ -64,7 +64,8 @@ from processors.byzantine.robust import (
 )
 
 FEATURES: tuple[str, ...] = (
-    "alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment"
+    "alignment", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment",
+    "norm_drop",
 )
 STATISTICS: tuple[str, ...] = (
     "alignment",
@@ -84,11 +85,11 @@ _F = {name: j for j, name in enumerate(FEATURES)}  # feature column by name
 _S = {name: j for j, name in enumerate(STATISTICS)}  # score / evidence column by name
 _STAT_FEATURE = tuple(
     _F[f]
-    for f in ("alignment", "norm", "norm", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment")
+    for f in ("alignment", "norm", "norm_drop", "similarity", "loss", "norm_consistency", "distance", "staleness", "self_alignment")
 )
 # statistics judged against each node's own usual level as well as the fleet's (honest heterogeneity)
 _OWN_STATS = ("alignment", "stale", "direction")  # in score units (sd past the margin)
-_LEVELS = ("norm", "loss", "distance")  # log-ratio features with a per-node usual level
+_LEVELS = ("norm", "loss", "distance", "norm_per_loss")  # log-ratio features with a per-node usual level
 _OWN_COLS = np.array([_S[name] for name in _OWN_STATS], dtype=np.intp)
 # per-round spreads that are pooled with the recent rounds' (a spread from few nodes is noisy)
 _SPREADS = ("alignment", "norm_high", "norm_low", "loss", "norm_consistency", "distance", "direction")
@@ -204,6 +205,7 @@ class _RoundWork:
     steady: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # points its own usual way
     settled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # own direction known long enough to judge
     turned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # turned away from its own past
+    own_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # usual direction before this round (0: none)
     m: np.ndarray = field(default_factory=lambda: np.zeros(0))  # consensus
     m_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cos_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -649,7 +651,16 @@ class ClusterDetector:
             # centred on the round's typical gap: as a model converges, successive consensus
             # directions resemble each other and every honest update fits an earlier one about
             # as well as the current one; only a node far past that is stale
-            gap = (rd.units @ np.stack(past).T).max(axis=1) - cos_m
+            P = np.stack(past)
+            fit = rd.units @ P.T
+            best = fit.argmax(axis=1)
+            gap = fit[np.arange(rd.n), best] - cos_m
+            # where the node's own usual direction fits that earlier consensus better by as much,
+            # the consensus moved away from where the node usually points (the median of a
+            # two-sided fleet changing sides as participation varies), not the node back in time
+            own = rd.own_unit
+            gap_own = (own * P[best]).sum(axis=1) - own @ rd.m_unit
+            gap = gap - np.maximum(gap_own, 0.0)
             med_gap, sd_gap = robust_center_scale(gap[voters], 1e-3)
             rd.feats[:, _F["staleness"]] = (gap - max(med_gap, 0.0)) / sd_gap
         rd.dist = np.linalg.norm(rd.X - m, axis=1)
@@ -670,6 +681,7 @@ class ClusterDetector:
         c_all = np.where(known, (rd.units * own).sum(axis=1) / np.maximum(np.linalg.norm(own, axis=1), _EPS), np.nan)
         c = np.where(settled, c_all, np.nan)
         rd.feats[:, _F["self_alignment"]] = c
+        rd.own_unit = np.where(known[:, None], unit_rows(own)[0], 0.0)
         rd.settled = settled
         # steady: agrees with its own past about as well as the typical node (a non-IID client
         # pointing its own way); turned: far below (past the direction test's margin and
@@ -708,12 +720,23 @@ class ClusterDetector:
         med_l, _ = robust_center_scale(logloss[tr], 0.01)
         logdist = np.log(np.maximum(rd.dist, _EPS))
         med_d, _ = robust_center_scale(logdist[tr], 0.01)
-        rel = np.stack([lognorm - med, logloss - med_l, logdist - med_d], axis=1)
+        # norm per unit of (unfloored) loss: the size of a cross-entropy gradient scales with the
+        # loss once examples are fitted, so an honest client whose local data become fitted sends
+        # ever smaller updates *and* reports an ever smaller loss; a free-rider's update shrinks
+        # while the loss of the model it was sent does not
+        lograw = np.log(np.where(rd.losses > 0, rd.losses, np.nan))
+        med_r = float(np.median(lograw[tr & np.isfinite(lograw)])) if (tr & np.isfinite(lograw)).any() else math.nan
+        rel = np.stack([lognorm - med, logloss - med_l, logdist - med_d, (lognorm - med) - (lograw - med_r)], axis=1)
         res = self._own_levels(rd, rel)
 
         rd.feats[:, _F["norm"]] = res[:, 0]
+        # a drop in size counts only as far as the loss does not explain it: the smaller of the
+        # departures of the norm and of the norm per unit of loss from the node's usual levels
+        # (the norm alone where no loss is reported)
+        drop = np.where(np.isfinite(res[:, 3]), np.maximum(res[:, 0], res[:, 3]), res[:, 0])
+        rd.feats[:, _F["norm_drop"]] = drop
         rd.sd["norm_high"] = half_spread(res[tr, 0], "lower", 0.01)
-        rd.sd["norm_low"] = half_spread(res[tr, 0], "upper", 0.01)
+        rd.sd["norm_low"] = half_spread(drop[tr], "upper", 0.01)
         rd.sd["norm"] = max(rd.sd["norm_high"], rd.sd["norm_low"])
         rd.feats[:, _F["loss"]] = res[:, 1]
         rd.sd["loss"] = half_spread(res[tr, 1], "lower", 0.01)
@@ -759,7 +782,7 @@ class ClusterDetector:
             col("alignment")[:] = (cfg.align_fraction * rd.M - rd.cos_m) / sd["alignment"] - 0.25
         logR, logL, logC = math.log(cfg.norm_ratio), math.log(cfg.loss_ratio), math.log(cfg.norm_consistency_ratio)
         col("norm_high")[:] = (f[:, _F["norm"]] - logR) / sd["norm_high"]
-        col("norm_low")[:] = (-f[:, _F["norm"]] - logR) / sd["norm_low"]
+        col("norm_low")[:] = (-f[:, _F["norm_drop"]] - logR) / sd["norm_low"]
         col("similarity")[:] = np.where(rd.victim, 0.0, f[:, _F["similarity"]]) - cfg.similarity_sd
         col("loss")[:] = (f[:, _F["loss"]] - logL) / sd["loss"]
         col("norm_consistency")[:] = (np.abs(f[:, _F["norm_consistency"]]) - logC) / sd["norm_consistency"]
@@ -777,6 +800,12 @@ class ClusterDetector:
             sd_c = self._pool_spreads(rd, ("direction",))["direction"]
             if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
                 col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
+                # turning against one's own past harms the fleet only by turning against the
+                # fleet (sign or label flipping): an update that aligns with the consensus as
+                # well as the typical voter, within one (robust) sd, has turned *with* it (a
+                # client whose own data are fitted now follows the fleet's gradient): no evidence
+                with_fleet = rd.cos_m >= rd.M - sd["alignment"]
+                col("direction")[:] = np.where(with_fleet, np.minimum(col("direction"), 0.0), col("direction"))
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
         clip = cfg.confidence_z * 1.5
@@ -863,7 +892,7 @@ class ClusterDetector:
         sd = rd.sd
         self._scale[col] = [
             sd["alignment"], sd["norm"], 1.0, sd["loss"], sd["norm_consistency"], sd["distance"], 1.0,
-            sd.get("direction", 1.0)
+            sd.get("direction", 1.0), sd["norm_low"],
         ]
         self._prev_units = np.vstack([rd.units, rd.m_unit[None, :]]).astype(np.float32)  # compared in float32 anyway
         self._prev_slots = np.append(rd.idx, -1).astype(np.int32)
@@ -1201,8 +1230,12 @@ class ClusterDetector:
             arr = _dec(state[key])
             if key == "scores" and arr.dtype.kind == "f":  # older checkpoints kept float scores
                 arr = _quantize(arr)
+            if key == "level" and arr.shape[1] < len(_LEVELS):  # older checkpoints kept fewer levels
+                self._level[:k, : arr.shape[1]] = arr
+                continue
             getattr(self, "_" + key)[:k] = arr
-        self._scale = _dec(state["scale"])
+        scale = _dec(state["scale"])
+        self._scale[:, : scale.shape[1]] = scale  # older checkpoints kept fewer features
         if state.get("spread_hist") is not None:
             self._spread_hist = _dec(state["spread_hist"])
         self._col_round = _dec(state["col_round"])
