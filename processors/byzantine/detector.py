@@ -655,12 +655,14 @@ class ClusterDetector:
             fit = rd.units @ P.T
             best = fit.argmax(axis=1)
             gap = fit[np.arange(rd.n), best] - cos_m
-            # where the node's own usual direction fits that earlier consensus better by as much,
-            # the consensus moved away from where the node usually points (the median of a
-            # two-sided fleet changing sides as participation varies), not the node back in time
+            # where the node's usual direction fits that earlier consensus better by as much, the
+            # consensus moved away from where the node usually points (the median of a two-sided
+            # fleet changing sides as participation varies), not the node back in time; unless
+            # the node has turned away from its own past (label flipping), when its usual
+            # direction says nothing about this update
             own = rd.own_unit
             gap_own = (own * P[best]).sum(axis=1) - own @ rd.m_unit
-            gap = gap - np.maximum(gap_own, 0.0)
+            gap = gap - np.where(rd.turned, 0.0, np.maximum(gap_own, 0.0))
             med_gap, sd_gap = robust_center_scale(gap[voters], 1e-3)
             rd.feats[:, _F["staleness"]] = (gap - max(med_gap, 0.0)) / sd_gap
         rd.dist = np.linalg.norm(rd.X - m, axis=1)
@@ -788,6 +790,10 @@ class ClusterDetector:
         col("norm_consistency")[:] = (np.abs(f[:, _F["norm_consistency"]]) - logC) / sd["norm_consistency"]
         col("too_close")[:] = (-f[:, _F["distance"]] - logR) / sd["distance"]
         col("stale")[:] = f[:, _F["staleness"]] - cfg.stale_sd
+        # an update that aligns with this round's consensus at least as well as the typical voter
+        # carries this round's information, whatever earlier consensus it fits better still
+        # (in a converged fleet successive consensus directions differ by noise): not stale
+        col("stale")[:] = np.where(rd.cos_m >= rd.M, np.minimum(col("stale"), 0.0), col("stale"))
         ref = rd.voters & np.isfinite(f[:, _F["self_alignment"]])
         if ref.sum() >= cfg.min_nodes:
             # noisy honest nodes agree with their own past less, and less steadily, than the
@@ -801,10 +807,10 @@ class ClusterDetector:
             if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
                 col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
                 # turning against one's own past harms the fleet only by turning against the
-                # fleet (sign or label flipping): an update that aligns with the consensus as
-                # well as the typical voter, within one (robust) sd, has turned *with* it (a
-                # client whose own data are fitted now follows the fleet's gradient): no evidence
-                with_fleet = rd.cos_m >= rd.M - sd["alignment"]
+                # fleet (sign or label flipping): an update that aligns with the consensus at
+                # least as well as the node's own usual direction does has turned *towards* it
+                # (a client whose own data are fitted now follows the fleet's gradient): no evidence
+                with_fleet = rd.cos_m >= rd.own_unit @ rd.m_unit
                 col("direction")[:] = np.where(with_fleet, np.minimum(col("direction"), 0.0), col("direction"))
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
