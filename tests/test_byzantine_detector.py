@@ -271,3 +271,45 @@ def test_a_node_somewhat_closer_to_another_than_the_rest_is_not_a_copier() -> No
         assert res is not None
         flagged |= {v.node for v in res.verdicts if v.flagged}
     assert flagged == set()
+
+
+def test_an_update_shrinking_with_its_loss_is_convergence_but_one_shrinking_alone_is_a_free_rider() -> None:
+    # from round 12 "fitted" (its local data fitted: the cross-entropy gradient shrinks with the
+    # loss) and "lazy" (does ever less work) send updates 20 % smaller every round, down to 1/30
+    # of the fleet's; only "fitted" reports a loss that falls alike
+    rng = np.random.default_rng(12)
+    n, K = 30, 64
+    bias = rng.normal(0.0, 0.35, (n, K))
+    det = ClusterDetector()
+    flagged: set[str] = set()
+    for r in range(40):
+        g = rng.normal(0.4, 0.6, K)
+        shrink = 0.8 ** min(max(r - 11, 0), 16)
+        for i in range(n):
+            u = g + bias[i] + rng.normal(0.0, 1.0, K)
+            loss = 0.5 * np.exp(-r / 20.0) * (1.0 + rng.normal(0.0, 0.05))
+            if i in (0, 1):
+                u = u * shrink
+            if i == 0:
+                loss = loss * shrink
+            det.add("fitted" if i == 0 else "lazy" if i == 1 else f"n{i}", r, float(np.linalg.norm(u)), loss, u, T0 + 30 * r)
+        res = det.close(r)
+        assert res is not None
+        flagged |= {v.node for v in res.verdicts if v.flagged}
+    assert flagged == {"lazy"}
+
+
+def test_a_checkpoint_from_before_the_norm_per_loss_level_restores_and_keeps_judging() -> None:
+    # older checkpoints kept three own levels (norm, loss, distance) and eight feature spreads
+    from processors.byzantine.detector import _dec, _enc
+
+    fleet = SyntheticFleet(nodes=25, attackers=3, attack="sign_flip", start=6, seed=14)
+    det = ClusterDetector()
+    run(det, fleet, range(12))
+    state = det.snapshot()
+    state["level"] = _enc(_dec(state["level"])[:, :3].copy())
+    state["scale"] = _enc(_dec(state["scale"])[:, :8].copy())
+    old = ClusterDetector()
+    old.restore(msgspec.json.decode(msgspec.json.encode(state)))
+    flagged = first_flags(run(old, fleet, range(12, 24)))
+    assert set(flagged) == fleet.attackers, flagged
