@@ -813,11 +813,13 @@ class ClusterDetector:
             sd_c = self._pool_spreads(rd, ("direction",))["direction"]
             if med_c > cfg.confidence_z * sd_c / math.sqrt(int(ref.sum())):
                 col("direction")[:] = (cfg.direction_fraction * med_c - c) / sd_c - 0.25
-                # turning against one's own past harms the fleet only by turning against the
-                # fleet (sign or label flipping): an update that aligns with the consensus at
-                # least as well as the node's own usual direction does has turned *towards* it
-                # (a client whose own data are fitted now follows the fleet's gradient): no evidence
-                with_fleet = rd.cos_m >= rd.own_unit @ rd.m_unit
+                # a client whose own data are fitted stops pointing its own way and follows the
+                # fleet's gradient: its update turns *away* from its own past (cosine near 0) and
+                # *towards* the consensus (aligning with it as well as the typical voter, and
+                # better than its own usual direction does): no evidence. Sign and label
+                # flipping turn an update *against* its past (cosine below 0, beyond the
+                # 1/sqrt(K) resolution of sketch cosines) or against the fleet
+                with_fleet = (rd.cos_m >= max(rd.M, 0.0)) & (rd.cos_m >= rd.own_unit @ rd.m_unit) & (c >= -1.0 / math.sqrt(rd.K))
                 col("direction")[:] = np.where(with_fleet, np.minimum(col("direction"), 0.0), col("direction"))
         # clip: one extreme round cannot carry a window alone; a similarity hit counts little
         # per round, so the victim of an occasional copier is not mistaken for the copier
