@@ -188,7 +188,7 @@ def test_rounds_with_too_few_reports_are_recorded_but_not_judged() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_nodes": 0}, {"horizons": (1, 64)}, {"norm_ratio": 1.0}, {"align_fraction": 1.5}, {"min_nodes": 2}],
+    [{"max_nodes": 0}, {"horizons": (1, 64)}, {"norm_ratio": 1.0}, {"align_fraction": 1.5}, {"min_nodes": 2}, {"kin_rate": -0.01}],
 )
 def test_config_rejects_values_that_cannot_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
