@@ -670,7 +670,12 @@ class ClusterDetector:
             own = rd.own_unit
             gap_own = (own * P[best]).sum(axis=1) - own @ rd.m_unit
             gap = gap - np.where(rd.turned, 0.0, np.maximum(gap_own, 0.0))
-            med_gap, sd_gap = robust_center_scale(gap[voters], 1e-3)
+            # spread at least the resolution of the gap: it is a cosine with the consensus's
+            # displacement times the displacement's length, and sketch cosines resolve ~1/sqrt(K)
+            # (where most nodes' gap is explained by their usual direction, the voters' spread
+            # would otherwise collapse and any residual turn into many sd)
+            shift = float(np.median(np.linalg.norm(P[best[voters]] - rd.m_unit, axis=1)))
+            med_gap, sd_gap = robust_center_scale(gap[voters], max(1e-3, shift / math.sqrt(K)))
             rd.feats[:, _F["staleness"]] = (gap - max(med_gap, 0.0)) / sd_gap
         rd.dist = np.linalg.norm(rd.X - m, axis=1)
 
