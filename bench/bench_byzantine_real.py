@@ -64,10 +64,12 @@ def _commit() -> str:
 
 
 def _merge_into(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` over ``old``, recursively for dicts (so a re-run attack case replaces only itself)."""
+    """``new`` over ``old``, recursively for dicts (so a re-run attack case replaces only itself);
+    an entry (a dict naming its ``code``) replaces the old one whole: its reasons are its own."""
     out = dict(old)
     for k, v in new.items():
-        out[k] = _merge_into(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        whole = not isinstance(v, dict) or "code" in v or not isinstance(out.get(k), dict)
+        out[k] = v if whole else _merge_into(out[k], v)
     return out
 _KEY = ("dataset", "model", "clients", "alpha", "rounds", "attack", "attackers", "defence", "seed")
 
