@@ -31,6 +31,7 @@ from schemas import DeadLetter, MetricBatch, Sample, encode, subjects
 from processors.consumer import JetStreamPuller, ack_tokens
 from processors.dispatch import Dispatcher, decode_message
 from processors.operator import Emit, Operator
+from swarmwatch.cancellation import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ REWIND_RETRY_MIN_S = 0.2
 REWIND_RETRY_MAX_S = 5.0
 DEFAULT_REWIND_TIMEOUT_S = 15.0  # one attempt to restore and reposition; a read from a store whose leader died can hang
 START_RESTORE_ATTEMPTS = 3  # bounded attempts to restore at start before giving up with an error
+STOP_TASK_GRACE_S = 5.0  # how long stop() waits for each timer task to end after cancelling it
 
 
 @dataclass(slots=True)
@@ -141,6 +143,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._paused = False
         self._rewinding = False
+        self._rewind_task: asyncio.Task[None] | None = None
+        self._epoch = 0  # bumped by every rewind: a handler that awaited across one must not advance
         self._lock = asyncio.Lock()
         self._store: Any = None
         self._started = False
@@ -192,14 +196,11 @@ class Runtime:
         if not self._started:
             return
         self._started = False
+        if self._rewind_task is not None and not self._rewind_task.done():
+            await stop_task(self._rewind_task, REWIND_RETRY_MAX_S, f"{self.name}'s rewind")
         await self._puller.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        for t in self._tasks:  # repeated cancels: a wait_for inside can swallow one (swarmwatch.cancellation)
+            await stop_task(t, STOP_TASK_GRACE_S, t.get_name())
         self._tasks = []
         if not self._paused:
             await self._flush(final)
@@ -241,20 +242,33 @@ class Runtime:
             # a delivery went missing (e.g. across a reconnect): acking past it would lose it
             self.stats.gaps += 1
             log.warning("%s: consumer sequence jumped %d -> %d; rewinding to the checkpoint", self.name, self._last_cseq, cseq)
-            self._paused = True
-            asyncio.get_running_loop().create_task(self._rewind())
+            self._begin_rewind()
             return
         self._last_cseq = cseq
+        epoch = self._epoch
         if seq <= self._last_seq:
             self.stats.duplicates += 1  # a redelivery of something already processed
             return
+        try:
+            await self._process(msg, seq, stored_ns)
+        except Exception as exc:  # an output not sent (connection closed, every publish slot unacked): never ack past it
+            self.stats.publish_failed += 1
+            if epoch == self._epoch:
+                log.warning("%s: outputs of seq %d not sent (%s: %s); rewinding to the checkpoint",
+                            self.name, seq, type(exc).__name__, exc)
+                self._begin_rewind()
+            return
+        if epoch == self._epoch:  # else a rewind ran while its outputs were sent: it comes again after the checkpoint
+            self._advance(msg, seq)
+
+    async def _process(self, msg: Msg, seq: int, stored_ns: int) -> None:
+        """Feed one input to its operators and send what they return."""
         now = time.time()
         self.stats.received += 1
         replay = seq <= self._replay_until
         subject = msg.subject
         if self.partition[1] > 1 and not self._mine(subject):
             self.stats.other_partitions += 1
-            self._advance(msg, seq)
             return
         try:
             item = decode_message(subject, msg.data)
@@ -263,7 +277,6 @@ class Runtime:
                 self.stats.invalid += 1
                 self.dispatch.stats.invalid += 1
                 await self._dead(msg, seq, str(exc))
-            self._advance(msg, seq)
             return
         dispatch = self.dispatch
         dispatch.stats.inputs += 1
@@ -285,7 +298,12 @@ class Runtime:
         else:
             self.stats.processed += 1
             self.stats.lag_s = max(0.0, now - stored_ns / 1e9)
-        self._advance(msg, seq)
+
+    def _begin_rewind(self) -> None:
+        """Pause input and rewind to the checkpoint in the background (not once stopping)."""
+        self._paused = True
+        if self._started and not self._rewinding:
+            self._rewind_task = asyncio.get_running_loop().create_task(self._rewind(), name=f"{self.name}-rewind")
 
     def _mine(self, subject: str) -> bool:
         """Whether this instance's partition owns the subject's node (stable crc32 of cluster.node)."""
@@ -313,7 +331,8 @@ class Runtime:
     async def _publish(self, e: Emit) -> None:
         data = e.message if isinstance(e.message, (bytes, bytearray)) else encode(e.message)
         headers = {"Nats-Msg-Id": e.msg_id} if e.msg_id else None
-        fut = await self.js.publish_async(e.subject, data, headers=headers)
+        # bounded: nats-py's publish window (4,000 unacked) waits for a free slot, for ever without wait_stall
+        fut = await self.js.publish_async(e.subject, data, headers=headers, wait_stall=self.publish_timeout_s)
         self._futs.append(fut)
         self.stats.published += 1
         if e.subject.startswith("sw.alerts."):
@@ -346,9 +365,15 @@ class Runtime:
             failed = 0
             if futs:
                 done, pending = await asyncio.wait(futs, timeout=self.publish_timeout_s)
-                failed = len(pending) + sum(1 for f in done if f.exception() is not None)
+                for f in pending:
+                    f.cancel()  # its ack is lost: nats-py holds a publish slot until the future is done
+                failed = len(pending) + sum(1 for f in done if not f.cancelled() and f.exception() is not None)
             if failed:
                 self.stats.publish_failed += failed
+                if not self._started:  # stopping: the next start re-processes from the checkpoint
+                    log.error("%d outputs of %s were not stored by JetStream; not checkpointed past seq %d",
+                              failed, self.name, self._ckpt_seq)
+                    return False
                 log.error("%d outputs of %s were not stored by JetStream; rewinding to seq %d", failed, self.name, self._ckpt_seq)
                 await self._rewind()
                 return False
@@ -429,9 +454,12 @@ class Runtime:
         if self._rewinding:
             return
         self._rewinding = True
+        self._epoch += 1
         self.stats.rewinds += 1
         try:
             await self._puller.stop()
+            for f in self._futs:
+                f.cancel()  # outputs of inputs that come again; their publish slots are freed
             self._futs = []
             self._last_cseq = 0
             delay = REWIND_RETRY_MIN_S
