@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import Event, codec, subjects
+from swarmwatch.cancellation import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ PublishFn = Callable[[str, bytes, str], Awaitable[object]]
 DEFAULT_HEARTBEAT_S = 5.0  # seconds between heartbeats
 DEFAULT_FORGET_AFTER_S = 120.0  # a discovered peer silent this long is dropped from the table
 DEFAULT_MAX_PEERS = 256  # peers one producer tracks; more are refused and counted
+STOP_GRACE_S = 5.0  # how long stop() waits for the heartbeat task to end
 _JOIN_ECHO_MIN_S = 0.5  # at most one extra heartbeat per this many seconds in answer to joins
 
 
@@ -186,10 +188,8 @@ class Discovery:
 
     async def stop(self, clean: bool = True) -> None:
         """Stop heartbeats and listening; on a clean stop announce ``peer.leave`` first."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        if self._task is not None:  # repeated cancels: the publish's wait_for can swallow one (swarmwatch.cancellation)
+            await stop_task(self._task, STOP_GRACE_S, self._task.get_name())
             self._task = None
         if clean:
             await self.announce(LEAVE_KIND, {"reason": "shutdown"})

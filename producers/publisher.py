@@ -134,11 +134,7 @@ class Publisher:
             await asyncio.wait([self._replay_task], timeout=max(0.0, deadline - time.monotonic()))
         self._closing = True
         if self._replay_task is not None and not self._replay_task.done():
-            self._replay_task.cancel()
-            try:
-                await self._replay_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            await stop_task(self._replay_task, max(0.5, deadline - time.monotonic()), "spool replay")
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=max(0.1, deadline - time.monotonic()))
         self._fail_inflight("producer closing")

@@ -27,6 +27,7 @@ from producers.spool import DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES, Spool
 from schemas.codec import encode
 from schemas.models import MAX_SAMPLES_PER_BATCH, MetricBatch, Sample
 from schemas.subjects import check_token, events as events_subject, metrics as metrics_subject
+from swarmwatch.cancellation import stop_task
 
 if TYPE_CHECKING:
     from producers.probes import ProbeSettings
@@ -350,14 +351,11 @@ async def run_producer(
         stop.set()
         if side:
             _, late = await asyncio.wait(side, timeout=close_timeout_s)
-            for t in late:
-                t.cancel()
+            for t in late:  # repeated cancels: a wait_for inside (a probe's request) can swallow one
+                await stop_task(t, close_timeout_s, f"sidecar task {t.get_name()}")
             for t in side:
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a side task's failure is logged, not raised
-                    if not t.cancelled() and t.exception() is not None:
-                        log.warning("sidecar task %s failed: %r", t.get_name(), t.exception())
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    log.warning("sidecar task %s failed: %r", t.get_name(), t.exception())
         producer.detach()
         await publisher.close(close_timeout_s)
         producer.gpu.close()

@@ -30,6 +30,7 @@ from schemas.subjects import SubjectError, parse
 from sinks.api.backfill import DERIVED_STREAM, replay
 from schemas import series_key
 from sinks.api.state import FleetState
+from swarmwatch.cancellation import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ DEFAULT_CLIENT_QUEUE = 1_000  # messages buffered per WebSocket client
 DEFAULT_MAX_CLIENTS = 200
 DEFAULT_BACKFILL_S = 3_600.0
 DEFAULT_ALERT_BACKFILL_S = 86_400.0
+STOP_GRACE_S = 5.0  # how long stop() waits for the backfill to end
 DEFAULT_MAX_BUFFERED = 200_000  # live messages held while the backfill runs
 LIVE_SUBJECTS = ("sw.metrics.>", "sw.agg.>", "sw.alerts.>", "sw.trust.>", "sw.health.>", "sw.self.>", "sw.dlq.>")
 STREAM_TYPES = frozenset({"agg", "alert", "health", "trust"})
@@ -180,12 +182,8 @@ class LiveFeed:
             self._backfill_task = asyncio.create_task(self._backfill(), name="api-backfill")
 
     async def stop(self) -> None:
-        if self._backfill_task is not None:
-            self._backfill_task.cancel()
-            try:
-                await self._backfill_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._backfill_task is not None:  # repeated cancels: the replay's wait_for can swallow one
+            await stop_task(self._backfill_task, STOP_GRACE_S, "the dashboard backfill")
             self._backfill_task = None
         for s in self._subs:
             try:
