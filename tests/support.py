@@ -27,6 +27,20 @@ async def wait_for(cond: Callable[[], Any], timeout_s: float = 20.0, what: str =
     raise AssertionError(f"{what} not met within {timeout_s:g} s")
 
 
+async def ends_within(aw: Any, timeout_s: float, what: str) -> Any:
+    """``aw``'s result; an AssertionError naming ``what`` if it has not ended after ``timeout_s``.
+
+    Not ``asyncio.wait_for``: its cancel on timeout is one more cancel, which can end a task that
+    swallowed the first one and so hide the hang; here the task is cancelled only after the failure.
+    """
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task not in done:
+        task.cancel()
+        raise AssertionError(f"{what} did not end within {timeout_s:g} s")
+    return task.result()
+
+
 async def collect_alerts(nc: Any, subject: str = "sw.alerts.>") -> list[Alert]:
     """A list that fills with every alert published under ``subject`` from now on."""
     from schemas import Alert, decode

@@ -16,7 +16,7 @@ POINTS = 460
 SPIKE_AT = 350
 STEP_S = 15.0  # 460 points span 115 minutes: past the detector's one-hour warm-up
 
-from tests.support import wait_for
+from tests.support import ends_within, wait_for
 
 
 def latency(node: str, i: int) -> float:
@@ -49,7 +49,7 @@ async def test_injected_latency_anomaly_alerts_on_that_node_only(nc: nats.NATS) 
                 v = 400.0  # the injected anomaly
             b = MetricBatch("c1", node, t0 + i * STEP_S, [Sample("rpc.latency_ms", v), Sample("peer.count", 12.0)], seq=i)
             acks.append(await js.publish_async(subjects.metrics("c1", node), encode(b)))  # type: ignore[attr-defined]
-    await asyncio.gather(*acks)
+    await ends_within(asyncio.gather(*acks), 30, "JetStream's acks of the published inputs")
     await wait_for(lambda: op.stats.inputs >= POINTS * len(nodes))
     await wait_for(lambda: any(a.status is AlertStatus.RESOLVED for _, a in seen))
     await rt.stop()

@@ -10,7 +10,7 @@ import pytest
 from schemas import Event, MetricBatch, codec
 
 from producers.discovery import PeerTable
-from tests.support import wait_for
+from tests.support import ends_within, wait_for
 from producers.probes import JitterEstimator, PeerProber, ProbeResponder, ProbeWindow, ProbeResult, parse_target, probe_subject
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,7 +182,7 @@ async def test_prober_publishes_its_figures_as_a_metric_batch(nc: Any) -> None:
     task = asyncio.create_task(p.run(stop))
     batch = await asyncio.wait_for(got.get(), 10)
     stop.set()
-    await task
+    await ends_within(task, 20, "the prober's run after its stop was set")
     await p.stop()
     await peer.stop()
     assert (batch.cluster, batch.node) == ("c1", "n1")

@@ -11,6 +11,7 @@ from producers.sidecar import run_producer
 from schemas import MetricBatch, decode
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
+from tests.support import ends_within
 
 
 async def test_two_sidecars_find_and_probe_each_other(nats_server: EmbeddedServer) -> None:
@@ -42,7 +43,7 @@ async def test_two_sidecars_find_and_probe_each_other(nats_server: EmbeddedServe
     while time.monotonic() < deadline and not (probed("peer-a", "peer-b") and probed("peer-b", "peer-a")):
         await asyncio.sleep(0.1)
     stop.set()
-    await asyncio.gather(*runs)
+    await ends_within(asyncio.gather(*runs), 30, "both producers after their stop was set")
     await nc.close()
     assert probed("peer-a", "peer-b") and probed("peer-b", "peer-a")
     # in the node's own batches, beside its system metrics (CPU % comes once the kernel's counters moved)

@@ -19,19 +19,7 @@ from producers.publisher import Publisher
 from producers.sidecar import run_producer
 from swarmwatch.server import EmbeddedServer
 from swarmwatch.streams import ensure_streams
-
-
-async def _ends_within(aw: Any, timeout_s: float, what: str) -> Any:
-    """``aw``'s result; an AssertionError naming ``what`` if it has not ended after ``timeout_s``.
-
-    Not ``wait_for``: its cancel on timeout would be the second one, which ends the task and hides the hang.
-    """
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if task not in done:
-        task.cancel()
-        raise AssertionError(f"{what} did not end within {timeout_s:g} s")
-    return task.result()
+from tests.support import ends_within
 
 
 async def _swallow_one_cancel(blocked: asyncio.Event) -> None:
@@ -54,7 +42,7 @@ async def test_stopping_discovery_ends_when_a_heartbeat_publish_swallowed_the_ca
     d = Discovery(nc, "c1", "n1", PeerTable("n1"), heartbeat_s=0.05, publish_fn=publish)
     await d.start()
     await asyncio.wait_for(blocked.wait(), 10)
-    await _ends_within(d.stop(clean=False), 20, "discovery's stop (its heartbeat task)")
+    await ends_within(d.stop(clean=False), 20, "discovery's stop (its heartbeat task)")
 
 
 @pytest.mark.timeout(60)
@@ -69,7 +57,7 @@ async def test_a_producer_ends_when_a_side_task_swallowed_the_cancel(nats_server
     async def side(pub: Publisher, stop: asyncio.Event) -> None:
         await _swallow_one_cancel(blocked)  # ignores stop, swallows the first cancel
 
-    result = await _ends_within(
+    result = await ends_within(
         run_producer(nats_server.url, "c1", "n1", "100ms", publisher=Publisher(nats_server.url), tasks=[side], gpu=False,
                      registry=None, max_batches=2, close_timeout_s=1.0),
         20, "the producer (its side task)",
