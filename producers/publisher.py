@@ -28,6 +28,7 @@ DEFAULT_MAX_INFLIGHT = 1024  # unacknowledged publishes at once; more go to the 
 DEFAULT_RECONNECT_WAIT_S = 0.5  # first reconnect delay; doubles per failed attempt
 DEFAULT_MAX_RECONNECT_WAIT_S = 10.0
 DEFAULT_PING_INTERVAL_S = 20  # detects a half-open connection within ~1 minute
+FLUSH_TIMEOUT_S = 10.0  # longest wait of a publish for a full outbound buffer to be written out
 HOUSEKEEPING_S = 0.5  # how often ack timeouts are checked and a replay is considered
 REPLAY_CHUNK = 256
 REPLAY_BACKOFF_S = 2.0  # pause replay this long after a failure, so a missing stream is not hammered
@@ -260,6 +261,7 @@ class Publisher:
             "ping_interval": DEFAULT_PING_INTERVAL_S,
             "max_outstanding_pings": 3,
             "connect_timeout": 5,
+            "flush_timeout": FLUSH_TIMEOUT_S,  # a publish into a full buffer to a server that reads nothing returns
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
             "reconnected_cb": self._on_reconnect,

@@ -29,6 +29,9 @@ RECONNECT_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 FIRST_RETRY_S = 0.5  # wait after the first failed try; doubles each try
 MAX_RETRY_S = 30.0  # the longest wait between two tries
+# A publish that finds the outbound buffer full waits for it to be written out; without a bound
+# that wait lasts for ever when the server reads nothing (and swallows the cancel meant to end it).
+FLUSH_TIMEOUT_S = 10.0
 
 
 class ConnectError(ConnectionError):
@@ -54,6 +57,7 @@ def connect_options(cfg: NatsConfig | None = None, name: str = "swarmwatch") -> 
         "connect_timeout": CONNECT_TIMEOUT_S,
         "allow_reconnect": True,
         "pending_size": 64 * 1024 * 1024,
+        "flush_timeout": FLUSH_TIMEOUT_S,
     }
     if cfg.token:
         opts["token"] = cfg.token
