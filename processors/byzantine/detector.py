@@ -245,7 +245,7 @@ class RoundResult:
 
 
 def _shared_direction(
-    V: np.ndarray, ref: np.ndarray, K: int, k_sd: float, among: np.ndarray
+    V: np.ndarray, ref: np.ndarray, K: int, k_sd: float, among: np.ndarray, near_copy_ratio: float
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Evidence (1 = threshold) that each row of V points the same way as other rows.
 
@@ -261,12 +261,24 @@ def _shared_direction(
     med_p, sd_p = pair_cos_spread(U[ref])
     tau = min(0.95, max(med_p + k_sd * sd_p, k_sd / math.sqrt(K)))
     partners, best = partners_above(U, tau, among)
+    pair = np.maximum(best, 0.0) / tau
+    # the cosine threshold is calibrated on independent directions; in a low-rank fleet (a
+    # two-class task learnt at once: every client's persistent deviation lies along the class
+    # direction) it caps at 0.95 or the typical node's nearest partner already passes it, and
+    # honest kin then look like a plot. The fleet's own nearest-neighbour distance is then the
+    # yardstick: a pair counts as far as it is a near-copy, near_copy_ratio times closer than
+    # the typical reference node's nearest partner (as in the per-round similarity test)
+    nn_typ = float(np.median(best[ref]))
+    if med_p + k_sd * sd_p > 0.95 or nn_typ >= tau:
+        d_typ = math.sqrt(max(2.0 - 2.0 * nn_typ, 0.0))
+        d = np.sqrt(np.maximum(2.0 - 2.0 * best, _MIN_DIST**2))
+        pair = np.minimum(pair, np.log(np.maximum(d_typ / d, 1.0)) / math.log(near_copy_ratio))
     total = V[ref].sum(axis=0)  # the direction the group pushes a mean aggregate
     others, _ = unit_rows(total[None, :] - np.where(ref[:, None], V, 0.0))
     gc = (U * others).sum(axis=1)
     med_g, sd_g = robust_center_scale(gc[ref], 1.0 / math.sqrt(K))
     gz = (gc - med_g) / sd_g
-    ev = np.maximum(np.maximum(best, 0.0) / tau, gz / k_sd)
+    ev = np.maximum(pair, gz / k_sd)
     n = V.shape[0]
     return ev, {
         "best_cos": best,
@@ -994,7 +1006,7 @@ class ClusterDetector:
             Tr = Tr - np.median(Tr[ref], axis=0)
             among = ~rd.firing[elig] | (self._reason[ie] == _S_COLLUSION)
             for label, V in (("level", Dc), ("trend", Tr)):
-                ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd, among)
+                ev_v, info_v = _shared_direction(V, ref, K, cfg.cluster_sd, among, cfg.near_copy_ratio)
                 better = ev_v > e_clu[elig]
                 e_clu[elig] = np.maximum(e_clu[elig], ev_v)
                 for key, val in info_v.items():
