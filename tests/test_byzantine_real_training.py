@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,10 +15,13 @@ from producers.training import TrustGate
 from schemas import TrustScore, encode, subjects
 from swarmwatch.cli import app
 
-import numpy as np
-
 TINY = FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=30, attack_start=8, seed=3)
 
+
+def _assert_no_honest_accused(cfg: FedConfig) -> None:
+    """Run ``cfg``'s federated training with detection on; no honest client may be accused."""
+    res = run_federated(cfg)
+    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
 
 def test_honest_non_iid_training_converges_and_no_honest_client_is_accused() -> None:
     res = run_federated(TINY)
@@ -138,15 +142,13 @@ def test_a_steady_non_iid_client_is_not_accused_while_thirty_percent_colluders_a
 def test_a_small_honest_fleet_is_not_accused() -> None:
     # 20 clients: every spread comes from ~19 reports, and a one-class client resends nearly
     # the same update every round (its usual behaviour, not a replay)
-    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=0))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=0))
 
 
 def test_two_honest_clients_with_much_the_same_data_are_not_taken_for_colluders() -> None:
     # 20 clients at alpha 0.3: two of them hold mostly the same digit, so their persistent
     # deviations from the consensus point the same way from their first rounds on
-    res = run_federated(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=1))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset="digits", model="mlp", clients=20, alpha=0.3, rounds=40, seed=1))
 
 
 def test_a_converged_two_class_fleet_is_not_accused_for_minibatch_loss_swings() -> None:
@@ -170,8 +172,7 @@ def test_small_binary_tuning_fleets_are_two_class_tasks_that_exclude_breast_canc
 def test_a_client_that_turns_towards_the_fleet_is_not_accused_of_turning() -> None:
     # two-class fleet: once a client's own data are fitted its update stops pointing its own
     # way and follows the fleet's gradient: it turns away from its own past, towards the consensus
-    res = run_federated(FedConfig(dataset="binary", model="mlp", clients=20, alpha=0.5, rounds=40, seed=2))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset="binary", model="mlp", clients=20, alpha=0.5, rounds=40, seed=2))
 
 
 def test_sign_flippers_on_the_minority_side_of_a_two_class_fleet_are_caught() -> None:
@@ -185,8 +186,7 @@ def test_clients_of_the_minority_side_are_not_stale_when_the_median_changes_side
     # wine, class 0 against the rest, 20 clients: one-class clients point two ways; as
     # participation varies the coordinate-wise median swings between the sides, and the minority
     # side's steady updates fit an earlier round's consensus better than this one's
-    res = run_federated(FedConfig(dataset="wine_0", model="mlp", clients=20, alpha=0.5, rounds=40, seed=1))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset="wine_0", model="mlp", clients=20, alpha=0.5, rounds=40, seed=1))
 
 
 @pytest.mark.parametrize(("dataset", "alpha", "seed"), [("wine_0", 0.1, 0), ("binary", 0.3, 2)])
@@ -195,15 +195,13 @@ def test_a_steady_client_is_not_stale_for_the_small_residual_its_usual_direction
     # usual direction, so the voters' spread of the gap collapses to ~0.001; a steady client's
     # residual of ~0.01 (its update is not quite its usual direction) is within the resolution
     # of sketch cosines, not many sd
-    res = run_federated(FedConfig(dataset=dataset, model="mlp", clients=20, alpha=alpha, rounds=40, seed=seed))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset=dataset, model="mlp", clients=20, alpha=alpha, rounds=40, seed=seed))
 
 
 def test_a_converged_one_class_client_sending_tiny_updates_with_a_tiny_loss_is_not_accused() -> None:
     # wine, class 0 against the rest: a one-class client's data are fitted within a few rounds;
     # its updates settle at ~1/30 of the fleet's, its loss at ~1/5 (beyond own_ratio_cap)
-    res = run_federated(FedConfig(dataset="wine_0", model="mlp", clients=20, alpha=0.1, rounds=40, seed=2))
-    assert res.detection is not None and res.detection["honest_accused"] == 0, res.detection
+    _assert_no_honest_accused(FedConfig(dataset="wine_0", model="mlp", clients=20, alpha=0.1, rounds=40, seed=2))
 
 
 def test_honest_kinship_that_grows_as_a_two_class_fleet_converges_is_not_collusion() -> None:
